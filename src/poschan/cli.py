@@ -1,0 +1,167 @@
+"""Command line: ``poschan <command> ...`` (exit 0 ok, 2 bad input with a one-line message, 1 internal error)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+import torch
+
+from .config import PRESETS, as_dict, build_config
+from .errors import UserError
+from .results import RunDir
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers separated by commas, got {text!r}") from None
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    """The arguments every experiment command takes (the results contract)."""
+    p.add_argument("--preset", choices=PRESETS, default="quick", help="size preset (default: quick)")
+    p.add_argument("--config", help="YAML file whose keys override the preset")
+    p.add_argument("--seeds", type=_seeds, help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--seed", type=int, help="a single seed (same as --seeds N)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N")
+    p.add_argument("--data-root", dest="data_root", help="directory holding the dataset files")
+    p.add_argument("--out", required=True, help="results directory (must not exist or be empty)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run at OUT.partial")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model name (see `poschan models`) or path/file.py:factory")
+    p.add_argument("--width", type=int, help="width multiplier of resnet18-paper / vgg (64 = paper)")
+    p.add_argument("--pretrained", action="store_true", default=None, help="use the model's packaged weights")
+    p.add_argument("--weights", help="state_dict file to load (never pickled code)")
+
+
+def _overrides(args: argparse.Namespace, keys: Sequence[str]) -> dict:
+    values = {k: getattr(args, k, None) for k in keys}
+    if args.seed is not None:
+        if args.seeds is not None:
+            raise UserError("give either --seed or --seeds, not both")
+        values["seeds"] = [args.seed]
+    else:
+        values["seeds"] = args.seeds
+    return values
+
+
+def _run_experiment(args: argparse.Namespace, module, config) -> int:
+    """Validate (``module.prepare``), then run into OUT.partial and publish OUT atomically."""
+    plan = module.prepare(config)
+    run = RunDir(args.out, resume=args.resume)
+    work = run.open()
+    began = time.perf_counter()
+    try:
+        metrics = module.run(plan, work, progress=args.progress)
+    except UserError:
+        run.discard_if_new()
+        raise
+    run.write_results(module.EXPERIMENT, as_dict(config), metrics, list(config.seeds), config.device,
+                      time.perf_counter() - began)
+    out = run.commit()
+    getattr(module, "print_summary", _print_metrics)(metrics)
+    print(f"results: {out}/results.json")
+    return 0
+
+
+def _fmt(stat: dict) -> str:
+    lo, hi = stat["ci95"]
+    return f"{stat['mean']:.3f}  [95% CI {lo:.3f}, {hi:.3f}]  n={stat['n']}"
+
+
+def _print_metrics(metrics: dict) -> None:
+    for key, value in metrics.items():
+        print(f"{key:>16}: {_fmt(value) if isinstance(value, dict) and 'ci95' in value else value}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .experiments import train
+
+    keys = ("task", "grid", "canvas", "background", "data", "data_root", "model", "width", "head", "padding",
+            "permute", "permute_per_sample", "pretrained", "weights", "epochs", "batch_size", "lr",
+            "train_size", "test_size", "device")
+    config = build_config(train.TrainConfig, train.EXPERIMENT, args.preset, args.config, _overrides(args, keys))
+    return _run_experiment(args, train, config)
+
+
+def cmd_models(_args: argparse.Namespace) -> int:
+    from .models.registry import list_models
+
+    for name, description in list_models():
+        print(f"{name:<28} {description}")
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from .models.registry import build_model
+    from .taps import layer_shapes
+
+    model = build_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans, width=args.width or 64,
+                        pretrained=bool(args.pretrained), weights=args.weights).eval()
+    x = torch.zeros(1, model.in_chans, args.input_size, args.input_size)
+    for name, shape in layer_shapes(model, x):
+        print(f"{name:<40} {shape}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="poschan", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train/test a pooled CNN on grid canvases over seeds")
+    p.add_argument("--task", choices=("location", "semantic"))
+    p.add_argument("--grid", type=int, help="k of the k×k grid")
+    p.add_argument("--canvas", type=int, help="canvas side in pixels (default: grid × image side)")
+    p.add_argument("--background", help="canvas fill: mean, black, noise, photo")
+    p.add_argument("--data", help="fashion-mnist (default), cifar10, folder:PATH")
+    _add_model_args(p)
+    p.add_argument("--head", help="gap-fc or gapnet")
+    p.add_argument("--padding", help="zeros, none, circular, reflect, replicate, partial")
+    p.add_argument("--permute", help="none, pooled, stage1..stage4 (random channel permutation, train and test)")
+    p.add_argument("--permute-per-sample", dest="permute_per_sample", action="store_true", default=None)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--train-size", dest="train_size", type=int, help="training images (default: all)")
+    p.add_argument("--test-size", dest="test_size", type=int, help="test images (default: all)")
+    _add_run_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("models", help="list the model names")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("layers", help="list a model's layer names and output shapes")
+    p.add_argument("model")
+    p.add_argument("--width", type=int)
+    p.add_argument("--pretrained", action="store_true")
+    p.add_argument("--weights")
+    p.add_argument("--num-classes", dest="num_classes", type=int, default=10)
+    p.add_argument("--in-chans", dest="in_chans", type=int, default=1)
+    p.add_argument("--input-size", dest="input_size", type=int, default=84)
+    p.set_defaults(func=cmd_layers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except UserError as exc:
+        print(f"poschan: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

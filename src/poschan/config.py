@@ -1,0 +1,113 @@
+"""Typed experiment configurations resolved from defaults < preset < YAML file < command-line flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import UserError
+
+PRESETS = ("smoke", "quick", "paper")
+C = TypeVar("C")
+
+
+def _read_yaml(text: str, origin: str) -> dict:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UserError(f"{origin} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{origin} must hold a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def preset_values(experiment: str, preset: str) -> dict:
+    """The keys the packaged ``configs/<experiment>.yaml`` sets for ``preset``."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
+    text = resources.files("poschan").joinpath("configs", f"{experiment}.yaml").read_text()
+    return _read_yaml(text, f"configs/{experiment}.yaml").get(preset) or {}
+
+
+def _coerce(cls_name: str, key: str, hint: Any, value: Any) -> Any:
+    """Check (and gently convert) ``value`` against the field's type hint."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(cls_name, key, option, value)
+            except UserError:
+                continue
+        raise UserError(f"config key {key!r}: {value!r} is not a valid {hint}")
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config key {key!r}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)[:1] or (Any,)
+        items = [_coerce(cls_name, key, item, v) for v in value]
+        return tuple(items) if origin is tuple else items
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"config key {key!r}: expected true/false, got {value!r}")
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    if hint in (int, str) and isinstance(value, hint) and not isinstance(value, bool):
+        return value
+    raise UserError(f"config key {key!r}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def build_config(cls: type[C], experiment: str, preset: str, config_file: str | None = None,
+                 overrides: dict[str, Any] | None = None) -> C:
+    """Defaults of ``cls`` < the preset < keys of ``config_file`` < non-None ``overrides``."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values: dict[str, Any] = {}
+    layers: list[tuple[str, dict]] = [(f"preset {preset!r}", preset_values(experiment, preset))]
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise UserError(f"cannot read --config {config_file}: {exc.strerror or exc}") from None
+        layers.append((f"--config {config_file}", _read_yaml(text, f"--config {config_file}")))
+    layers.append(("flags", {k: v for k, v in (overrides or {}).items() if v is not None}))
+    for origin, layer in layers:
+        for key, value in layer.items():
+            key = str(key).replace("-", "_")
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=2)
+                hint = f"did you mean {' or '.join(close)}?" if close else f"allowed: {', '.join(names)}"
+                raise UserError(f"unknown config key {key!r} in {origin}; {hint}")
+            values[key] = _coerce(cls.__name__, key, hints[key], value)
+    if "preset" in names:
+        values["preset"] = preset
+    config = cls(**values)
+    validate = getattr(config, "validate", None)
+    if validate is not None:
+        validate()
+    return config
+
+
+def as_dict(config: object) -> dict:
+    """A plain, YAML/JSON-ready dict of a config dataclass."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}

@@ -1,0 +1,260 @@
+"""Real image datasets loaded whole into normalised tensors."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from poschan.errors import UserError
+
+FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
+DATASETS = ("fashion-mnist", "cifar10", "photos", "folder:PATH")
+SPLITS = ("train", "test")
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+# Standard per-pixel statistics of the Fashion-MNIST train set (pixel values scaled to [0, 1]).
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+# Standard CIFAR-10 statistics (as in the paper's code).
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+# Real photographs shipped inside the scikit-image wheel (no pooch download needed).
+PHOTOS = (
+    "astronaut", "camera", "coffee", "chelsea", "rocket", "coins", "moon", "page", "text", "clock",
+    "hubble_deep_field", "immunohistochemistry", "retina", "brick", "grass", "gravel", "cell",
+)
+
+_FMNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_IDX_UBYTE = 0x08
+_DEFAULT_CACHE = Path.home() / ".cache" / "poschan"
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A labelled image set held in memory as normalised tensors."""
+
+    images: Tensor  # (N, C, h, w) float32, normalised with mean/std
+    labels: Tensor  # (N,) int64
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    name: str
+    split: str
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    def subset(self, n: int | None, generator: torch.Generator | None = None) -> ImageSet:
+        """The first `n` items, or `n` random ones drawn with `generator`; `n` larger than the set keeps all."""
+        if n is None:
+            return self
+        if n < 1:
+            raise UserError(f"subset size must be >= 1, got {n}")
+        if generator is None:
+            index: Tensor | slice = slice(0, n)
+        else:
+            index = torch.randperm(len(self), generator=generator, device=generator.device)[:n].cpu()
+        return ImageSet(self.images[index], self.labels[index], self.classes, self.mean, self.std,
+                        self.name, self.split)
+
+    def with_channels(self, c: int) -> ImageSet:
+        """The same set with `c` channels: unchanged, or grey repeated to 3 (mean/std repeated)."""
+        if c == self.channels:
+            return self
+        images = match_channels(self.images, c)
+        return ImageSet(images, self.labels, self.classes, self.mean * c, self.std * c, self.name, self.split)
+
+
+def match_channels(x: Tensor, channels: int) -> Tensor:
+    """(N, C, h, w) -> (N, channels, h, w): unchanged, or a grey channel repeated to 3 (a view)."""
+    c = x.shape[1]
+    if c == channels:
+        return x
+    if c == 1 and channels == 3:
+        return x.expand(-1, 3, -1, -1)
+    raise UserError(f"cannot turn {c}-channel images into {channels} channels; allowed: same count, or 1 -> 3")
+
+
+def load_dataset(name: str, split: str = "train", root: str | None = None, *, download: bool = False,
+                 limit: int | None = None, image_size: int | None = None) -> ImageSet:
+    """Load a dataset by name (see DATASETS); `limit` keeps the first items, `image_size` resizes square."""
+    if limit is not None and limit < 1:
+        raise UserError(f"limit must be >= 1, got {limit}")
+    if image_size is not None and image_size < 1:
+        raise UserError(f"image_size must be >= 1, got {image_size}")
+    if name == "photos":
+        return _photos(limit, image_size or 32)
+    if name.startswith("folder:"):
+        return _folder(name.removeprefix("folder:"), split, limit, image_size or 32)
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+    if name == "fashion-mnist":
+        images, labels = _fashion_mnist(split, root, download, limit)
+        return _image_set(images, labels, FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD,
+                          name, split, image_size)
+    if name == "cifar10":
+        images, labels, classes = _cifar10(split, root, download, limit)
+        return _image_set(images, labels, classes, CIFAR10_MEAN, CIFAR10_STD, name, split, image_size)
+    raise UserError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+
+
+def find_fashion_mnist(root: str | None) -> Path:
+    """The directory holding the four Fashion-MNIST IDX files (.gz or uncompressed).
+
+    A given `root` is searched alone (root/ and root/FashionMNIST/raw/); without one, the Debian
+    package location and then poschan's download cache are searched.
+    """
+    candidates = _candidates(root)
+    for folder in candidates:
+        if all(_idx_file(folder, stem) for stems in _FMNIST_FILES.values() for stem in stems):
+            return folder
+    looked = ", ".join(str(c) for c in candidates)
+    raise UserError(f"Fashion-MNIST IDX files not found (looked in {looked}); pass --data-root DIR holding "
+                    "them, or run `apt-get install dataset-fashion-mnist`")
+
+
+def _candidates(root: str | None) -> list[Path]:
+    if root is not None:
+        return [Path(root), Path(root) / "FashionMNIST" / "raw"]
+    return [FASHION_MNIST_DEBIAN, _DEFAULT_CACHE / "FashionMNIST" / "raw"]
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    for path in (folder / f"{stem}.gz", folder / stem):
+        if path.is_file():
+            return path
+    return None
+
+
+def _fashion_mnist(split: str, root: str | None, download: bool, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        folder = find_fashion_mnist(root)
+    except UserError:
+        if not download:
+            raise
+        import torchvision
+
+        target = Path(root) if root is not None else _DEFAULT_CACHE
+        torchvision.datasets.FashionMNIST(str(target), train=True, download=True)
+        folder = find_fashion_mnist(str(target))
+    image_stem, label_stem = _FMNIST_FILES[split]
+    images = read_idx(_idx_file(folder, image_stem), ndim=3)
+    labels = read_idx(_idx_file(folder, label_stem), ndim=1)
+    if images.shape[1:] != (28, 28) or len(images) != len(labels):
+        raise UserError(f"Fashion-MNIST files in {folder} disagree: images {images.shape}, labels {labels.shape}; "
+                        "expected (N, 28, 28) images and N labels")
+    if labels.max(initial=0) >= len(FASHION_MNIST_CLASSES):
+        raise UserError(f"corrupt Fashion-MNIST label file {_idx_file(folder, label_stem)}: labels outside 0..9")
+    return images[:limit, None], labels[:limit]
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """Read an unsigned-byte IDX file (optionally gzipped) with `ndim` dimensions, validating it fully."""
+    # Hand-written: torchvision's IDX reader does not detect truncated files or mismatched headers.
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as err:
+        raise UserError(f"cannot read IDX file {path}: {err}; re-download or reinstall it") from err
+    header = 4 + 4 * ndim
+    if len(raw) < header or raw[0:2] != b"\0\0" or raw[2] != _IDX_UBYTE or raw[3] != ndim:
+        raise UserError(f"corrupt IDX file {path}: bad magic number (expected unsigned bytes, {ndim} dims)")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = header + int(np.prod(dims))
+    if len(raw) != expected:
+        raise UserError(f"corrupt IDX file {path}: {len(raw)} bytes, header {dims} needs {expected}; "
+                        "the file is truncated or damaged")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
+
+
+def _cifar10(split: str, root: str | None, download: bool, limit: int | None) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    import torchvision
+
+    if root is None:
+        raise UserError("cifar10 needs --data-root DIR (holding cifar-10-batches-py, or where to download it)")
+    try:
+        data = torchvision.datasets.CIFAR10(root, train=split == "train", download=download)
+    except RuntimeError as err:
+        raise UserError(f"CIFAR-10 not found in {root} ({err}); pass --data-root DIR holding "
+                        "cifar-10-batches-py, or allow download") from err
+    images = data.data[:limit].transpose(0, 3, 1, 2)
+    return images, np.asarray(data.targets[:limit]), tuple(data.classes)
+
+
+def _image_set(images: np.ndarray | Tensor, labels: np.ndarray | Tensor, classes: tuple[str, ...],
+               mean: tuple[float, ...], std: tuple[float, ...], name: str, split: str,
+               image_size: int | None) -> ImageSet:
+    """Scale uint8 (or [0, 1] float) images to [0, 1], resize if asked, and normalise."""
+    x = torch.as_tensor(images)
+    x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+    if image_size is not None and x.shape[-2:] != (image_size, image_size):
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    x = ((x - m) / s).contiguous()
+    return ImageSet(x, torch.as_tensor(labels, dtype=torch.int64), tuple(classes), tuple(mean), tuple(std),
+                    name, split)
+
+
+@lru_cache(maxsize=8)
+def photo_bank(size: int) -> Tensor:
+    """The PHOTOS as one read-only (P, 3, size, size) tensor in [0, 1]: centre square crop, resized.
+
+    Cached per size (constant package data); callers must not modify it in place.
+    """
+    import skimage.data
+
+    squares = []
+    for name in PHOTOS:
+        a = torch.from_numpy(np.ascontiguousarray(getattr(skimage.data, name)()))
+        a = a[..., None].expand(-1, -1, 3) if a.ndim == 2 else a[..., :3]
+        h, w = a.shape[:2]
+        k = min(h, w)
+        a = a[(h - k) // 2:(h - k) // 2 + k, (w - k) // 2:(w - k) // 2 + k]
+        x = a.permute(2, 0, 1)[None].float().div_(255)
+        squares.append(F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
+    return torch.cat(squares).clamp_(0, 1)
+
+
+def _photos(limit: int | None, image_size: int) -> ImageSet:
+    n = len(PHOTOS) if limit is None else min(limit, len(PHOTOS))
+    return _image_set(photo_bank(image_size)[:n], torch.arange(n), PHOTOS[:n], IMAGENET_MEAN, IMAGENET_STD,
+                      "photos", "all", None)
+
+
+def _folder(path: str, split: str, limit: int | None, image_size: int) -> ImageSet:
+    """An ImageFolder at PATH, or at PATH/split when that sub-folder exists."""
+    import torchvision
+    from torchvision.transforms import v2
+
+    folder = Path(path)
+    if (folder / split).is_dir():
+        folder = folder / split
+    transform = v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True),
+                            v2.ToDtype(torch.float32, scale=True)])
+    try:
+        data = torchvision.datasets.ImageFolder(str(folder), transform=transform)
+    except (FileNotFoundError, NotADirectoryError) as err:
+        raise UserError(f"no image folder at {folder} ({err}); expected PATH/<class>/<image> files") from err
+    n = len(data) if limit is None else min(limit, len(data))
+    images = torch.stack([data[i][0] for i in range(n)])
+    labels = torch.tensor(data.targets[:n])
+    return _image_set(images, labels, tuple(data.classes), IMAGENET_MEAN, IMAGENET_STD,
+                      f"folder:{path}", split, None)

@@ -1,0 +1,101 @@
+"""Epochs of canvas batches whose content is a pure function of (seed, epoch, batch)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from poschan.data.canvas import BACKGROUNDS, canvas_side, make_background, paste_in_grid, random_cells
+from poschan.data.sources import ImageSet, match_channels
+from poschan.errors import UserError
+
+TASKS = ("location", "semantic")
+
+
+@dataclass
+class CanvasStream:
+    """Images pasted at a random grid cell, redrawn every epoch.
+
+    task "location": label = cell index (row-major); "semantic": label = the image's class.
+    The generator of each epoch (order) and of each batch (cells, background) is seeded from
+    (seed, epoch[, batch]) alone, so a resumed run sees exactly the batches of an uninterrupted one.
+    """
+
+    data: ImageSet
+    task: str
+    grid: int
+    batch_size: int
+    seed: int
+    canvas: int | None = None
+    background: str = "mean"
+    shuffle: bool = True
+    channels: int | None = None  # e.g. 3 to repeat grey images for an RGB model
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise UserError(f"unknown task {self.task!r}; allowed: {', '.join(TASKS)}")
+        if self.background not in BACKGROUNDS:
+            raise UserError(f"unknown background {self.background!r}; allowed: {', '.join(BACKGROUNDS)}")
+        if self.batch_size < 1:
+            raise UserError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.seed < 0:
+            raise UserError(f"seed must be >= 0, got {self.seed}")
+        if len(self.data) == 0:
+            raise UserError(f"dataset {self.data.name!r} ({self.data.split}) is empty")
+        canvas_side(self.grid, max(self.data.images.shape[-2:]), self.canvas)
+        match_channels(self.data.images[:1], self.out_channels)
+
+    def __len__(self) -> int:
+        """Batches per epoch; the last partial batch is kept."""
+        return math.ceil(len(self.data) / self.batch_size)
+
+    @property
+    def num_classes(self) -> int:
+        return self.grid * self.grid if self.task == "location" else len(self.data.classes)
+
+    @property
+    def chance(self) -> float:
+        """Accuracy of uniform guessing."""
+        return 1.0 / self.num_classes
+
+    @property
+    def side(self) -> int:
+        """Canvas side in pixels."""
+        return canvas_side(self.grid, max(self.data.images.shape[-2:]), self.canvas)
+
+    @property
+    def out_channels(self) -> int:
+        return self.channels if self.channels is not None else self.data.channels
+
+    def epoch(self, epoch: int, device: torch.device | str | None = None, *,
+              start_batch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield (canvases (B, C, side, side), labels (B,)) for batches start_batch.. of `epoch`."""
+        if epoch < 0:
+            raise UserError(f"epoch must be >= 0, got {epoch}")
+        if not 0 <= start_batch <= len(self):
+            raise UserError(f"start_batch must be in 0..{len(self)}, got {start_batch}")
+        return self._batches(epoch, device, start_batch)
+
+    def _batches(self, epoch: int, device: torch.device | str | None, start_batch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        n, c, side = len(self.data), self.out_channels, self.side
+        order = torch.randperm(n, generator=self._generator(epoch, 0)) if self.shuffle else torch.arange(n)
+        for b in range(start_batch, len(self)):
+            index = order[b * self.batch_size:(b + 1) * self.batch_size]
+            generator = self._generator(epoch, 1 + b)
+            images = match_channels(self.data.images[index], c).to(device)
+            cells = random_cells(len(index), self.grid, generator, device)
+            background = make_background(self.background, len(index), c, side, mean=self.data.mean,
+                                         std=self.data.std, generator=generator, device=device)
+            canvases = paste_in_grid(images, cells, self.grid, background)
+            labels = cells if self.task == "location" else self.data.labels[index].to(device)
+            yield canvases, labels
+
+    def _generator(self, epoch: int, stream: int) -> torch.Generator:
+        """A CPU generator seeded from (seed, epoch, stream) through numpy's SeedSequence hashing."""
+        state = np.random.SeedSequence([self.seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0]
+        return torch.Generator().manual_seed(int(state))

@@ -1,0 +1,131 @@
+"""One seeded, resumable training loop (``fit``), ready for torchrun DDP.
+
+Determinism: the data of an epoch is a pure function of (seed, epoch) (see ``data.stream``), and the global
+torch RNG (used by e.g. ``ChannelPermute``) is re-seeded at the start of every epoch, so a run resumed from
+its end-of-epoch checkpoint continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .errors import UserError
+from .results import atomic_torch_save
+from .tables import write_csv
+
+LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
+EvalFn = Callable[[nn.Module, int], dict]
+
+
+class BatchSource(Protocol):
+    def __len__(self) -> int: ...
+
+    def epoch(self, epoch: int, device: torch.device | str | None = None) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+
+def cross_entropy_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return F.cross_entropy(model(x), y)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The global-RNG seed of one epoch of one run."""
+    return (seed * 1_000_003 + epoch * 7_919) % (2**63)
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by :func:`fit`; pickled code is refused."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for foreign or unsafe files
+        raise UserError(f"{path} is not a poschan checkpoint (or holds pickled code): {type(exc).__name__}") from None
+    if not isinstance(state, dict) or not {"model", "epoch"} <= set(state):
+        raise UserError(f"{path} is not a poschan checkpoint: expected keys 'model' and 'epoch'")
+    return state
+
+
+def fit(
+    model: nn.Module,
+    train: BatchSource,
+    *,
+    epochs: int,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.5, 0.999),
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    checkpoint: Path | None = None,
+    log_csv: Path | None = None,
+    evaluate: EvalFn | None = None,
+    loss_fn: LossFn = cross_entropy_loss,
+    progress: bool = True,
+    desc: str = "train",
+) -> list[dict]:
+    """Train ``model`` with Adam for ``epochs`` epochs; returns the per-epoch metrics history.
+
+    If ``checkpoint`` exists, training resumes after its last completed epoch. A checkpoint (model, optimizer,
+    epoch, history) is written atomically after every epoch. ``evaluate(model, epoch)`` returns extra metrics
+    for the history; it runs with its own forked RNG so it never perturbs training.
+    Under torchrun (an initialised process group) the model is wrapped in DistributedDataParallel, each rank
+    takes every world-th batch, and only rank 0 writes files.
+    """
+    device = torch.device(device)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
+    history: list[dict] = []
+    start = 0
+    if checkpoint is not None and checkpoint.exists():
+        state = load_checkpoint(checkpoint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, history = int(state["epoch"]), list(state["history"])
+    rank, world = _rank_world()
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    steps = (len(train) // world) * world  # every rank runs the same number of steps
+    for epoch in range(start, epochs):
+        torch.manual_seed(epoch_seed(seed, epoch))
+        net.train()
+        began, total, count = time.perf_counter(), 0.0, 0
+        bar = tqdm(total=steps // world, desc=f"{desc} {epoch + 1}/{epochs}", disable=not progress or rank != 0,
+                   leave=False)
+        for step, (x, y) in enumerate(train.epoch(epoch, device)):
+            if step >= steps:
+                break
+            if step % world != rank:
+                continue
+            loss = loss_fn(net, x, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, count = total + float(loss.detach()) * len(y), count + len(y)
+            bar.update()
+            bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+        bar.close()
+        row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "seconds": time.perf_counter() - began}
+        if evaluate is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(epoch_seed(seed, epoch) + 1)
+                row.update(evaluate(model, epoch + 1))
+        history.append(row)
+        if rank == 0:
+            if checkpoint is not None:
+                atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "epoch": epoch + 1, "history": history}, checkpoint)
+            if log_csv is not None:
+                write_csv(log_csv, history)
+    return history

@@ -1,0 +1,158 @@
+"""`poschan train`: train and test a pooled CNN on k×k-grid canvases (location or semantic task) over seeds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data.sources import ImageSet, load_dataset
+from ..data.stream import CanvasStream
+from ..engine import fit
+from ..errors import UserError
+from ..metrics import accuracy
+from ..models.registry import build_model
+from ..report.figures import learning_curves
+from ..stats import summarize
+from ..tables import write_csv
+
+EXPERIMENT = "train"
+TEST_SEED_OFFSET = 10_000  # test canvases use their own stream, never the training one
+
+
+@dataclass
+class TrainConfig:
+    task: str = "location"
+    grid: int = 3
+    canvas: int | None = None
+    background: str = "mean"
+    data: str = "fashion-mnist"
+    data_root: str | None = None
+    model: str = "resnet18-paper"
+    width: int = 64
+    head: str = "gap-fc"
+    padding: str = "zeros"
+    permute: str = "none"
+    permute_per_sample: bool = False
+    pretrained: bool = False
+    weights: str | None = None
+    epochs: int = 20
+    batch_size: int = 48
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    train_size: int | None = None
+    test_size: int | None = None
+    test_passes: int = 1
+    seeds: list[int] = field(default_factory=lambda: [0])
+    device: str = "cpu"
+    preset: str = "paper"
+
+    def validate(self) -> None:
+        for key in ("grid", "epochs", "batch_size", "test_passes", "width"):
+            if getattr(self, key) < 1:
+                raise UserError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if not self.seeds:
+            raise UserError("seeds must name at least one seed, e.g. --seeds 0,1,2")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise UserError(f"seeds must be distinct, got {self.seeds}")
+        if len(self.betas) != 2:
+            raise UserError(f"betas must be two numbers, got {self.betas}")
+        if self.lr <= 0:
+            raise UserError(f"lr must be > 0, got {self.lr}")
+        for key in ("train_size", "test_size"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise UserError(f"{key} must be >= 1 or null (all), got {getattr(self, key)}")
+
+
+@dataclass
+class TrainPlan:
+    """Everything validated before any file is written."""
+
+    config: TrainConfig
+    train_set: ImageSet
+    test_set: ImageSet
+    make_model: Callable[[], nn.Module]
+    in_chans: int
+    num_classes: int
+
+
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
+    return device
+
+
+def prepare(config: TrainConfig) -> TrainPlan:
+    """Load the data and build one model, so that every bad input fails before the run starts."""
+    resolve_device(config.device)
+    train_set = load_dataset(config.data, "train", config.data_root, limit=config.train_size)
+    test_set = load_dataset(config.data, "test", config.data_root, limit=config.test_size)
+    probe = CanvasStream(train_set, config.task, config.grid, config.batch_size, seed=0, canvas=config.canvas,
+                         background=config.background)
+
+    def make_model() -> nn.Module:
+        return build_model(config.model, probe.num_classes, train_set.images.shape[1], width=config.width,
+                           head=config.head, padding=config.padding, permute=config.permute,
+                           permute_per_sample=config.permute_per_sample, pretrained=config.pretrained,
+                           weights=config.weights)
+
+    model = make_model()
+    with torch.no_grad():
+        x, _ = next(iter(CanvasStream(train_set, config.task, config.grid, 1, seed=0, canvas=config.canvas,
+                                      background=config.background, channels=model.in_chans).epoch(0)))
+        model.eval()(x)  # the model must take a canvas of this size
+    return TrainPlan(config, train_set, test_set, make_model, model.in_chans, probe.num_classes)
+
+
+def streams(plan: TrainPlan, seed: int) -> tuple[CanvasStream, CanvasStream]:
+    c = plan.config
+    common = dict(task=c.task, grid=c.grid, canvas=c.canvas, background=c.background, channels=plan.in_chans)
+    train = CanvasStream(plan.train_set, batch_size=c.batch_size, seed=seed, **common)
+    test = CanvasStream(plan.test_set, batch_size=max(c.batch_size, 100), seed=seed + TEST_SEED_OFFSET,
+                        shuffle=False, **common)
+    return train, test
+
+
+def train_one_seed(plan: TrainPlan, seed: int, work: Path, *, progress: bool = True) -> tuple[nn.Module, list[dict]]:
+    """Train (or resume) one seed; returns the model and its per-epoch history (with test accuracy)."""
+    c = plan.config
+    device = resolve_device(c.device)
+    torch.manual_seed(seed)
+    model = plan.make_model()
+    train, test = streams(plan, seed)
+    run_dir = work / f"seed{seed}"
+    run_dir.mkdir(exist_ok=True)
+
+    def evaluate(m: nn.Module, _epoch: int) -> dict:
+        return {"test_accuracy": accuracy(m, test, passes=c.test_passes, device=device)}
+
+    history = fit(model, train, epochs=c.epochs, lr=c.lr, betas=tuple(c.betas), seed=seed, device=device,
+                  checkpoint=run_dir / "checkpoint.pt", log_csv=run_dir / "metrics.csv", evaluate=evaluate,
+                  progress=progress, desc=f"seed {seed}")
+    return model, history
+
+
+def run(plan: TrainPlan, work: Path, *, progress: bool = True) -> dict:
+    """Train every seed; write curves and figure into ``work``; return the metrics of the results contract."""
+    c = plan.config
+    curves = []
+    for seed in c.seeds:
+        _, history = train_one_seed(plan, seed, work, progress=progress)
+        curves += [{"seed": seed, **{k: v for k, v in row.items() if k != "seconds"}} for row in history]
+    final = [row for row in curves if row["epoch"] == c.epochs]
+    write_csv(work / "curves.csv", curves)
+    learning_curves(curves, work / "learning_curve.png", chance=1 / plan.num_classes,
+                    title=f"{c.task} · {c.model} · {c.padding} · {c.head}")
+    return {
+        "test_accuracy": summarize([row["test_accuracy"] for row in final]),
+        "train_loss": summarize([row["train_loss"] for row in final]),
+        "chance": 1 / plan.num_classes,
+    }
+

@@ -1,0 +1,134 @@
+"""Capture and edit named layers of any ``nn.Module`` with forward hooks.
+
+Every hook is installed by a context manager and removed on exit, so the model is unchanged afterwards.
+Layers are addressed by their dotted names from ``model.named_modules()``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from .errors import UserError
+
+MASK_MODES = ("zero", "mean")
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """All addressable dotted layer names (the root module excluded)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The submodule called ``name``; a wrong name fails with the closest valid ones."""
+    modules = dict(model.named_modules())
+    if name and name in modules:
+        return modules[name]
+    close = difflib.get_close_matches(name, layer_names(model), n=3, cutoff=0.5)
+    hint = f"closest: {', '.join(close)}" if close else "list them with `poschan layers MODEL`"
+    raise UserError(f"unknown layer {name!r} in {type(model).__name__}; {hint}")
+
+
+def _as_feature_map(name: str, output: object) -> Tensor:
+    if not isinstance(output, Tensor) or output.dim() != 4:
+        shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise UserError(f"layer {name!r} outputs {shape}, not a (B, C, H, W) feature map; pick a convolutional layer")
+    return output
+
+
+class _Done(Exception):
+    """Raised inside a hook to stop a forward pass once every requested layer was seen."""
+
+
+@contextmanager
+def capture(model: nn.Module, layers: Sequence[str], *, pooled: bool = False) -> Iterator[dict[str, Tensor]]:
+    """Record the outputs of ``layers`` during forwards inside the block (global-average-pooled if ``pooled``)."""
+    store: dict[str, Tensor] = {}
+    with ExitStack() as stack:
+        for name in layers:
+            layer = get_layer(model, name)
+
+            def hook(_m: nn.Module, _inp: tuple, out: Tensor, name: str = name) -> None:
+                fmap = _as_feature_map(name, out) if pooled else out
+                store[name] = fmap.mean(dim=(2, 3)) if pooled else fmap
+
+            stack.callback(layer.register_forward_hook(hook).remove)
+        yield store
+
+
+@torch.no_grad()
+def pooled_features(model: nn.Module, x: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
+    """Globally average-pooled ``(B, C)`` features of ``layers`` for input ``x``.
+
+    The forward pass stops as soon as the last requested layer has produced its output, so extraction at an
+    inner layer costs no more than the network up to that layer.
+    """
+    wanted = list(dict.fromkeys(layers))
+    with capture(model, wanted, pooled=True) as store, ExitStack() as stack:
+        def stop_when_complete(_m: nn.Module, _inp: tuple, _out: Tensor) -> None:
+            if len(store) == len(wanted):
+                raise _Done
+
+        for name in wanted:
+            stack.callback(get_layer(model, name).register_forward_hook(stop_when_complete).remove)
+        try:
+            model(x)
+        except _Done:
+            pass
+        return {name: store[name] for name in wanted}
+
+
+@contextmanager
+def mask_channels(
+    model: nn.Module, layer: str, channels: Sequence[int] | Tensor, *, mode: str = "zero",
+    means: Tensor | None = None,
+) -> Iterator[None]:
+    """Inside the block, replace ``channels`` of ``layer``'s output by zero (``zero``) or by ``means`` (``mean``).
+
+    ``means`` holds one value per channel of the layer (e.g. dataset means of the pooled features).
+    """
+    if mode not in MASK_MODES:
+        raise UserError(f"unknown mask mode {mode!r}; allowed: {', '.join(MASK_MODES)}")
+    if mode == "mean" and means is None:
+        raise UserError("mask mode 'mean' needs the per-channel means")
+    target = get_layer(model, layer)
+    idx = torch.as_tensor(channels, dtype=torch.long).flatten()
+
+    def hook(_m: nn.Module, _inp: tuple, out: Tensor) -> Tensor:
+        fmap = _as_feature_map(layer, out)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= fmap.shape[1]):
+            raise UserError(f"channel index out of range for layer {layer!r} with {fmap.shape[1]} channels")
+        keep = torch.ones(fmap.shape[1], dtype=fmap.dtype, device=fmap.device)
+        keep[idx.to(fmap.device)] = 0
+        keep = keep.view(1, -1, 1, 1)
+        if mode == "zero":
+            return fmap * keep
+        fill = means.to(fmap.device, fmap.dtype).view(1, -1, 1, 1)
+        return fmap * keep + fill * (1 - keep)
+
+    handle = target.register_forward_hook(hook, prepend=True)  # observers of the layer see the edit
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@torch.no_grad()
+def layer_shapes(model: nn.Module, x: Tensor) -> list[tuple[str, tuple[int, ...] | str]]:
+    """(name, output shape) for every layer, in execution order, from one forward pass of ``x``."""
+    seen: list[tuple[str, tuple[int, ...] | str]] = []
+    with ExitStack() as stack:
+        for name, module in model.named_modules():
+            if not name:
+                continue
+
+            def hook(_m: nn.Module, _inp: tuple, out: object, name: str = name) -> None:
+                seen.append((name, tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__))
+
+            stack.callback(module.register_forward_hook(hook).remove)
+        model(x)
+    return seen

@@ -1,0 +1,47 @@
+import json
+import os
+
+import pytest
+
+from poschan.errors import UserError
+from poschan.results import RunDir
+
+
+def test_commit_publishes_only_complete_runs(tmp_path):
+    run = RunDir(tmp_path / "out")
+    work = run.open()
+    assert work.name == "out.partial" and not (tmp_path / "out").exists()
+    run.write_results("x", {"a": 1}, {"m": 1.0}, [0], "cpu", 0.1)
+    run.commit()
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(data) == {"experiment", "config", "metrics", "seeds", "env", "elapsed_s"}
+    assert not work.exists()
+
+
+def test_refuses_to_overwrite_and_needs_resume(tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match="not empty"):
+        RunDir(tmp_path / "full").open()
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+    RunDir(tmp_path / "a").open()
+    with pytest.raises(UserError, match="--resume"):
+        RunDir(tmp_path / "a").open()
+    assert RunDir(tmp_path / "a", resume=True).open().exists()
+    with pytest.raises(UserError, match="no interrupted run"):
+        RunDir(tmp_path / "b", resume=True).open()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_parent(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    with pytest.raises(UserError, match="cannot write"):
+        RunDir(ro / "out").open()
+
+
+def test_unwritable_location_is_a_user_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="cannot write"):
+        RunDir(blocker / "out").open()

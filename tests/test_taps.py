@@ -1,0 +1,76 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from poschan.errors import UserError
+from poschan.taps import capture, get_layer, layer_names, layer_shapes, mask_channels, pooled_features
+
+
+def small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                         nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU()),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+
+
+def test_layer_names_and_close_match():
+    net = small_net()
+    assert layer_names(net)[:3] == ["0", "1", "2"] and "2.0" in layer_names(net)
+    with pytest.raises(UserError, match="closest: .*2\.0"):
+        get_layer(net, "2.O")
+
+
+def test_capture_and_pooled_match_manual_forward():
+    net = small_net()
+    x = torch.randn(5, 1, 8, 8)
+    inner = net[2](net[1](net[0](x)))
+    with capture(net, ["2"]) as store:
+        net(x)
+    assert torch.equal(store["2"], inner)
+    pooled = pooled_features(net, x, ["0", "2"])
+    assert torch.allclose(pooled["2"], inner.mean((2, 3)))
+    assert pooled["0"].shape == (5, 4)
+
+
+def test_pooled_rejects_non_feature_map():
+    with pytest.raises(UserError, match="not a \\(B, C, H, W\\) feature map"):
+        pooled_features(small_net(), torch.randn(2, 1, 8, 8), ["5"])
+
+
+def test_mask_zero_and_mean_then_model_unchanged():
+    net = small_net()
+    before = copy.deepcopy(net.state_dict())
+    x = torch.randn(3, 1, 8, 8)
+    clean = net(x)
+    with capture(net, ["2"]) as store, mask_channels(net, "2", [1, 4]):
+        net(x)
+    assert store["2"][:, [1, 4]].abs().sum() == 0 and store["2"][:, 0].abs().sum() > 0
+    means = torch.arange(6.0)
+    with capture(net, ["2"]) as store, mask_channels(net, "2", [2], mode="mean", means=means):
+        net(x)
+    assert torch.all(store["2"][:, 2] == 2.0)
+    assert torch.equal(net(x), clean)  # hooks removed
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert not any(m._forward_hooks for m in net.modules())
+
+
+def test_mask_no_channel_is_bit_identical():
+    net = small_net()
+    x = torch.randn(2, 1, 8, 8)
+    with mask_channels(net, "2", []):
+        assert torch.equal(net(x), small_net()(x))
+
+
+def test_mask_bad_inputs():
+    net = small_net()
+    with pytest.raises(UserError, match="out of range"), mask_channels(net, "2", [6]):
+        net(torch.randn(1, 1, 8, 8))
+    with pytest.raises(UserError, match="unknown mask mode"), mask_channels(net, "2", [0], mode="noise"):
+        pass
+
+
+def test_layer_shapes_in_order():
+    shapes = dict(layer_shapes(small_net(), torch.randn(1, 1, 8, 8)))
+    assert shapes["2.0"] == (1, 6, 8, 8) and shapes["5"] == (1, 3)
