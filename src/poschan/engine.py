@@ -58,6 +58,16 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
+def _tensorboard_writer(log_dir: Path | None):
+    if log_dir is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(log_dir))
+
+
 def fit(
     model: nn.Module,
     train: BatchSource,
@@ -73,6 +83,7 @@ def fit(
     loss_fn: LossFn = cross_entropy_loss,
     progress: bool = True,
     desc: str = "train",
+    tensorboard: Path | None = None,
 ) -> list[dict]:
     """Train ``model`` with Adam for ``epochs`` epochs; returns the per-epoch metrics history.
 
@@ -80,7 +91,8 @@ def fit(
     epoch, history) is written atomically after every epoch. ``evaluate(model, epoch)`` returns extra metrics
     for the history; it runs with its own forked RNG so it never perturbs training.
     Under torchrun (an initialised process group) the model is wrapped in DistributedDataParallel, each rank
-    takes every world-th batch, and only rank 0 writes files.
+    takes every world-th batch, and only rank 0 writes files. ``tensorboard`` names a log directory used when
+    the tensorboard package is installed.
     """
     device = torch.device(device)
     model.to(device)
@@ -96,6 +108,7 @@ def fit(
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    writer = _tensorboard_writer(tensorboard) if rank == 0 else None
     steps = (len(train) // world) * world  # every rank runs the same number of steps
     for epoch in range(start, epochs):
         torch.manual_seed(epoch_seed(seed, epoch))
@@ -128,4 +141,11 @@ def fit(
                                    "epoch": epoch + 1, "history": history}, checkpoint)
             if log_csv is not None:
                 write_csv(log_csv, history)
+            if writer is not None:
+                for key, value in row.items():
+                    if key != "epoch":
+                        writer.add_scalar(key, value, epoch + 1)
+                writer.flush()
+    if writer is not None:
+        writer.close()
     return history

@@ -135,7 +135,7 @@ def train_one_seed(plan: TrainPlan, seed: int, work: Path, *, progress: bool = T
 
     history = fit(model, train, epochs=c.epochs, lr=c.lr, betas=tuple(c.betas), seed=seed, device=device,
                   checkpoint=run_dir / "checkpoint.pt", log_csv=run_dir / "metrics.csv", evaluate=evaluate,
-                  progress=progress, desc=f"seed {seed}")
+                  progress=progress, desc=f"seed {seed}", tensorboard=run_dir / "tensorboard")
     return model, history
 
 

@@ -1,0 +1,115 @@
+"""End-to-end runs of the CLI (smoke preset) and its bad-input contract."""
+
+import gzip
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+import poschan.engine as engine
+from poschan.cli import main
+from poschan.data.sources import find_fashion_mnist
+from poschan.results import atomic_torch_save
+
+SMOKE = ["train", "--task", "location", "--grid", "3", "--padding", "zeros", "--head", "gap-fc",
+         "--preset", "smoke", "--no-progress"]
+
+
+def statistic_ok(stat: dict) -> bool:
+    lo, hi = stat["ci95"]
+    return stat["n"] == len(stat["values"]) >= 1 and lo <= stat["mean"] <= hi and \
+        abs(stat["mean"] - sum(stat["values"]) / stat["n"]) < 1e-9
+
+
+def test_train_smoke_subprocess_contract(tmp_path):
+    out = tmp_path / "D"
+    began = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "poschan.cli", *SMOKE, "--out", str(out)],
+                          capture_output=True, text=True)
+    elapsed = time.perf_counter() - began
+    assert proc.returncode == 0, proc.stderr
+    assert elapsed < 60
+    data = json.loads((out / "results.json").read_text())
+    assert set(data) >= {"experiment", "config", "metrics", "seeds", "env", "elapsed_s"}
+    assert data["metrics"]["chance"] == pytest.approx(1 / 9)
+    assert statistic_ok(data["metrics"]["test_accuracy"])
+    assert data["config"]["grid"] == 3 and data["config"]["preset"] == "smoke"
+    for name in ("config.yaml", "curves.csv", "learning_curve.png", "seed0/checkpoint.pt", "seed0/metrics.csv"):
+        assert (out / name).exists(), name
+    assert not (tmp_path / "D.partial").exists()
+
+
+def test_resume_after_kill_gives_same_metrics(tmp_path, monkeypatch, capsys):
+    args = [*SMOKE, "--epochs", "2", "--seeds", "0,1"]
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+
+    def save_then_die(obj, path):
+        atomic_torch_save(obj, path)
+        if obj["epoch"] == 1 and "seed1" in str(path):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "atomic_torch_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        main([*args, "--out", str(tmp_path / "cut")])
+    monkeypatch.undo()
+    assert not (tmp_path / "cut").exists() and (tmp_path / "cut.partial").exists()
+    assert main([*args, "--out", str(tmp_path / "cut")]) == 2  # refuses without --resume
+    assert main([*args, "--out", str(tmp_path / "cut"), "--resume"]) == 0
+    full = json.loads((tmp_path / "full" / "results.json").read_text())["metrics"]
+    cut = json.loads((tmp_path / "cut" / "results.json").read_text())["metrics"]
+    assert full == cut
+
+
+def truncated_root(tmp_path):
+    src = find_fashion_mnist(None)
+    root = tmp_path / "fm"
+    root.mkdir()
+    for f in src.glob("*.gz"):
+        (root / f.name).write_bytes(f.read_bytes())
+    raw = gzip.decompress((src / "t10k-images-idx3-ubyte.gz").read_bytes())
+    (root / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    return root
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--model", "resnet19-paper"], "resnet18-paper"),
+    (["--permute", "stage9"], "stage"),
+    (["--padding", "mirror"], "padding"),
+    (["--grid", "4", "--canvas", "84"], "canvas"),
+    (["--data-root", "{tmp}/nowhere"], "data-root"),
+    (["--data-root", "TRUNCATED"], "t10k-images"),
+    (["--config", "{tmp}/bad.yaml"], "unknown config key"),
+    (["--seeds", ""], "seed"),
+])
+def test_bad_input_exit_2_one_line_no_output(tmp_path, capsys, extra, match):
+    (tmp_path / "bad.yaml").write_text("epochz: 3\n")
+    extra = [truncated_root(tmp_path).as_posix() if e == "TRUNCATED" else e.format(tmp=tmp_path) for e in extra]
+    out = tmp_path / "out"
+    assert main([*SMOKE, *extra, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("poschan: error:")
+    assert match in err
+    assert not out.exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_unwritable_out(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main([*SMOKE, "--out", str(tmp_path / "file" / "out")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_pretrained_efficientnet_trains_offline(tmp_path):
+    assert main([*SMOKE, "--model", "efficientnet-lite0", "--pretrained", "--out", str(tmp_path / "e")]) == 0
+    data = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert data["config"]["model"] == "efficientnet-lite0" and data["config"]["pretrained"] is True
+
+
+def test_models_and_layers(capsys):
+    assert main(["models"]) == 0
+    assert "resnet18-paper" in capsys.readouterr().out
+    assert main(["layers", "resnet18-paper", "--width", "8"]) == 0
+    text = capsys.readouterr().out
+    assert "backbone.layer4" in text and "(1, 64, 6, 6)" in text
+    assert main(["layers", "no-such-model"]) == 2
