@@ -4,13 +4,13 @@ import pytest
 
 from poschan.config import build_config
 from poschan.errors import UserError
-from poschan.experiments.train import TrainConfig
+from poschan.experiments.train import Config
 
 
 def test_layers_of_precedence(tmp_path):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("epochs: 5\nlr: 0.01\n")
-    c = build_config(TrainConfig, "train", "smoke", str(cfg_file), {"lr": 0.5, "grid": None})
+    c = build_config(Config, "train", "smoke", str(cfg_file), {"lr": 0.5, "grid": None})
     assert c.width == 8 and c.epochs == 5 and c.lr == 0.5 and c.grid == 3 and c.preset == "smoke"
 
 
@@ -18,7 +18,7 @@ def test_unknown_key_is_named_with_suggestion(tmp_path):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("epoch: 5\n")
     with pytest.raises(UserError, match="unknown config key 'epoch'.*epochs"):
-        build_config(TrainConfig, "train", "smoke", str(cfg_file))
+        build_config(Config, "train", "smoke", str(cfg_file))
 
 
 @pytest.mark.parametrize("text, match", [("grid: three\n", "grid"), ("- 1\n", "mapping"), ("a: [\n", "YAML"),
@@ -27,11 +27,11 @@ def test_bad_values(tmp_path, text, match):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(text)
     with pytest.raises(UserError, match=match):
-        build_config(TrainConfig, "train", "smoke", str(cfg_file))
+        build_config(Config, "train", "smoke", str(cfg_file))
 
 
 def test_unknown_preset_and_missing_file():
     with pytest.raises(UserError, match="preset"):
-        build_config(TrainConfig, "train", "huge")
+        build_config(Config, "train", "huge")
     with pytest.raises(UserError, match="cannot read"):
-        build_config(TrainConfig, "train", "smoke", "/nonexistent/c.yaml")
+        build_config(Config, "train", "smoke", "/nonexistent/c.yaml")

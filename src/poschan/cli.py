@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import sys
 import time
 from collections.abc import Sequence
@@ -37,13 +39,6 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="results directory (must not exist or be empty)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run at OUT.partial")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-
-
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="model name (see `poschan models`) or path/file.py:factory")
-    p.add_argument("--width", type=int, help="width multiplier of resnet18-paper / vgg (64 = paper)")
-    p.add_argument("--pretrained", action="store_true", default=None, help="use the model's packaged weights")
-    p.add_argument("--weights", help="state_dict file to load (never pickled code)")
 
 
 def _overrides(args: argparse.Namespace, keys: Sequence[str]) -> dict:
@@ -86,14 +81,21 @@ def _print_metrics(metrics: dict) -> None:
         print(f"{key:>16}: {_fmt(value) if isinstance(value, dict) and 'ci95' in value else value}")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .experiments import train
+# Experiment commands: each module provides EXPERIMENT, HELP, Config (a dataclass), add_arguments(parser)
+# (flags whose dest is a Config key, default None), prepare(config) -> plan, run(plan, work, progress) -> metrics
+# and optionally print_summary(metrics).
+EXPERIMENTS = {
+    "train": "poschan.experiments.train",
+}
 
-    keys = ("task", "grid", "canvas", "background", "data", "data_root", "model", "width", "head", "padding",
-            "permute", "permute_per_sample", "pretrained", "weights", "epochs", "batch_size", "lr",
-            "train_size", "test_size", "device")
-    config = build_config(train.TrainConfig, train.EXPERIMENT, args.preset, args.config, _overrides(args, keys))
-    return _run_experiment(args, train, config)
+
+def _experiment_command(module):
+    def command(args: argparse.Namespace) -> int:
+        keys = [f.name for f in dataclasses.fields(module.Config)]
+        config = build_config(module.Config, module.EXPERIMENT, args.preset, args.config, _overrides(args, keys))
+        return _run_experiment(args, module, config)
+
+    return command
 
 
 def cmd_models(_args: argparse.Namespace) -> int:
@@ -120,24 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="poschan", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train/test a pooled CNN on grid canvases over seeds")
-    p.add_argument("--task", choices=("location", "semantic"))
-    p.add_argument("--grid", type=int, help="k of the k×k grid")
-    p.add_argument("--canvas", type=int, help="canvas side in pixels (default: grid × image side)")
-    p.add_argument("--background", help="canvas fill: mean, black, noise, photo")
-    p.add_argument("--data", help="fashion-mnist (default), cifar10, folder:PATH")
-    _add_model_args(p)
-    p.add_argument("--head", help="gap-fc or gapnet")
-    p.add_argument("--padding", help="zeros, none, circular, reflect, replicate, partial")
-    p.add_argument("--permute", help="none, pooled, stage1..stage4 (random channel permutation, train and test)")
-    p.add_argument("--permute-per-sample", dest="permute_per_sample", action="store_true", default=None)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", dest="batch_size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--train-size", dest="train_size", type=int, help="training images (default: all)")
-    p.add_argument("--test-size", dest="test_size", type=int, help="test images (default: all)")
-    _add_run_args(p)
-    p.set_defaults(func=cmd_train)
+    for name, module_name in EXPERIMENTS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        _add_run_args(p)
+        p.set_defaults(func=_experiment_command(module))
 
     p = sub.add_parser("models", help="list the model names")
     p.set_defaults(func=cmd_models)

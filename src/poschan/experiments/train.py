@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from torch import nn
 from ..data.sources import ImageSet, load_dataset
 from ..data.stream import CanvasStream
 from ..engine import fit
+from .arguments import add_canvas_arguments, add_model_arguments, add_training_arguments
 from ..errors import UserError
 from ..metrics import accuracy
 from ..models.registry import build_model
@@ -20,11 +22,12 @@ from ..stats import summarize
 from ..tables import write_csv
 
 EXPERIMENT = "train"
+HELP = "train and test a pooled CNN on k×k-grid canvases (location or semantic task) over seeds"
 TEST_SEED_OFFSET = 10_000  # test canvases use their own stream, never the training one
 
 
 @dataclass
-class TrainConfig:
+class Config:
     task: str = "location"
     grid: int = 3
     canvas: int | None = None
@@ -71,12 +74,22 @@ class TrainConfig:
 class TrainPlan:
     """Everything validated before any file is written."""
 
-    config: TrainConfig
+    config: Config
     train_set: ImageSet
     test_set: ImageSet
     make_model: Callable[[], nn.Module]
     in_chans: int
     num_classes: int
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_canvas_arguments(p)
+    add_model_arguments(p)
+    p.add_argument("--head", help="gap-fc or gapnet")
+    p.add_argument("--padding", help="zeros, none, circular, reflect, replicate, partial")
+    p.add_argument("--permute", help="none, pooled, stage1..stage4 (random channel permutation, train and test)")
+    p.add_argument("--permute-per-sample", dest="permute_per_sample", action="store_true", default=None)
+    add_training_arguments(p)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,7 +102,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def prepare(config: TrainConfig) -> TrainPlan:
+def prepare(config: Config) -> TrainPlan:
     """Load the data and build one model, so that every bad input fails before the run starts."""
     resolve_device(config.device)
     train_set = load_dataset(config.data, "train", config.data_root, limit=config.train_size)
