@@ -182,3 +182,13 @@ def test_image_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no image folder"):
         load_dataset(f"folder:{tmp_path / 'empty'}")
+
+
+def test_for_model_renormalises_to_the_models_statistics():
+    data = load_dataset("fashion-mnist", "test", limit=64)
+    norm = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    out = data.for_model(3, norm)
+    raw = data.images * data.std[0] + data.mean[0]
+    assert out.images.shape == (64, 3, 28, 28) and out.mean == norm[0] and out.std == norm[1]
+    assert torch.allclose(out.images[:, 1:2], (raw - 0.5) / 0.25, atol=1e-5)
+    assert data.for_model(1, None) is data

@@ -82,6 +82,18 @@ class ImageSet:
         images = match_channels(self.images, c)
         return ImageSet(images, self.labels, self.classes, self.mean * c, self.std * c, self.name, self.split)
 
+    def for_model(self, in_chans: int, input_norm: tuple[tuple[float, ...], tuple[float, ...]] | None) -> ImageSet:
+        """The set as a model expects it: ``in_chans`` channels, re-normalised with the model's ``input_norm``
+        (e.g. a pretrained network's mean/std) when it has one."""
+        out = self.with_channels(in_chans)
+        if input_norm is None:
+            return out
+        mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in input_norm)
+        old_mean, old_std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in (out.mean, out.std))
+        images = ((out.images * old_std + old_mean) - mean) / std
+        return ImageSet(images, out.labels, out.classes, tuple(input_norm[0]), tuple(input_norm[1]), out.name,
+                        out.split)
+
 
 def match_channels(x: Tensor, channels: int) -> Tensor:
     """(N, C, h, w) -> (N, channels, h, w): unchanged, or a grey channel repeated to 3 (a view)."""

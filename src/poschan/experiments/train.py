@@ -78,7 +78,6 @@ class TrainPlan:
     train_set: ImageSet
     test_set: ImageSet
     make_model: Callable[[], nn.Module]
-    in_chans: int
     num_classes: int
 
 
@@ -117,16 +116,18 @@ def prepare(config: Config) -> TrainPlan:
                            weights=config.weights)
 
     model = make_model()
+    train_set = train_set.for_model(model.in_chans, model.input_norm)
+    test_set = test_set.for_model(model.in_chans, model.input_norm)
     with torch.no_grad():
         x, _ = next(iter(CanvasStream(train_set, config.task, config.grid, 1, seed=0, canvas=config.canvas,
-                                      background=config.background, channels=model.in_chans).epoch(0)))
+                                      background=config.background).epoch(0)))
         model.eval()(x)  # the model must take a canvas of this size
-    return TrainPlan(config, train_set, test_set, make_model, model.in_chans, probe.num_classes)
+    return TrainPlan(config, train_set, test_set, make_model, probe.num_classes)
 
 
 def streams(plan: TrainPlan, seed: int) -> tuple[CanvasStream, CanvasStream]:
     c = plan.config
-    common = dict(task=c.task, grid=c.grid, canvas=c.canvas, background=c.background, channels=plan.in_chans)
+    common = dict(task=c.task, grid=c.grid, canvas=c.canvas, background=c.background)
     train = CanvasStream(plan.train_set, batch_size=c.batch_size, seed=seed, **common)
     test = CanvasStream(plan.test_set, batch_size=max(c.batch_size, 100), seed=seed + TEST_SEED_OFFSET,
                         shuffle=False, **common)
