@@ -109,8 +109,10 @@ def prepare(config: Config) -> TrainPlan:
     probe = CanvasStream(train_set, config.task, config.grid, config.batch_size, seed=0, canvas=config.canvas,
                          background=config.background)
 
+    data_chans = train_set.channels
+
     def make_model() -> nn.Module:
-        return build_model(config.model, probe.num_classes, train_set.images.shape[1], width=config.width,
+        return build_model(config.model, probe.num_classes, data_chans, width=config.width,
                            head=config.head, padding=config.padding, permute=config.permute,
                            permute_per_sample=config.permute_per_sample, pretrained=config.pretrained,
                            weights=config.weights)
