@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from poschan.errors import UserError
-from poschan.taps import capture, get_layer, layer_names, layer_shapes, mask_channels, pooled_features
+from poschan.taps import (capture, get_layer, layer_names, layer_shapes, mask_channels, permute_input,
+                          pooled_features)
 
 
 def small_net() -> nn.Module:
@@ -74,3 +75,21 @@ def test_mask_bad_inputs():
 def test_layer_shapes_in_order():
     shapes = dict(layer_shapes(small_net(), torch.randn(1, 1, 8, 8)))
     assert shapes["2.0"] == (1, 6, 8, 8) and shapes["5"] == (1, 3)
+
+
+def test_permute_input_changes_order_only_inside_block():
+    net = small_net()
+    x = torch.randn(4, 1, 8, 8)
+    torch.manual_seed(1)
+    with capture(net, ["3"]) as store:
+        net(x)
+    pooled = store["3"].flatten(1)
+    seen = []
+    net[5].register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    with permute_input(net, "5", per_sample=True):
+        net(x)
+    permuted = seen[-1]
+    assert not torch.equal(permuted, pooled)
+    assert torch.equal(permuted.sort(dim=1).values, pooled.sort(dim=1).values)
+    net(x)
+    assert torch.equal(seen[-1], pooled)

@@ -117,6 +117,19 @@ def mask_channels(
         handle.remove()
 
 
+@contextmanager
+def permute_input(model: nn.Module, layer: str, *, per_sample: bool = False) -> Iterator[None]:
+    """Inside the block, the channels of ``layer``'s input are randomly permuted on every forward pass
+    (fresh permutation from the global torch RNG; shared by the batch unless ``per_sample``)."""
+    from .models.heads import ChannelPermute
+
+    handle = get_layer(model, layer).register_forward_pre_hook(ChannelPermute(per_sample).pre_hook, prepend=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 @torch.no_grad()
 def layer_shapes(model: nn.Module, x: Tensor) -> list[tuple[str, tuple[int, ...] | str]]:
     """(name, output shape) for every layer, in execution order, from one forward pass of ``x``."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from ..tables import write_csv
 EXPERIMENT = "train"
 HELP = "train and test a pooled CNN on k×k-grid canvases (location or semantic task) over seeds"
 TEST_SEED_OFFSET = 10_000  # test canvases use their own stream, never the training one
+Evaluator = Callable[[nn.Module, CanvasStream, int, torch.device], float]  # (model, test stream, passes, device)
 
 
 @dataclass
@@ -101,14 +102,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def load_data(config: Config) -> tuple[ImageSet, ImageSet]:
+    """The train and test image sets named by the configuration."""
+    return (load_dataset(config.data, "train", config.data_root, limit=config.train_size),
+            load_dataset(config.data, "test", config.data_root, limit=config.test_size))
+
+
 def prepare(config: Config) -> TrainPlan:
     """Load the data and build one model, so that every bad input fails before the run starts."""
+    return plan_for(config, *load_data(config))
+
+
+def plan_for(config: Config, train_set: ImageSet, test_set: ImageSet) -> TrainPlan:
+    """Validate ``config`` against already loaded data by building its model once and running one canvas."""
     resolve_device(config.device)
-    train_set = load_dataset(config.data, "train", config.data_root, limit=config.train_size)
-    test_set = load_dataset(config.data, "test", config.data_root, limit=config.test_size)
     probe = CanvasStream(train_set, config.task, config.grid, config.batch_size, seed=0, canvas=config.canvas,
                          background=config.background)
-
     data_chans = train_set.channels
 
     def make_model() -> nn.Module:
@@ -136,18 +145,27 @@ def streams(plan: TrainPlan, seed: int) -> tuple[CanvasStream, CanvasStream]:
     return train, test
 
 
-def train_one_seed(plan: TrainPlan, seed: int, work: Path, *, progress: bool = True) -> tuple[nn.Module, list[dict]]:
-    """Train (or resume) one seed; returns the model and its per-epoch history (with test accuracy)."""
+def plain_accuracy(model: nn.Module, test: CanvasStream, passes: int, device: torch.device) -> float:
+    return accuracy(model, test, passes=passes, device=device)
+
+
+def train_one_seed(plan: TrainPlan, seed: int, work: Path, *, progress: bool = True,
+                   evaluators: Mapping[str, Evaluator] | None = None) -> tuple[nn.Module, list[dict]]:
+    """Train (or resume) one seed in ``work/seed<seed>``; returns the model and its per-epoch history.
+
+    After every epoch each evaluator scores the model on the test stream (default: ``test_accuracy``).
+    """
     c = plan.config
     device = resolve_device(c.device)
     torch.manual_seed(seed)
     model = plan.make_model()
     train, test = streams(plan, seed)
     run_dir = work / f"seed{seed}"
-    run_dir.mkdir(exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    evaluators = evaluators or {"test_accuracy": plain_accuracy}
 
     def evaluate(m: nn.Module, _epoch: int) -> dict:
-        return {"test_accuracy": accuracy(m, test, passes=c.test_passes, device=device)}
+        return {name: score(m, test, c.test_passes, device) for name, score in evaluators.items()}
 
     history = fit(model, train, epochs=c.epochs, lr=c.lr, betas=tuple(c.betas), seed=seed, device=device,
                   checkpoint=run_dir / "checkpoint.pt", log_csv=run_dir / "metrics.csv", evaluate=evaluate,
