@@ -30,7 +30,7 @@ def _seeds(text: str) -> list[int]:
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     """The arguments every experiment command takes (the results contract)."""
-    p.add_argument("--preset", choices=PRESETS, default="quick", help="size preset (default: quick)")
+    p.add_argument("--preset", default="quick", help=f"size preset: {', '.join(PRESETS)} (default: quick)")
     p.add_argument("--config", help="YAML file whose keys override the preset")
     p.add_argument("--seeds", type=_seeds, help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--seed", type=int, help="a single seed (same as --seeds N)")
@@ -86,6 +86,9 @@ def _print_metrics(metrics: dict) -> None:
 # and optionally print_summary(metrics).
 EXPERIMENTS = {
     "train": "poschan.experiments.train",
+    "position-map": "poschan.experiments.position_map",
+    "gap-study": "poschan.experiments.gap_study",
+    "probe": "poschan.experiments.probe",
 }
 
 

@@ -14,7 +14,7 @@ import yaml
 
 from .errors import UserError
 
-PRESETS = ("smoke", "quick", "paper")
+PRESETS = ("smoke", "quick", "paper")  # every experiment has these; some add more
 C = TypeVar("C")
 
 
@@ -31,11 +31,13 @@ def _read_yaml(text: str, origin: str) -> dict:
 
 
 def preset_values(experiment: str, preset: str) -> dict:
-    """The keys the packaged ``configs/<experiment>.yaml`` sets for ``preset``."""
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
+    """The keys the packaged ``configs/<experiment>.yaml`` sets for ``preset`` (smoke, quick, paper, or an
+    experiment's own extra preset such as ``long``)."""
     text = resources.files("poschan").joinpath("configs", f"{experiment}.yaml").read_text()
-    return _read_yaml(text, f"configs/{experiment}.yaml").get(preset) or {}
+    presets = _read_yaml(text, f"configs/{experiment}.yaml")
+    if preset not in presets:
+        raise UserError(f"unknown preset {preset!r} for {experiment}; allowed: {', '.join(presets)}")
+    return presets[preset] or {}
 
 
 def _coerce(cls_name: str, key: str, hint: Any, value: Any) -> Any:

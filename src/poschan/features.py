@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .engine import BatchSource, channels_last
+from .engine import BatchSource
 from .taps import pooled_features
 
 
@@ -24,7 +24,7 @@ def extract_pooled(model: nn.Module, source: BatchSource, layers: Sequence[str],
     labels: list[Tensor] = []
     for p in range(passes):
         for x, y in source.epoch(p, device):
-            for name, value in pooled_features(model, channels_last(x), layers).items():
+            for name, value in pooled_features(model, x, layers).items():
                 chunks[name].append(value)
             labels.append(y)
     model.train(was_training)

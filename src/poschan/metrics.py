@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .engine import BatchSource, channels_last
+from .engine import BatchSource
 
 
 @torch.no_grad()
@@ -17,7 +17,7 @@ def accuracy(model: nn.Module, source: BatchSource, *, passes: int = 1, device: 
     correct = total = 0
     for p in range(first_pass, first_pass + passes):
         for x, y in source.epoch(p, device):
-            correct += int((model(channels_last(x)).argmax(dim=1) == y).sum())
+            correct += int((model(x).argmax(dim=1) == y).sum())
             total += len(y)
     model.train(was_training)
     return correct / max(total, 1)

@@ -13,7 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def save_figure(fig: plt.Figure, path: Path) -> None:
+    """Write ``fig`` as PNG atomically and close it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
     os.close(fd)
     try:
@@ -37,4 +38,4 @@ def learning_curves(rows: list[dict], path: Path, *, chance: float, title: str,
     ax.axhline(chance, color="grey", linestyle="--", label=f"chance {chance:.3f}")
     ax.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=title, ylim=(0, 1.02))
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -1,0 +1,240 @@
+"""`poschan gap-study`: does position survive global pooling, and does it live in channel order?
+
+Trains the grid of (task, head, padding, grid, permutation) variants with the training engine and reports the
+test accuracy of each over seeds. The channel permutation has three meanings, each supporting its own claim
+(see PERMUTE_MEANINGS); the test-only variant (a) needs no training of its own: it is the normally trained net
+evaluated with a permutation inserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data.stream import CanvasStream
+from ..errors import UserError
+from ..metrics import accuracy
+from ..models.padding import PADDING_MODES
+from ..report.gap_figures import gap_figures
+from ..stats import summarize
+from ..tables import write_csv
+from ..taps import permute_input
+from . import train
+from .arguments import add_model_arguments, add_training_arguments
+
+EXPERIMENT = "gap-study"
+HELP = "GAPNet vs PermuteNet: location/semantic accuracy from pooled features across heads, paddings, grids"
+TRAINED_PERMUTES = ("none", "per-batch", "per-sample")
+PERMUTE_MEANINGS = {
+    "none": "no permutation: what the pooled vector tells about the target",
+    "test-only": "(a) a normally trained net tested with its channels permuted (fresh permutation per batch): "
+                 "a drop shows that its readout relies on channel order",
+    "per-batch": "(b) the paper's PermuteNet: a fresh permutation per forward pass, shared by the batch, in "
+                 "training and test: what a net can still do when it cannot rely on a fixed channel order",
+    "per-sample": "(c) as (b) with a permutation per sample: not even batch-wide order statistics survive",
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One trained configuration; ``where`` is "pooled" or a stage name (irrelevant when permute is none)."""
+
+    task: str
+    head: str
+    padding: str
+    grid: int
+    permute: str = "none"
+    where: str = "pooled"
+
+    @property
+    def key(self) -> str:
+        perm = "none" if self.permute == "none" else f"{self.permute}@{self.where}"
+        return f"{self.task}_{self.head}_{self.padding}_g{self.grid}_{perm}"
+
+
+@dataclass
+class Config:
+    model: str = "resnet18-paper"
+    width: int = 64
+    pretrained: bool = False
+    weights: str | None = None
+    data: str = "fashion-mnist"
+    data_root: str | None = None
+    background: str = "mean"
+    design: str = "full"
+    tasks: list[str] = field(default_factory=lambda: ["location", "semantic"])
+    heads: list[str] = field(default_factory=lambda: ["gap-fc", "gapnet"])
+    paddings: list[str] = field(default_factory=lambda: list(PADDING_MODES))
+    grids: list[int] = field(default_factory=lambda: [3, 5, 7])
+    permutes: list[str] = field(default_factory=lambda: ["per-batch", "per-sample"])
+    stage: str | None = "stage3"
+    stage_permutes: list[str] = field(default_factory=lambda: ["per-batch", "per-sample"])
+    epochs: int = 20
+    batch_size: int = 48
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    train_size: int | None = None
+    test_size: int | None = None
+    test_passes: int = 1
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    device: str = "cpu"
+    preset: str = "paper"
+
+    def validate(self) -> None:
+        if self.design not in ("full", "subset"):
+            raise UserError(f"design must be 'full' (the cross product) or 'subset' (the designed quick subset), "
+                            f"got {self.design!r}")
+        for name in ("tasks", "heads", "paddings", "grids"):
+            if not getattr(self, name):
+                raise UserError(f"{name} must name at least one value")
+        for p in [*self.permutes, *self.stage_permutes]:
+            if p not in TRAINED_PERMUTES[1:]:
+                raise UserError(f"unknown permutation {p!r}; allowed: {', '.join(TRAINED_PERMUTES[1:])}")
+        if self.design == "subset" and ("location" not in self.tasks or "zeros" not in self.paddings):
+            raise UserError("the subset design needs task 'location' and padding 'zeros'")
+
+
+def variants(c: Config) -> list[Variant]:
+    """The trained variants: the full cross product, or the designed subset (every padding once on location,
+    the permutation comparison on every task with zero padding, the GAPNet head, the larger grids)."""
+    def permuted(task: str, padding: str, grid: int) -> list[Variant]:
+        out = [Variant(task, "gap-fc", padding, grid, p, "pooled") for p in c.permutes]
+        if c.stage:
+            out += [Variant(task, "gap-fc", padding, grid, p, c.stage) for p in c.stage_permutes]
+        return out
+
+    chosen: list[Variant] = []
+    if c.design == "full":
+        for task in c.tasks:
+            for grid in c.grids:
+                for padding in c.paddings:
+                    chosen += [Variant(task, head, padding, grid) for head in c.heads]
+                    chosen += permuted(task, padding, grid) if "gap-fc" in c.heads else []
+    else:
+        g = c.grids[0]
+        chosen += [Variant("location", "gap-fc", p, g) for p in c.paddings]
+        for task in c.tasks:
+            chosen += [Variant(task, "gap-fc", "zeros", g), *permuted(task, "zeros", g)]
+        chosen += [Variant("location", head, "zeros", g) for head in c.heads if head != "gap-fc"]
+        chosen += [Variant("location", "gap-fc", "zeros", grid) for grid in c.grids[1:]]
+    return list(dict.fromkeys(chosen))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    p.add_argument("--data", help="fashion-mnist (default), cifar10, folder:PATH")
+    p.add_argument("--background", help="canvas fill: mean, black, noise, photo")
+    p.add_argument("--design", help="full (cross product) or subset (designed subset)")
+    p.add_argument("--tasks", help="comma-separated: location,semantic")
+    p.add_argument("--heads", help="comma-separated: gap-fc,gapnet")
+    p.add_argument("--paddings", help="comma-separated padding modes")
+    p.add_argument("--grids", help="comma-separated grid sizes, e.g. 3,5")
+    p.add_argument("--permutes", help="trained permutations after pooling: per-batch,per-sample")
+    p.add_argument("--stage", help="stage to permute before as well (e.g. stage3)")
+    add_training_arguments(p)
+
+
+@dataclass
+class Plan:
+    config: Config
+    variants: list[Variant]
+    plans: dict[Variant, train.TrainPlan]
+
+
+def train_config(c: Config, v: Variant) -> train.Config:
+    permute = "none" if v.permute == "none" else v.where
+    return train.Config(task=v.task, grid=v.grid, background=c.background, data=c.data, data_root=c.data_root,
+                        model=c.model, width=c.width, head=v.head, padding=v.padding, permute=permute,
+                        permute_per_sample=v.permute == "per-sample", pretrained=c.pretrained, weights=c.weights,
+                        epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, betas=list(c.betas),
+                        train_size=c.train_size, test_size=c.test_size, test_passes=c.test_passes,
+                        seeds=list(c.seeds), device=c.device, preset=c.preset)
+
+
+def prepare(config: Config) -> Plan:
+    """Load the data once and validate every variant (each model is built once) before anything is written."""
+    chosen = variants(config)
+    first = train_config(config, chosen[0])
+    first.validate()
+    train_set, test_set = train.load_data(first)
+    plans = {}
+    for v in chosen:
+        tc = train_config(config, v)
+        tc.validate()
+        plans[v] = train.plan_for(tc, train_set, test_set)
+    return Plan(config, chosen, plans)
+
+
+def _test_only(layer_of: Callable[[nn.Module], str]) -> train.Evaluator:
+    def score(model: nn.Module, test: CanvasStream, passes: int, device: torch.device) -> float:
+        with permute_input(model, layer_of(model)):
+            return accuracy(model, test, passes=passes, device=device)
+
+    return score
+
+
+def evaluators(c: Config, v: Variant) -> dict[str, train.Evaluator]:
+    """Column name -> scorer: the variant's own accuracy, plus test-only permutations of unpermuted nets."""
+    out: dict[str, train.Evaluator] = {"accuracy": train.plain_accuracy}
+    if v.permute == "none":
+        if v.head == "gap-fc":
+            out["test-only@pooled"] = _test_only(lambda m: "head.fc")
+        if c.stage:
+            out[f"test-only@{c.stage}"] = _test_only(lambda m: f"backbone.{_stage_module(m, c.stage)}")
+    return out
+
+
+def _stage_module(model: nn.Module, stage: str) -> str:
+    if stage not in model.stages:
+        raise UserError(f"model has no stage {stage!r}; its stages: {', '.join(model.stages) or 'none'}")
+    return model.stages[stage]
+
+
+def _row(v: Variant, permute: str, where: str, values: list[float], chance: float) -> dict:
+    return {"task": v.task, "head": v.head, "permute": permute, "where": where if permute != "none" else "-",
+            "padding": v.padding, "grid": v.grid, "accuracy": summarize(values), "chance": chance}
+
+
+def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:
+    c = plan.config
+    rows, curves = [], []
+    for v in plan.variants:
+        tp = plan.plans[v]
+        scorers = evaluators(c, v)
+        finals: dict[str, list[float]] = {name: [] for name in scorers}
+        for seed in c.seeds:
+            _, history = train.train_one_seed(tp, seed, work / v.key, progress=progress, evaluators=scorers)
+            for name in scorers:
+                finals[name].append(history[-1][name])
+                curves += [{"variant": v.key, "eval": name, "seed": seed, "epoch": h["epoch"], "accuracy": h[name]}
+                           for h in history]
+        for name, values in finals.items():
+            permute, where = (v.permute, v.where) if name == "accuracy" else tuple(name.split("@"))
+            rows.append(_row(v, permute, where, values, 1 / tp.num_classes))
+        if progress:
+            print(f"{v.key}: " + ", ".join(f"{n} {sum(x) / len(x):.3f}" for n, x in finals.items()), flush=True)
+    write_csv(work / "table.csv", [_flat(r) for r in rows])
+    write_csv(work / "curves.csv", curves)
+    gap_figures(rows, curves, work)
+    return {"rows": rows, "permute_meanings": PERMUTE_MEANINGS, "n_train": len(next(iter(plan.plans.values())).train_set),
+            "n_test": len(next(iter(plan.plans.values())).test_set)}
+
+
+def _flat(row: dict) -> dict:
+    acc = row["accuracy"]
+    return {**{k: v for k, v in row.items() if k != "accuracy"}, "accuracy": acc["mean"],
+            "ci95_lo": acc["ci95"][0], "ci95_hi": acc["ci95"][1], "n": acc["n"]}
+
+
+def print_summary(metrics: dict) -> None:
+    print(f"{'task':<9}{'head':<8}{'padding':<10}{'grid':>4}  {'permute':<12}{'where':<8}"
+          f"{'accuracy':>9}  {'95% CI':<16}{'chance':>7}")
+    for r in metrics["rows"]:
+        a = r["accuracy"]
+        print(f"{r['task']:<9}{r['head']:<8}{r['padding']:<10}{r['grid']:>4}  {r['permute']:<12}{r['where']:<8}"
+              f"{a['mean']:>9.3f}  [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]  {r['chance']:>6.3f}")
