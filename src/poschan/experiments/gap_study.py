@@ -167,6 +167,8 @@ def prepare(config: Config) -> Plan:
         tc = train_config(config, v)
         tc.validate()
         plans[v] = train.plan_for(tc, train_set, test_set)
+    if config.stage:
+        _stage_module(plans[chosen[0]].make_model(), config.stage)
     return Plan(config, chosen, plans)
 
 

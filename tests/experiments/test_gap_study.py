@@ -1,0 +1,98 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from poschan.cli import main
+from poschan.config import build_config
+from poschan.data.sources import load_dataset
+from poschan.data.stream import CanvasStream
+from poschan.experiments import gap_study
+from poschan.experiments.gap_study import Config, Variant, evaluators, variants
+
+
+def test_subset_design_covers_what_the_quick_preset_promises():
+    c = build_config(Config, "gap-study", "quick")
+    chosen = variants(c)
+    assert {v.padding for v in chosen if v.task == "location" and v.permute == "none" and v.head == "gap-fc"
+            and v.grid == 3} == {"zeros", "none", "circular", "reflect", "replicate", "partial"}
+    for task in ("location", "semantic"):
+        perms = {(v.permute, v.where) for v in chosen if v.task == task and v.padding == "zeros" and v.grid == 3}
+        assert {("none", "pooled"), ("per-batch", "pooled"), ("per-sample", "pooled"), ("per-batch", "stage3")} <= perms
+    assert any(v.head == "gapnet" for v in chosen) and any(v.grid == 5 for v in chosen)
+    assert len(chosen) == len(set(chosen))
+    assert len(c.seeds) >= 3
+
+
+def test_full_design_is_the_cross_product():
+    c = Config(tasks=["location"], heads=["gap-fc", "gapnet"], paddings=["zeros", "circular"], grids=[3],
+               permutes=["per-batch"], stage=None)
+    assert set(variants(c)) == {Variant("location", h, p, 3, perm, "pooled") for p in ("zeros", "circular")
+                                for h, perm in (("gap-fc", "none"), ("gapnet", "none"), ("gap-fc", "per-batch"))}
+
+
+class OrderNet(nn.Module):
+    """Pooled features: channel c lights up for cell c (order-coded position); fc reads channel c -> class c."""
+
+    stages = {"stage3": "body"}
+
+    def __init__(self, grid: int):
+        super().__init__()
+        self.grid = grid
+        self.backbone = nn.Module()
+        self.backbone.body = nn.Identity()
+        self.head = nn.Module()
+        self.head.fc = nn.Linear(grid * grid, grid * grid)
+        with torch.no_grad():
+            self.head.fc.weight.copy_(torch.eye(grid * grid) * 10)
+            self.head.fc.bias.zero_()
+
+    def forward(self, x):
+        cell = nn.functional.adaptive_avg_pool2d(x.abs().sum(1, keepdim=True), self.grid).flatten(1)
+        return self.head.fc(self.backbone.body(cell[:, :, None, None]).mean((2, 3)))
+
+
+def test_test_only_permutation_destroys_order_coded_position():
+    data = load_dataset("fashion-mnist", "test", limit=600)
+    test = CanvasStream(data, "location", 3, 100, seed=0, background="mean", shuffle=False)
+    net = OrderNet(3)
+    scores = evaluators(Config(stage="stage3"), Variant("location", "gap-fc", "zeros", 3))
+    torch.manual_seed(0)
+    results = {name: score(net, test, 2, torch.device("cpu")) for name, score in scores.items()}
+    assert results["accuracy"] == 1.0
+    assert results["test-only@pooled"] < 0.3 and results["test-only@stage3"] < 0.3
+
+
+def test_smoke_run_has_a_row_for_every_combination(tmp_path):
+    assert main(["gap-study", "--preset", "smoke", "--no-progress", "--out", str(tmp_path / "g")]) == 0
+    data = json.loads((tmp_path / "g" / "results.json").read_text())
+    c = build_config(Config, "gap-study", "smoke")
+    expected = set()
+    for v in variants(c):
+        for name in evaluators(c, v):
+            perm, where = (v.permute, v.where) if name == "accuracy" else name.split("@")
+            expected.add((v.task, v.head, perm, where if perm != "none" else "-", v.padding, v.grid))
+    rows = data["metrics"]["rows"]
+    assert {(r["task"], r["head"], r["permute"], r["where"], r["padding"], r["grid"]) for r in rows} == expected
+    for r in rows:
+        s = r["accuracy"]
+        assert s["n"] == len(s["values"]) and s["ci95"][0] <= s["mean"] <= s["ci95"][1]
+        assert r["chance"] == pytest.approx(1 / r["grid"] ** 2 if r["task"] == "location" else 0.1)
+    for name in ("table.csv", "curves.csv", "accuracy_by_padding.png", "permutation.png", "learning_curves.png"):
+        assert (tmp_path / "g" / name).exists()
+    assert set(data["metrics"]["permute_meanings"]) == {"none", "test-only", "per-batch", "per-sample"}
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--paddings", "zeros,mirror"], "padding"),
+    (["--seeds", ""], "seed"),
+    (["--stage", "stage9"], "stage"),
+    (["--permutes", "sometimes"], "permutation"),
+    (["--design", "half"], "design"),
+])
+def test_bad_input(tmp_path, capsys, extra, match):
+    assert main(["gap-study", "--preset", "smoke", *extra, "--out", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and match in err
+    assert not (tmp_path / "g").exists() and not (tmp_path / "g.partial").exists()
