@@ -21,7 +21,7 @@ data:
 	@DATA_ROOT="$(DATA_ROOT)" scripts/ensure_data.sh
 
 demo: install data
-	$(POSCHAN) train --task location --preset quick $(DATA_FLAG) --out $(RUNS)/demo-$$(date +%Y%m%d-%H%M%S)
+	$(POSCHAN) gap-study --preset quick $(DATA_FLAG) --out $(RUNS)/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: install data
 	$(PY) -m pytest -q
