@@ -30,7 +30,7 @@ _BUILTIN = {
 }
 _PATTERNS = {
     "tv:<name>": "a torchvision classification CNN, e.g. tv:resnet50 (backbone: .features or layers before pooling)",
-    "timm:<name>": "a timm model's forward_features, e.g. timm:resnet18 (needs timm)",
+    "timm:<name>": "a timm model's forward_features, e.g. timm:resnet18",
     "FILE.py:FACTORY": "FACTORY() from a Python file: an nn.Module returning a (B, C, H, W) feature map",
     "MODULE:FACTORY": "FACTORY() from an importable module: an nn.Module returning a (B, C, H, W) feature map",
 }
@@ -183,7 +183,7 @@ def _timm(arch: str, in_chans: int) -> _Backbone:
     try:
         import timm
     except ImportError as err:
-        raise UserError("timm models need timm: pip install 'poschan[timm]'") from err
+        raise UserError("timm models need timm: pip install timm") from err
     if not timm.is_model(arch):
         close = difflib.get_close_matches(arch, timm.list_models(), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else ""
