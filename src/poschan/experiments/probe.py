@@ -1,0 +1,239 @@
+"""`poschan probe`: a linear readout of position (or semantics) from the pooled features of a FROZEN backbone.
+
+At every requested layer the global-average-pooled features of train canvases fit a linear readout
+(poschan.readout: standardisation + L2 logistic regression) that is scored on test canvases, three ways:
+``accuracy`` (plain), ``accuracy_permuted_test`` (the plain readout on test features whose channels are
+shuffled per sample: does the readout depend on channel order?) and ``accuracy_permuted_train`` (a readout
+fit and scored on per-sample-shuffled features: can an order-free readout still find the answer?).
+
+Each seed draws its own images, canvases and permutations. Train canvases come from the train split and test
+canvases from the test split; ``photos`` (17 real photographs, one split) is split by index: every third photo
+(index 0, 3, 6, ...) is a test photo, the others are train photos, so no photo is seen by both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..data.sources import ImageSet, load_dataset
+from ..data.stream import CanvasStream
+from ..errors import UserError
+from ..features import extract_pooled
+from ..models.poolnet import PoolNet
+from ..models.registry import build_model
+from ..readout import DEFAULT_C, fit_readout, permute_features, readout_accuracy
+from ..report.probe_figures import PROBE_VARIANTS, probe_accuracy
+from ..stats import summarize
+from ..tables import write_csv
+from ..taps import get_layer, pooled_features
+from .arguments import add_canvas_arguments, add_model_arguments
+from .train import resolve_device
+
+EXPERIMENT = "probe"
+HELP = "linear readout of position/semantics from pooled features of a frozen backbone at named layers"
+TEST_SEED_OFFSET = 10_000  # test draws use their own seeds, never the training ones
+PHOTO_TEST_EVERY = 3  # photos: index % 3 == 0 -> test photo, else train photo
+
+
+@dataclass
+class Config:
+    task: str = "location"
+    grid: int = 3
+    canvas: int | None = None
+    background: str = "mean"
+    data: str = "fashion-mnist"
+    data_root: str | None = None
+    model: str = "efficientnet-lite0"
+    width: int = 64
+    padding: str = "zeros"
+    pretrained: bool = False
+    weights: str | None = None
+    layers: list[str] = field(default_factory=list)  # empty: every stage of the model, then "backbone"
+    train_size: int = 2000  # canvases per seed
+    test_size: int = 1000
+    batch_size: int = 200
+    readout_c: float = DEFAULT_C
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    device: str = "cpu"
+    preset: str = "paper"
+
+    def validate(self) -> None:
+        for key in ("train_size", "test_size", "batch_size", "width"):
+            if getattr(self, key) < 1:
+                raise UserError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.readout_c <= 0:
+            raise UserError(f"readout_c (inverse L2 strength of the readout) must be > 0, got {self.readout_c}")
+        if not self.seeds:
+            raise UserError("seeds must name at least one seed, e.g. --seeds 0,1,2")
+        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise UserError(f"seeds must be distinct and >= 0, got {self.seeds}")
+        if self.data == "photos" and self.task == "semantic":
+            raise UserError("the semantic task needs classes shared by train and test images; photos has one "
+                            "image per class (use --task location, or --data fashion-mnist)")
+
+
+@dataclass
+class ProbePlan:
+    """Everything validated before any file is written (image sets as loaded; re-normalised per draw)."""
+
+    config: Config
+    train_set: ImageSet
+    test_set: ImageSet
+    model: PoolNet
+    layers: list[str]
+    channels: dict[str, int]
+    num_classes: int
+    device: torch.device
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_canvas_arguments(p)
+    add_model_arguments(p)
+    p.add_argument("--padding", help="zeros, none, circular, reflect, replicate, partial")
+    p.add_argument("--layers", help="comma-separated layer names (see `poschan layers`) or stage names "
+                                    "(stage1..); default: every stage and backbone")
+    p.add_argument("--train-size", dest="train_size", type=int, help="training canvases per seed")
+    p.add_argument("--test-size", dest="test_size", type=int, help="test canvases per seed")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="canvases per forward pass")
+    p.add_argument("--readout-c", dest="readout_c", type=float,
+                   help=f"inverse L2 strength of the logistic-regression readout (default {DEFAULT_C})")
+
+
+def split_sets(config: Config) -> tuple[ImageSet, ImageSet]:
+    """(train images, test images): the dataset's splits, or the photos split by index (see PHOTO_TEST_EVERY)."""
+    if config.data != "photos":
+        return (load_dataset(config.data, "train", config.data_root),
+                load_dataset(config.data, "test", config.data_root))
+    photos = load_dataset("photos")
+    is_test = torch.arange(len(photos)) % PHOTO_TEST_EVERY == 0
+    return (dataclasses.replace(photos, images=photos.images[~is_test], labels=photos.labels[~is_test],
+                                split="train"),
+            dataclasses.replace(photos, images=photos.images[is_test], labels=photos.labels[is_test], split="test"))
+
+
+def resolve_layers(model: PoolNet, names: list[str]) -> list[str]:
+    """Dotted names of ``names`` (a stage name maps to its block; empty = every stage, then "backbone")."""
+    names = [n.strip() for n in names if n.strip()]
+    if not names:
+        names = [*model.stages, "backbone"]
+    full = [f"backbone.{model.stages[n]}" if n in model.stages else n for n in names]
+    for name in full:
+        get_layer(model, name)
+    return list(dict.fromkeys(full))
+
+
+def _stream(config: Config, images: ImageSet, seed: int) -> CanvasStream:
+    return CanvasStream(images, config.task, config.grid, config.batch_size, seed=seed, canvas=config.canvas,
+                        background=config.background, shuffle=False)
+
+
+def prepare(config: Config) -> ProbePlan:
+    """Load the data, build the frozen model and run one canvas through every layer: all bad input fails here."""
+    device = resolve_device(config.device)
+    train_set, test_set = split_sets(config)
+    num_classes = _stream(config, train_set, 0).num_classes  # checks task, grid, canvas and background
+    if config.train_size < num_classes:
+        raise UserError(f"train_size must be >= the {num_classes} classes, got {config.train_size}")
+    model = build_model(config.model, num_classes, train_set.channels, width=config.width, padding=config.padding,
+                        pretrained=config.pretrained, weights=config.weights)
+    model.eval().requires_grad_(False).to(device)
+    layers = resolve_layers(model, config.layers)
+    one = train_set.subset(1).for_model(model.in_chans, model.input_norm)
+    x, _ = next(iter(_stream(config, one, 0).epoch(0, device)))
+    channels = {name: f.shape[1] for name, f in pooled_features(model, x, layers).items()}  # non-4-D layers fail
+    return ProbePlan(config, train_set, test_set, model, layers, channels, num_classes, device)
+
+
+def draw(images: ImageSet, n: int, seed: int) -> ImageSet:
+    """``n`` images drawn at random with ``seed``, each image of the set equally often (±1) when n > len."""
+    generator = torch.Generator().manual_seed(seed)
+    repeats = -(-n // len(images))
+    index = torch.cat([torch.randperm(len(images), generator=generator) for _ in range(repeats)])[:n]
+    return dataclasses.replace(images, images=images.images[index], labels=images.labels[index])
+
+
+def seed_features(plan: ProbePlan, seed: int) -> tuple[dict[str, Tensor], Tensor, dict[str, Tensor], Tensor]:
+    """(train features per layer, train labels, test features per layer, test labels) of one seed."""
+    c = plan.config
+    out = []
+    for images, n, stream_seed in ((plan.train_set, c.train_size, seed),
+                                   (plan.test_set, c.test_size, seed + TEST_SEED_OFFSET)):
+        # re-normalised after drawing: never a model-sized copy of a whole split
+        drawn = draw(images, n, stream_seed).for_model(plan.model.in_chans, plan.model.input_norm)
+        stream = _stream(c, drawn, stream_seed)
+        out += extract_pooled(plan.model, stream, plan.layers, device=plan.device)
+    return out[0], out[1], out[2], out[3]
+
+
+def layer_generator(seed: int, layer: str) -> torch.Generator:
+    """The permutation generator of (seed, layer): a layer's numbers do not depend on which others are probed."""
+    state = np.random.SeedSequence([seed, zlib.crc32(layer.encode())]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def probe_layer(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, *, seed: int, c: float,
+                generator: torch.Generator) -> dict[str, float]:
+    """The three readout accuracies (see the module docstring) of one layer and seed."""
+    test_perm = permute_features(test_x, generator)
+    plain = fit_readout(train_x, train_y, seed=seed, c=c)
+    order_free = fit_readout(permute_features(train_x, generator), train_y, seed=seed, c=c)
+    return {
+        "accuracy": readout_accuracy(plain, test_x, test_y),
+        "accuracy_permuted_test": readout_accuracy(plain, test_perm, test_y),
+        "accuracy_permuted_train": readout_accuracy(order_free, test_perm, test_y),
+    }
+
+
+def layer_label(model: PoolNet, layer: str) -> str:
+    """A short name for figures: the stage name where there is one."""
+    stage = {f"backbone.{module}": name for name, module in model.stages.items()}
+    return stage.get(layer, layer.removeprefix("backbone."))
+
+
+def run(plan: ProbePlan, work: Path, *, progress: bool = True) -> dict:
+    """Probe every layer over seeds; write per_seed.csv, table.csv and probe.png; return the metrics."""
+    c = plan.config
+    chance = 1 / plan.num_classes
+    per_seed = []
+    for seed in tqdm(c.seeds, desc="probe seeds", disable=None if progress else True, leave=False):
+        train_f, train_y, test_f, test_y = seed_features(plan, seed)
+        for layer in plan.layers:
+            scores = probe_layer(train_f[layer], train_y, test_f[layer], test_y, seed=seed, c=c.readout_c,
+                                 generator=layer_generator(seed, layer))
+            per_seed.append({"seed": seed, "layer": layer, **scores})
+    rows = [{"layer": layer, "channels": plan.channels[layer],
+             **{key: summarize([r[key] for r in per_seed if r["layer"] == layer]) for key in PROBE_VARIANTS},
+             "chance": chance} for layer in plan.layers]
+    write_csv(work / "per_seed.csv", per_seed)
+    write_csv(work / "table.csv", [_flat(row) for row in rows])
+    probe_accuracy(rows, [layer_label(plan.model, r["layer"]) for r in rows], work / "probe.png", chance=chance,
+                   title=f"{c.task} readout · {c.model}{' (pretrained)' if c.pretrained else ''} · {c.data}")
+    return {"layers": rows, "n_train": c.train_size, "n_test": c.test_size}
+
+
+def _flat(row: dict) -> dict:
+    flat = {"layer": row["layer"], "channels": row["channels"], "chance": row["chance"]}
+    for key in PROBE_VARIANTS:
+        stat = row[key]
+        flat |= {f"{key}_mean": stat["mean"], f"{key}_lo": stat["ci95"][0], f"{key}_hi": stat["ci95"][1],
+                 f"{key}_n": stat["n"]}
+    return flat
+
+
+def print_summary(metrics: dict) -> None:
+    print(f"readout accuracy (mean [95% CI]), {metrics['n_train']} train / {metrics['n_test']} test canvases per "
+          f"seed, chance {metrics['layers'][0]['chance']:.3f}")
+    print(f"{'layer':<28} {'C':>5}  {'plain':>21}  {'permuted test':>21}  {'permuted train':>21}")
+    for row in metrics["layers"]:
+        cells = [f"{s['mean']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]" for s in
+                 (row[key] for key in PROBE_VARIANTS)]
+        print(f"{row['layer']:<28} {row['channels']:>5}  " + "  ".join(f"{cell:>21}" for cell in cells))

@@ -1,0 +1,162 @@
+"""`poschan probe`: known answers of the pooled-feature readout, the CLI contract and its bad input.
+
+This file doubles as the user-model file (``--model THIS_FILE.py:FACTORY``) of the known-answer nets below.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from poschan.cli import main
+from poschan.data.canvas import paste_in_grid
+from poschan.data.sources import load_dataset
+from poschan.experiments.probe import Config, resolve_layers, split_sets
+from poschan.models.registry import build_model
+from poschan.taps import pooled_features
+
+THIS = Path(__file__).as_posix()
+CHANCE = 1 / 9  # grid 3
+SEEDS = ["--seeds", "0,1,2"]
+
+
+def shift_free_net() -> nn.Module:
+    """Stride-1 convs: with circular padding the pooled features cannot depend on where the image is."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 3, padding=1), nn.ReLU())
+
+
+def _centroid(x: Tensor) -> tuple[Tensor, Tensor]:
+    """The |intensity|-weighted mean column and row of each canvas, in [0, 1), shapes (B, 1, 1, 1)."""
+    w = x.abs().sum(1, keepdim=True)
+    h, wd = x.shape[-2:]
+    rows = (torch.arange(h, dtype=x.dtype) / h).view(1, 1, h, 1)
+    cols = (torch.arange(wd, dtype=x.dtype) / wd).view(1, 1, 1, wd)
+    total = w.sum((2, 3), keepdim=True).clamp_min(1e-8)
+    return (w * cols).sum((2, 3), keepdim=True) / total, (w * rows).sum((2, 3), keepdim=True) / total
+
+
+class CoordinateNet(nn.Module):
+    """A (B, 3, 1, 1) map: pooled features = (|intensity|-weighted mean x, mean y, mean |intensity|)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([*_centroid(x), x.abs().mean((1, 2, 3), keepdim=True)], dim=1)
+
+
+def coordinate_net() -> nn.Module:
+    return CoordinateNet()
+
+
+class OneChannelNet(nn.Module):
+    """A (B, 64, 1, 1) map: channel 0 = the 2x2-grid cell of the canvas' intensity centroid (one scalar, 4 levels);
+    channels 1..63 = a linear mix of position-free pooled content (stride-1 convs, circular padding once built
+    with --padding circular)."""
+
+    def __init__(self):
+        super().__init__()
+        self.content = shift_free_net()
+        self.mix = nn.Conv2d(8, 63, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        cx, cy = _centroid(x)
+        cell = 2 * torch.floor(cy * 2) + torch.floor(cx * 2)
+        return torch.cat([cell, self.mix(self.content(x).mean((2, 3), keepdim=True))], dim=1)
+
+
+def one_channel_net() -> nn.Module:
+    return OneChannelNet()
+
+
+def probe(tmp_path: Path, name: str, *args: str) -> dict:
+    out = tmp_path / name
+    assert main(["probe", "--preset", "smoke", "--no-progress", "--out", str(out), *args]) == 0
+    return json.loads((out / "results.json").read_text())
+
+
+def statistic_ok(stat: dict) -> bool:
+    lo, hi = stat["ci95"]
+    return stat["n"] == len(stat["values"]) >= 1 and lo <= stat["mean"] <= hi and \
+        abs(stat["mean"] - sum(stat["values"]) / stat["n"]) < 1e-9
+
+
+def test_circular_stride1_net_has_identical_pooled_features_in_every_cell():
+    image = load_dataset("fashion-mnist", "test", limit=1).images  # (1, 1, 28, 28)
+    canvases = paste_in_grid(image.expand(9, -1, -1, -1), torch.arange(9), 3, torch.zeros(9, 1, 84, 84))
+    for padding, equal in (("circular", True), ("zeros", False)):
+        model = build_model(f"{THIS}:shift_free_net", 9, 1, padding=padding).eval()
+        f = pooled_features(model, canvases, ["backbone"])["backbone"]
+        assert torch.allclose(f, f[:1].expand_as(f), atol=1e-5) is equal, padding
+
+
+def test_circular_stride1_net_reads_location_at_chance_and_zero_padding_does_not(tmp_path):
+    args = ["--model", f"{THIS}:shift_free_net", "--layers", "backbone", "--background", "mean", "--grid", "3",
+            "--train-size", "270", "--test-size", "270", *SEEDS]
+    circular = probe(tmp_path, "circ", *args, "--padding", "circular")["metrics"]["layers"][0]["accuracy"]
+    lo, hi = circular["ci95"]
+    assert circular["n"] == 3 and lo <= CHANCE <= hi, circular
+    zeros = probe(tmp_path, "zeros", *args, "--padding", "zeros")["metrics"]["layers"][0]["accuracy"]
+    assert zeros["ci95"][0] > 2 * CHANCE, zeros  # the same net sees position through its zero padding
+
+
+def test_explicit_coordinate_channels_read_location_perfectly(tmp_path):
+    m = probe(tmp_path, "coord", "--model", f"{THIS}:coordinate_net", "--layers", "backbone", "--grid", "3",
+              "--train-size", "200", "--test-size", "200", *SEEDS)["metrics"]
+    assert min(m["layers"][0]["accuracy"]["values"]) >= 0.99
+
+
+def test_position_in_one_channel_is_destroyed_by_permuting_the_test_channels(tmp_path):
+    # grid 2: a linear readout of ONE scalar separates 4 ordered levels well (9 would need huge weights)
+    row = probe(tmp_path, "one", "--model", f"{THIS}:one_channel_net", "--padding", "circular", "--layers", "backbone",
+                "--grid", "2", "--train-size", "300", "--test-size", "300", *SEEDS)["metrics"]["layers"][0]
+    assert row["channels"] == 64 and row["chance"] == 1 / 4
+    assert row["accuracy"]["mean"] >= 0.95, row["accuracy"]
+    assert abs(row["accuracy_permuted_test"]["mean"] - 1 / 4) < 0.05, row["accuracy_permuted_test"]
+
+
+def test_smoke_efficientnet_lite0_pretrained_contract(tmp_path):
+    layers = ["stage2", "backbone.net._blocks.10", "backbone"]
+    data = probe(tmp_path, "lite0", "--model", "efficientnet-lite0", "--pretrained", "--task", "location",
+                 "--layers", ",".join(layers))
+    assert set(data) >= {"experiment", "config", "metrics", "seeds", "env", "elapsed_s"}
+    assert data["experiment"] == "probe" and data["config"]["pretrained"] is True
+    m = data["metrics"]
+    assert [r["layer"] for r in m["layers"]] == ["backbone.net._blocks.4", "backbone.net._blocks.10", "backbone"]
+    assert m["n_train"] == data["config"]["train_size"] and m["n_test"] == data["config"]["test_size"]
+    for row in m["layers"]:
+        assert row["chance"] == pytest.approx(CHANCE)
+        for key in ("accuracy", "accuracy_permuted_test", "accuracy_permuted_train"):
+            assert statistic_ok(row[key]) and 0 <= row[key]["mean"] <= 1
+    for name in ("table.csv", "per_seed.csv", "probe.png", "config.yaml"):
+        assert (tmp_path / "lite0" / name).is_file(), name
+    assert len((tmp_path / "lite0" / "table.csv").read_text().strip().splitlines()) == 1 + len(layers)
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--layers", "bakbone"], "closest: backbone"),
+    (["--layers", "head.fc"], "not a (B, C, H, W) feature map"),
+    (["--grid", "4", "--canvas", "84"], "canvas"),
+    (["--seeds", ""], "seed"),
+    (["--data", "photos", "--task", "semantic"], "photos"),
+])
+def test_bad_input_exit_2_one_line_no_output(tmp_path, capsys, extra, match):
+    out = tmp_path / "out"
+    args = ["probe", "--model", f"{THIS}:shift_free_net", "--preset", "smoke", "--no-progress", *extra]
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("poschan: error:") and match in err, err
+    assert not out.exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_photos_split_into_disjoint_train_and_test_photos():
+    train, test = split_sets(Config(data="photos"))
+    assert (len(train), len(test)) == (11, 6) and train.split == "train" and test.split == "test"
+    assert test.labels.tolist() == [0, 3, 6, 9, 12, 15]
+    assert sorted(train.labels.tolist() + test.labels.tolist()) == list(range(17))
+
+
+def test_default_layers_are_the_stages_then_the_final_map():
+    model = build_model("resnet18-paper", 9, 1, width=8)
+    assert resolve_layers(model, []) == [*(f"backbone.layer{i}" for i in range(1, 5)), "backbone"]
+    assert resolve_layers(model, ["stage4", " backbone.layer4", "backbone"]) == ["backbone.layer4", "backbone"]
