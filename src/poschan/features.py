@@ -8,7 +8,17 @@ import torch
 from torch import Tensor, nn
 
 from .engine import BatchSource
-from .taps import pooled_features
+from .taps import get_layer, pooled_features
+
+
+def resolve_layers(model: nn.Module, names: Sequence[str]) -> list[str]:
+    """Dotted layer names: a stage name (e.g. ``stage2``) maps to its module in ``model.stages``; unknown names
+    fail with the closest valid ones; duplicates are dropped."""
+    stages = getattr(model, "stages", {})
+    full = [f"backbone.{stages[n]}" if n in stages else n for n in (n.strip() for n in names) if n]
+    for name in full:
+        get_layer(model, name)
+    return list(dict.fromkeys(full))
 
 
 @torch.no_grad()

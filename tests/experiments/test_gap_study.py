@@ -8,7 +8,6 @@ from poschan.cli import main
 from poschan.config import build_config
 from poschan.data.sources import load_dataset
 from poschan.data.stream import CanvasStream
-from poschan.experiments import gap_study
 from poschan.experiments.gap_study import Config, Variant, evaluators, variants
 
 

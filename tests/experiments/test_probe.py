@@ -13,7 +13,8 @@ from torch import Tensor, nn
 from poschan.cli import main
 from poschan.data.canvas import paste_in_grid
 from poschan.data.sources import load_dataset
-from poschan.experiments.probe import Config, resolve_layers, split_sets
+from poschan.experiments.probe import Config, split_sets
+from poschan.features import resolve_layers
 from poschan.models.registry import build_model
 from poschan.taps import pooled_features
 
@@ -156,7 +157,6 @@ def test_photos_split_into_disjoint_train_and_test_photos():
     assert sorted(train.labels.tolist() + test.labels.tolist()) == list(range(17))
 
 
-def test_default_layers_are_the_stages_then_the_final_map():
+def test_stage_names_resolve_to_dotted_layers_without_duplicates():
     model = build_model("resnet18-paper", 9, 1, width=8)
-    assert resolve_layers(model, []) == [*(f"backbone.layer{i}" for i in range(1, 5)), "backbone"]
     assert resolve_layers(model, ["stage4", " backbone.layer4", "backbone"]) == ["backbone.layer4", "backbone"]

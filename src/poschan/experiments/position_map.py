@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..data.sources import PHOTOS, load_dataset
 from ..errors import UserError
+from ..features import resolve_layers
 from ..models.padding import PADDING_MODES
 from ..models.poolnet import PoolNet
 from ..models.registry import build_model
@@ -31,7 +32,7 @@ from ..position_targets import GAUSSIAN_SIGMA, TARGETS, mae, position_maps, spc
 from ..report.position_figures import position_map_figure, spc_bars
 from ..stats import summarize
 from ..tables import write_csv
-from ..taps import capture, get_layer
+from ..taps import capture
 from .arguments import add_model_arguments
 from .train import resolve_device
 
@@ -152,14 +153,6 @@ def build_backbones(config: Config, seed: int) -> dict[str, PoolNet]:
                 model.load_state_dict(next(iter(models.values())).state_dict())
             models[padding] = model.eval().requires_grad_(False)
     return models
-
-
-def resolve_layers(model: PoolNet, layers: Sequence[str]) -> list[str]:
-    """Dotted layer names of ``model``: a stage name (e.g. stage2) maps to its block; unknown names fail."""
-    names = [f"backbone.{model.stages[n]}" if n in model.stages else n for n in layers]
-    for name in names:
-        get_layer(model, name)
-    return names
 
 
 def photo_crops(photos: Tensor, n: int, side: int, *, generator: torch.Generator,

@@ -27,14 +27,14 @@ from tqdm.auto import tqdm
 from ..data.sources import ImageSet, load_dataset
 from ..data.stream import CanvasStream
 from ..errors import UserError
-from ..features import extract_pooled
+from ..features import extract_pooled, resolve_layers
 from ..models.poolnet import PoolNet
 from ..models.registry import build_model
 from ..readout import DEFAULT_C, fit_readout, permute_features, readout_accuracy
 from ..report.probe_figures import PROBE_VARIANTS, probe_accuracy
 from ..stats import summarize
 from ..tables import write_csv
-from ..taps import get_layer, pooled_features
+from ..taps import pooled_features
 from .arguments import add_canvas_arguments, add_model_arguments
 from .train import resolve_device
 
@@ -120,17 +120,6 @@ def split_sets(config: Config) -> tuple[ImageSet, ImageSet]:
             dataclasses.replace(photos, images=photos.images[is_test], labels=photos.labels[is_test], split="test"))
 
 
-def resolve_layers(model: PoolNet, names: list[str]) -> list[str]:
-    """Dotted names of ``names`` (a stage name maps to its block; empty = every stage, then "backbone")."""
-    names = [n.strip() for n in names if n.strip()]
-    if not names:
-        names = [*model.stages, "backbone"]
-    full = [f"backbone.{model.stages[n]}" if n in model.stages else n for n in names]
-    for name in full:
-        get_layer(model, name)
-    return list(dict.fromkeys(full))
-
-
 def _stream(config: Config, images: ImageSet, seed: int) -> CanvasStream:
     return CanvasStream(images, config.task, config.grid, config.batch_size, seed=seed, canvas=config.canvas,
                         background=config.background, shuffle=False)
@@ -146,7 +135,7 @@ def prepare(config: Config) -> ProbePlan:
     model = build_model(config.model, num_classes, train_set.channels, width=config.width, padding=config.padding,
                         pretrained=config.pretrained, weights=config.weights)
     model.eval().requires_grad_(False).to(device)
-    layers = resolve_layers(model, config.layers)
+    layers = resolve_layers(model, config.layers or [*model.stages, "backbone"])
     one = train_set.subset(1).for_model(model.in_chans, model.input_norm)
     x, _ = next(iter(_stream(config, one, 0).epoch(0, device)))
     channels = {name: f.shape[1] for name, f in pooled_features(model, x, layers).items()}  # non-4-D layers fail
