@@ -7,7 +7,7 @@ DATA_ROOT ?=
 RUNS    ?= runs
 DATA_FLAG := $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
 
-.PHONY: demo test test-slow bench data install
+.PHONY: demo test test-slow lint bench data install
 
 install: $(STAMP)
 
@@ -25,6 +25,9 @@ demo: install data
 
 test: install data
 	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
 
 test-slow: install data
 	$(PY) -m pytest -q -m slow
