@@ -89,6 +89,7 @@ EXPERIMENTS = {
     "position-map": "poschan.experiments.position_map",
     "gap-study": "poschan.experiments.gap_study",
     "probe": "poschan.experiments.probe",
+    "rank": "poschan.experiments.rank",
 }
 
 

@@ -1,0 +1,539 @@
+"""Which channels of a named layer encode position: three channel rankings from ONE streaming pass.
+
+Every method forms, per image, a few inputs (its *views*), takes the layer's globally average-pooled features
+through the taps, and adds them to running per-channel statistics. Memory is O(C) (shift: O(C·k²)) whatever
+the number of images. Statistics are float64 and mergeable: plain sums for the flip differences, and counts,
+means and sums of squared deviations (co-deviations for pairs) merged batch by batch with the pairwise
+updates of Chan, Golub & LeVeque (1979), so scores do not depend on the batch size beyond float64 rounding.
+Per-image random draws (cells, partners, signs) are made up front from ``seed`` and indexed by the image's
+position in the stream (a few integers per image), so they do not depend on the batch size either.
+Cells are numbered row-major (row, col = divmod(cell, k)); "left" means a cell centre left of the vertical
+midline, "top" above the horizontal one (image y grows downwards).
+
+flip (Islam et al., ICCV 2021, as in their released code), sign convention:
+  x has its content in the LEFT half. Canvas input: the image pasted in a random cell whose centre lies left of
+  the vertical midline (any row). Image input (photos as they are): "left" is the layout of the original image,
+  "right" that of its mirror. Δh = f(x) − f(hflip x) per channel;
+  ``overall`` = mean |Δh| (the paper's score), ``left`` = mean Δh (large: fires more when the content is on the
+  left), ``right`` = −mean Δh. Likewise x_v has its content in the TOP half (canvas: a random cell above the
+  midline, any column; image input: the image itself), Δv = f(x_v) − f(vflip x_v); ``top`` = mean Δv,
+  ``bottom`` = −mean Δv.
+  Null: x_i is paired with the mirror of the previous image of the stream (the first with the last) and the
+  difference gets a random sign s_i: overall_null = mean |f(x_i) − f(flip x_{i−1})| (the scale of differences
+  between unrelated images: an ``overall`` top list that matches the null's merely picks channels of large
+  spread), signed nulls = mean s_i·(f(x_i) − f(flip x_{i−1})) (≈ 0: the noise level of the signed scores).
+
+shift (ours): every image is pasted in every cell j of the k×k grid. Per cell and channel the standardised
+  mean difference (Cohen's d) d_j = (m_in − m_out) / s_p, where m_in is the mean pooled value over canvases
+  with the content in cell j, m_out over canvases with the content in any other cell, and
+  s_p = sqrt((SS_in + SS_out) / (n_in + n_out − 2)) the pooled within-group standard deviation (SS = sum of
+  squared deviations from the group's own mean; s_p is floored at 1e-12, so a perfect cell indicator scores
+  huge rather than infinite). Keys: ``cell:j``; each region of REGIONS (the group is the cells whose centre
+  lies in the region; q1..q4 = top-left, top-right, bottom-left, bottom-right; center = centre inside the
+  middle half of both axes; empty regions are left out); ``overall`` = mean over cells of |d_j|.
+  Null: per image a random permutation of the cell labels.
+
+dimest (Esser et al., CVPR 2020, as used by Islam et al., ICLR 2021): per image i three canvases,
+  A = image i at cell u_i, P = the previous image of the stream at the same cell u_i, S = image i ("item"), or
+  a random other image of its class ("class"), at a cell w_i ≠ u_i. (A, P) share position, (A, S) semantics.
+  Per factor f: c_f,d = mean over pairs (a_d − μ_f,d)(b_d − μ_f,d) with the joint mean μ_f = (mean a + mean b)/2,
+  V = Σ_d variance_d over all pair members (A, a member of both its pairs, counts twice), s_f = Σ_d c_f,d / V;
+  softmax over [s_position, s_semantic, 1.0 (residual)] → N_f = floor(softmax_f · C), residual = C − the others.
+  Per-channel scores c_f,d / V (keys ``position``, ``semantic``). Note: a factor with s_f = 0 still receives
+  floor(C / (2 + e)) ≈ 21% of the channels; the null shows that floor.
+  Null: A_i is paired with P and S of the previous image (unrelated content and, independently drawn, cells).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from functools import reduce
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .data.canvas import canvas_side, hflip, make_background, paste_in_grid, vflip
+from .data.sources import ImageSet
+from .errors import UserError
+from .taps import pooled_features
+
+METHODS = ("flip", "shift", "dimest")
+FLIP_INPUTS = ("canvas", "image")
+SEMANTIC_PAIRS = ("item", "class")
+BACKGROUNDS = ("mean", "black")  # deterministic fills: a canvas must not depend on the batch it is drawn in
+REGIONS = ("left", "right", "top", "bottom", "center", "q1", "q2", "q3", "q4")
+MIN_IMAGES = 3  # the nulls pair an image with the one before; dimest's null needs images i, i−1 and i−2 distinct
+_SD_FLOOR = 1e-12
+_V_FLOOR = 1e-300
+
+
+# ---- streaming statistics (float64) ------------------------------------------------------------------------
+# Hand-written: neither torch nor numpy has a streaming, mergeable per-channel (co-)moment accumulator.
+
+@dataclass
+class DiffSums:
+    """Per-channel count, sum and sum of absolute values of paired differences."""
+
+    n: int
+    total: Tensor
+    total_abs: Tensor
+
+    @classmethod
+    def zero(cls, channels: int) -> DiffSums:
+        return cls(0, torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64))
+
+    @classmethod
+    def of(cls, d: Tensor) -> DiffSums:
+        d = d.double()
+        return cls(d.shape[0], d.sum(0), d.abs().sum(0))
+
+    def __add__(self, other: DiffSums) -> DiffSums:
+        return DiffSums(self.n + other.n, self.total + other.total, self.total_abs + other.total_abs)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.total / max(self.n, 1)
+
+    @property
+    def mean_abs(self) -> Tensor:
+        return self.total_abs / max(self.n, 1)
+
+
+@dataclass
+class Moments:
+    """Per-channel count, mean and sum of squared deviations from the mean (``m2``)."""
+
+    n: int
+    mean: Tensor
+    m2: Tensor
+
+    @classmethod
+    def zero(cls, channels: int) -> Moments:
+        return cls(0, torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64))
+
+    @classmethod
+    def of(cls, x: Tensor) -> Moments:
+        """The moments of the rows of ``x`` (N, C)."""
+        x = x.double()
+        if x.shape[0] == 0:
+            return cls.zero(x.shape[1])
+        mean = x.mean(0)
+        return cls(x.shape[0], mean, ((x - mean) ** 2).sum(0))
+
+    def __add__(self, other: Moments) -> Moments:
+        if other.n == 0:
+            return self
+        if self.n == 0:
+            return other
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        return Moments(n, self.mean + delta * (other.n / n), self.m2 + other.m2 + delta ** 2 * (self.n * other.n / n))
+
+    @property
+    def variance(self) -> Tensor:
+        """Population variance (divided by n)."""
+        return self.m2 / max(self.n, 1)
+
+
+@dataclass
+class CoMoments:
+    """Per-channel count, means of both pair members and sum of their co-deviations ``c`` = Σ (a − ā)(b − b̄)."""
+
+    n: int
+    mean_a: Tensor
+    mean_b: Tensor
+    c: Tensor
+
+    @classmethod
+    def zero(cls, channels: int) -> CoMoments:
+        z = torch.zeros(channels, dtype=torch.float64)
+        return cls(0, z, z.clone(), z.clone())
+
+    @classmethod
+    def of(cls, a: Tensor, b: Tensor) -> CoMoments:
+        """The co-moments of the row pairs (a[i], b[i]) of two (N, C) tensors."""
+        a, b = a.double(), b.double()
+        if a.shape[0] == 0:
+            return cls.zero(a.shape[1])
+        ma, mb = a.mean(0), b.mean(0)
+        return cls(a.shape[0], ma, mb, ((a - ma) * (b - mb)).sum(0))
+
+    def __add__(self, other: CoMoments) -> CoMoments:
+        if other.n == 0:
+            return self
+        if self.n == 0:
+            return other
+        n = self.n + other.n
+        da, db = other.mean_a - self.mean_a, other.mean_b - self.mean_b
+        w = other.n / n
+        return CoMoments(n, self.mean_a + da * w, self.mean_b + db * w, self.c + other.c + da * db * (self.n * w))
+
+    def joint_mean_covariance(self) -> Tensor:
+        """mean (a − μ)(b − μ) with the joint mean μ = (ā + b̄)/2 (Esser et al.): c/n − (ā − b̄)²/4."""
+        return self.c / max(self.n, 1) - (self.mean_a - self.mean_b) ** 2 / 4
+
+
+def standardised_difference(group: Moments, rest: Moments) -> Tensor:
+    """Cohen's d per channel: (mean of group − mean of rest) / pooled within-group SD (floored at 1e-12)."""
+    dof = max(group.n + rest.n - 2, 1)
+    sd = ((group.m2 + rest.m2) / dof).sqrt().clamp_min(_SD_FLOOR)
+    return (group.mean - rest.mean) / sd
+
+
+def region_cells(grid: int) -> dict[str, Tensor]:
+    """Boolean (k²,) masks (row-major cells) of the cells whose centre lies in each region of REGIONS."""
+    k = torch.arange(grid)
+    row, col = (t.flatten() for t in torch.meshgrid(k, k, indexing="ij"))
+    x2, y2 = 2 * col + 1 - grid, 2 * row + 1 - grid  # 2k × (centre − 1/2): exact integers
+    left, right, top, bottom = x2 < 0, x2 > 0, y2 < 0, y2 > 0
+    return {"left": left, "right": right, "top": top, "bottom": bottom,
+            "center": (2 * x2.abs() < grid) & (2 * y2.abs() < grid),
+            "q1": top & left, "q2": top & right, "q3": bottom & left, "q4": bottom & right}
+
+
+def dimension_counts(s_position: float, s_semantic: float, channels: int) -> dict:
+    """Esser et al.'s estimate of how many of ``channels`` dimensions encode each factor (see the module doc)."""
+    share = torch.softmax(torch.tensor([s_position, s_semantic, 1.0], dtype=torch.float64), 0)
+    position, semantic = (math.floor(float(p) * channels) for p in share[:2])
+    counts = {"position": position, "semantic": semantic, "residual": channels - position - semantic}
+    return {**counts, "percent": {k: round(100 * v / channels, 1) for k, v in counts.items()},
+            "factor_scores": {"position": s_position, "semantic": s_semantic}}
+
+
+# ---- per-method statistics ---------------------------------------------------------------------------------
+
+@dataclass
+class FlipStats:
+    horizontal: DiffSums
+    vertical: DiffSums
+
+    @classmethod
+    def zero(cls, channels: int) -> FlipStats:
+        return cls(DiffSums.zero(channels), DiffSums.zero(channels))
+
+    def __add__(self, other: FlipStats) -> FlipStats:
+        return FlipStats(self.horizontal + other.horizontal, self.vertical + other.vertical)
+
+    def scores(self) -> dict[str, Tensor]:
+        h, v = self.horizontal, self.vertical
+        return {"overall": h.mean_abs, "left": h.mean, "right": -h.mean, "top": v.mean, "bottom": -v.mean}
+
+
+@dataclass
+class ShiftStats:
+    cells: list[Moments]  # one per cell label, row-major
+    grid: int
+
+    @classmethod
+    def zero(cls, channels: int, grid: int) -> ShiftStats:
+        return cls([Moments.zero(channels) for _ in range(grid * grid)], grid)
+
+    def __add__(self, other: ShiftStats) -> ShiftStats:
+        return ShiftStats([a + b for a, b in zip(self.cells, other.cells)], self.grid)
+
+    def _selectivity(self, mask: Tensor) -> Tensor:
+        inside = reduce(Moments.__add__, [m for m, keep in zip(self.cells, mask.tolist()) if keep])
+        outside = reduce(Moments.__add__, [m for m, keep in zip(self.cells, mask.tolist()) if not keep])
+        return standardised_difference(inside, outside)
+
+    def cell_scores(self) -> Tensor:
+        """(k², C) selectivity of every channel for every cell."""
+        eye = torch.eye(len(self.cells), dtype=torch.bool)
+        return torch.stack([self._selectivity(eye[j]) for j in range(len(self.cells))])
+
+    def scores(self) -> dict[str, Tensor]:
+        cells = self.cell_scores()
+        out = {"overall": cells.abs().mean(0)}
+        for name, mask in region_cells(self.grid).items():
+            if 0 < int(mask.sum()) < mask.numel():
+                out[name] = self._selectivity(mask)
+        return out | {f"cell:{j}": cells[j] for j in range(len(cells))}
+
+
+@dataclass
+class DimEstStats:
+    position: CoMoments
+    semantic: CoMoments
+    total: Moments  # every pair member
+
+    @classmethod
+    def zero(cls, channels: int) -> DimEstStats:
+        return cls(CoMoments.zero(channels), CoMoments.zero(channels), Moments.zero(channels))
+
+    def __add__(self, other: DimEstStats) -> DimEstStats:
+        return DimEstStats(self.position + other.position, self.semantic + other.semantic, self.total + other.total)
+
+    def scores(self) -> dict[str, Tensor]:
+        v = float(self.total.variance.sum())
+        return {"position": self.position.joint_mean_covariance() / max(v, _V_FLOOR),
+                "semantic": self.semantic.joint_mean_covariance() / max(v, _V_FLOOR)}
+
+    def dims(self) -> dict:
+        s = self.scores()
+        return dimension_counts(float(s["position"].sum()), float(s["semantic"].sum()), s["position"].numel())
+
+
+Stats = FlipStats | ShiftStats | DimEstStats
+
+
+@dataclass
+class Tally:
+    """The statistics of real pairs and of the shuffled null, both mergeable (``+``) across passes."""
+
+    real: Stats
+    null: Stats
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(self.real + other.real, self.null + other.null)
+
+
+def ranking_order(scores: Tensor) -> Tensor:
+    """Channel indices by descending score (ties keep channel order)."""
+    return torch.sort(scores, descending=True, stable=True).indices
+
+
+def top_overlap(a: Tensor, b: Tensor, n: int) -> int:
+    """How many channels the top ``n`` of score vectors ``a`` and ``b`` share."""
+    return len(set(ranking_order(a)[:n].tolist()) & set(ranking_order(b)[:n].tolist()))
+
+
+# ---- what to feed the network ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RankSpec:
+    """A ranking method and its inputs (see the module doc)."""
+
+    method: str = "flip"
+    grid: int = 3
+    canvas: int | None = None
+    background: str = "mean"
+    flip_input: str = "canvas"
+    semantic_pairs: str = "item"
+
+    def validate(self) -> None:
+        for value, allowed, what in ((self.method, METHODS, "method"), (self.flip_input, FLIP_INPUTS, "flip input"),
+                                     (self.semantic_pairs, SEMANTIC_PAIRS, "semantic pairs"),
+                                     (self.background, BACKGROUNDS, "background")):
+            if value not in allowed:
+                raise UserError(f"unknown {what} {value!r} for ranking; allowed: {', '.join(allowed)}")
+        if self.uses_canvas and self.grid < 2:
+            raise UserError(f"{self.method} ranking needs a grid of at least 2×2 cells, got grid {self.grid}")
+
+    @property
+    def uses_canvas(self) -> bool:
+        return not (self.method == "flip" and self.flip_input == "image")
+
+
+class _Items:
+    """Images of the set by index, as the model takes them, and pasted into grid cells."""
+
+    def __init__(self, images: ImageSet, spec: RankSpec, in_chans: int | None,
+                 input_norm: tuple[tuple[float, ...], tuple[float, ...]] | None, device: torch.device | str):
+        self.images, self.spec, self.device = images, spec, device
+        self.in_chans = images.channels if in_chans is None else in_chans
+        self.input_norm = input_norm
+        ref = self._set(torch.arange(1))
+        self.side = canvas_side(spec.grid, max(images.images.shape[-2:]), spec.canvas) if spec.uses_canvas else 0
+        self.background = (make_background(spec.background, 1, self.in_chans, self.side, mean=ref.mean, std=ref.std,
+                                           device=device) if spec.uses_canvas else None)
+
+    def _set(self, index: Tensor) -> ImageSet:
+        sub = dataclasses.replace(self.images, images=self.images.images[index], labels=self.images.labels[index])
+        return sub.for_model(self.in_chans, self.input_norm)
+
+    def __call__(self, index: Tensor) -> Tensor:
+        """(B, in_chans, h, w) images ``index`` of the set, re-normalised for the model, on the device."""
+        return self._set(index).images.to(self.device)
+
+    def canvas(self, index: Tensor, cells: Tensor) -> Tensor:
+        """Images ``index`` pasted in ``cells`` of the grid."""
+        return paste_in_grid(self(index), cells, self.spec.grid, self.background)
+
+
+class _Previous:
+    """Pairs the a-side of stream item i with the b-side of item i − 1 across batches (item 0 with the last)."""
+
+    def __init__(self):
+        self._first: tuple[Tensor, Tensor] | None = None
+        self._last_b: Tensor | None = None
+
+    def pairs(self, pos: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(positions of the a-sides, a-sides, their partners) of the pairs complete after this batch."""
+        if self._last_b is None:
+            self._first = (pos[:1], a[:1])
+            pos, a, partners = pos[1:], a[1:], b[:-1]
+        else:
+            partners = torch.cat([self._last_b, b[:-1]])
+        self._last_b = b[-1:]
+        return pos, a, partners
+
+    def closing(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The pair (item 0, last item)."""
+        return (*self._first, self._last_b)
+
+
+def _choose(mask: Tensor, n: int, generator: torch.Generator) -> Tensor:
+    """``n`` cells drawn uniformly among those where ``mask`` is true."""
+    allowed = mask.nonzero().flatten()
+    return allowed[torch.randint(len(allowed), (n,), generator=generator)]
+
+
+class _Design(Protocol):
+    views: int
+
+    def inputs(self, pos: Tensor) -> Tensor: ...
+
+    def update(self, pos: Tensor, feats: Tensor) -> None: ...
+
+    def close(self) -> Tally: ...
+
+
+class _Flip:
+    def __init__(self, items: _Items, order: Tensor, generator: torch.Generator):
+        n, spec = len(order), items.spec
+        self.items, self.order, self.image_input = items, order, spec.flip_input == "image"
+        if not self.image_input:
+            regions = region_cells(spec.grid)
+            self.cell_h, self.cell_v = _choose(regions["left"], n, generator), _choose(regions["top"], n, generator)
+        self.sign = torch.randint(2, (n,), generator=generator).double() * 2 - 1
+        self.views = 3 if self.image_input else 4
+        self.pairing = (_Previous(), _Previous())
+        self.real = self.null = None
+
+    def inputs(self, pos: Tensor) -> Tensor:
+        index = self.order[pos]
+        if self.image_input:
+            x = self.items(index)
+            return torch.cat([x, hflip(x), vflip(x)])
+        xh, xv = self.items.canvas(index, self.cell_h[pos]), self.items.canvas(index, self.cell_v[pos])
+        return torch.cat([xh, hflip(xh), xv, vflip(xv)])
+
+    def update(self, pos: Tensor, feats: Tensor) -> None:
+        f = feats.view(self.views, len(pos), -1)
+        pairs = ((f[0], f[1]), (f[0], f[2])) if self.image_input else ((f[0], f[1]), (f[2], f[3]))
+        if self.real is None:
+            self.real, self.null = FlipStats.zero(f.shape[-1]), FlipStats.zero(f.shape[-1])
+        self.real += FlipStats(*(DiffSums.of(a - b) for a, b in pairs))
+        self.null += FlipStats(*(self._null(*pairing.pairs(pos, a, b)) for pairing, (a, b) in zip(self.pairing, pairs)))
+
+    def _null(self, pos: Tensor, a: Tensor, b: Tensor) -> DiffSums:
+        return DiffSums.of(self.sign[pos, None] * (a - b))
+
+    def close(self) -> Tally:
+        return Tally(self.real, self.null + FlipStats(*(self._null(*p.closing()) for p in self.pairing)))
+
+
+class _Shift:
+    def __init__(self, items: _Items, order: Tensor, generator: torch.Generator):
+        self.items, self.order, self.cells = items, order, items.spec.grid ** 2
+        self.views = self.cells
+        self.null_labels = torch.rand(len(order), self.cells, generator=generator).argsort(1)
+        self.real = self.null = None
+
+    def inputs(self, pos: Tensor) -> Tensor:
+        index = self.order[pos].repeat_interleave(self.cells)
+        return self.items.canvas(index, torch.arange(self.cells).repeat(len(pos)))
+
+    def update(self, pos: Tensor, feats: Tensor) -> None:
+        f = feats.view(len(pos), self.cells, -1)
+        if self.real is None:
+            self.real, self.null = (ShiftStats.zero(f.shape[-1], self.items.spec.grid) for _ in range(2))
+        labels = self.null_labels[pos]
+        self.real += ShiftStats([Moments.of(f[:, j]) for j in range(self.cells)], self.real.grid)
+        self.null += ShiftStats([Moments.of(f[labels == j]) for j in range(self.cells)], self.real.grid)
+
+    def close(self) -> Tally:
+        return Tally(self.real, self.null)
+
+
+class _DimEst:
+    views = 3
+
+    def __init__(self, items: _Items, order: Tensor, generator: torch.Generator):
+        n, cells = len(order), items.spec.grid ** 2
+        self.items, self.order = items, order
+        self.cell_u = torch.randint(cells, (n,), generator=generator)
+        self.cell_w = (self.cell_u + torch.randint(1, cells, (n,), generator=generator)) % cells
+        self.previous = order.roll(1)
+        self.semantic = (order if items.spec.semantic_pairs == "item"
+                         else _same_class_partners(items.images.labels, order, generator))
+        self.pairing = (_Previous(), _Previous())
+        self.real = self.null = None
+
+    def inputs(self, pos: Tensor) -> Tensor:
+        u = self.cell_u[pos]
+        return torch.cat([self.items.canvas(self.order[pos], u), self.items.canvas(self.previous[pos], u),
+                          self.items.canvas(self.semantic[pos], self.cell_w[pos])])
+
+    def update(self, pos: Tensor, feats: Tensor) -> None:
+        a, p, s = feats.view(3, len(pos), -1)
+        if self.real is None:
+            self.real, self.null = DimEstStats.zero(a.shape[-1]), DimEstStats.zero(a.shape[-1])
+        self.real += _dimest(a, p, a, s)
+        (_, a1, p1), (_, a2, s2) = (pairing.pairs(pos, a, b) for pairing, b in zip(self.pairing, (p, s)))
+        self.null += _dimest(a1, p1, a2, s2)
+
+    def close(self) -> Tally:
+        (_, a1, p1), (_, a2, s2) = (pairing.closing() for pairing in self.pairing)
+        return Tally(self.real, self.null + _dimest(a1, p1, a2, s2))
+
+
+def _dimest(a_pos: Tensor, b_pos: Tensor, a_sem: Tensor, b_sem: Tensor) -> DimEstStats:
+    return DimEstStats(CoMoments.of(a_pos, b_pos), CoMoments.of(a_sem, b_sem),
+                       Moments.of(torch.cat([a_pos, b_pos, a_sem, b_sem])))
+
+
+def _same_class_partners(labels: Tensor, order: Tensor, generator: torch.Generator) -> Tensor:
+    """For each image order[p], a random OTHER image of its class (itself when it is alone in its class)."""
+    own = labels[order]
+    partners = order.clone()
+    for label in own.unique().tolist():
+        members = (labels == label).nonzero().flatten()
+        at = (own == label).nonzero().flatten()
+        if len(members) < 2:
+            continue
+        self_rank = torch.searchsorted(members, order[at])
+        r = torch.randint(len(members) - 1, (len(at),), generator=generator)
+        partners[at] = members[r + (r >= self_rank).long()]
+    return partners
+
+
+_DESIGNS = {"flip": _Flip, "shift": _Shift, "dimest": _DimEst}
+
+
+# ---- the pass ----------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def accumulate(model: nn.Module, layer: str, images: ImageSet, spec: RankSpec, *, seed: int = 0,
+               batch_size: int = 64, device: torch.device | str = "cpu", in_chans: int | None = None,
+               input_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+               progress: bool = False) -> Tally:
+    """One pass of ``spec.method`` over ``images`` (in an order drawn with ``seed``): the statistics of the real
+    and of the null pairs of ``layer``'s pooled features (``model`` already on ``device``). ``batch_size`` images
+    per step (each gives 4 (flip; 3 with image input), k² (shift) or 3 (dimest) inputs); ``in_chans`` and
+    ``input_norm`` re-normalise the images for the model batch by batch (see ImageSet.for_model).
+    Scores: ``tally.real.scores()``, ``tally.null.scores()``."""
+    spec.validate()
+    if batch_size < 1:
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(images)
+    if n < MIN_IMAGES:
+        raise UserError(f"ranking needs at least {MIN_IMAGES} images, got {n} ({images.name}, {images.split})")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator)
+    design: _Design = _DESIGNS[spec.method](_Items(images, spec, in_chans, input_norm, device), order, generator)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in tqdm(range(0, n, batch_size), desc=f"rank {spec.method}", leave=False,
+                          disable=None if progress else True):
+            pos = torch.arange(start, min(start + batch_size, n))
+            feats = pooled_features(model, design.inputs(pos), [layer])[layer]
+            design.update(pos, feats.detach().cpu().double())
+    finally:
+        model.train(was_training)
+    return design.close()
