@@ -90,6 +90,7 @@ EXPERIMENTS = {
     "gap-study": "poschan.experiments.gap_study",
     "probe": "poschan.experiments.probe",
     "rank": "poschan.experiments.rank",
+    "augshift": "poschan.experiments.augshift",
 }
 
 

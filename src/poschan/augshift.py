@@ -1,0 +1,184 @@
+"""AugShift (Islam et al., ICCV 2021): two independently shifted views per image and a latent consistency loss.
+
+The authors never released code; this follows the paper's Fig. 2. Each image gives two crops, the shared encoder
+(up to and including global pooling) maps them to latents z1, z2, and training minimises
+
+    CE(logits1, y) + CE(logits2, y) + lam * MSE(z1, z2)
+
+Defaults (documented choices, the paper states none): lam = 1, cross-entropy on BOTH views (in Fig. 2 the head
+receives both latents), plain MSE of the pooled latents ("normalized-mse" compares L2-normalised latents instead,
+which a network cannot lower by shrinking its features). Shifts follow Zhang (2019): the image centred in a canvas
+of side S, each view a crop of side s at an offset uniform in [0, S - s]^2; S / s = 256 / 224 by default.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .data.canvas import crop, make_background, paste_at
+from .data.sources import ImageSet
+from .data.stream import CanvasStream
+from .errors import UserError
+from .taps import capture
+
+ZHANG_RATIO = 256 / 224  # canvas side / crop side of Zhang (2019): 224 crops of 256 images
+CE_MODES = ("both", "first")
+LATENT_LOSSES = ("mse", "normalized-mse")
+_VIEW_STREAM = 1  # key separating the view draws from the canvas stream's own draws
+Views = tuple[Tensor, Tensor, Tensor, Tensor]  # view1, view2, offsets1, offsets2
+
+
+def seeded_generator(*keys: int) -> torch.Generator:
+    """A CPU generator seeded from integer ``keys`` (e.g. seed, epoch, batch) through numpy's SeedSequence."""
+    state = np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+@dataclass
+class ShiftPairTransform:
+    """Two independently shifted views of each image: crops of side ``crop`` from a canvas of side ``canvas``.
+
+    The image sits at the canvas centre (top-left (S - h) // 2) on the zero ("mean") background; a view is the
+    crop at offset (top, left) in [0, S - s]^2, i.e. the image translated by (centre - offset) pixels.
+    ``canvas`` defaults to round(crop * 256 / 224) (e.g. crop 32 -> canvas 37, shifts 0..5 px).
+    """
+
+    crop: int
+    canvas: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.crop < 1:
+            raise UserError(f"crop must be >= 1 px, got {self.crop}")
+        if self.canvas is None:
+            self.canvas = round(self.crop * ZHANG_RATIO)
+        if self.canvas < self.crop:
+            raise UserError(f"canvas ({self.canvas} px) must be at least the crop ({self.crop} px)")
+
+    @property
+    def max_offset(self) -> int:
+        """S - s: the largest offset (and shift) along each axis."""
+        return self.canvas - self.crop
+
+    def place(self, images: Tensor) -> Tensor:
+        """(B, C, S, S) canvases with each (B, C, h, w) image centred on the zero background."""
+        b, c, h, w = images.shape
+        if max(h, w) > self.canvas:
+            raise UserError(f"{h}x{w} px images do not fit a {self.canvas} px canvas; use a larger canvas")
+        background = make_background("mean", 1, c, self.canvas, mean=(0.0,), std=(1.0,), device=images.device)
+        at = torch.tensor([(self.canvas - h) // 2, (self.canvas - w) // 2]).expand(b, 2)
+        return paste_at(images, at, background)
+
+    def draw(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n, 2) offsets (top, left), each uniform in [0, S - s], on the generator's device."""
+        device = generator.device if generator is not None else None
+        return torch.randint(self.max_offset + 1, (n, 2), generator=generator, device=device)
+
+    def centre(self, n: int) -> Tensor:
+        """(n, 2) offsets of the centre crop: (S - s) // 2 on each axis."""
+        return torch.full((n, 2), self.max_offset // 2, dtype=torch.int64)
+
+    def view(self, canvases: Tensor, offsets: Tensor) -> Tensor:
+        """The (B, C, s, s) crops of ``canvases`` at ``offsets``."""
+        return crop(canvases, offsets, self.crop)
+
+    def pair(self, canvases: Tensor, generator: torch.Generator | None = None) -> Views:
+        """(view1, view2, offsets1, offsets2) of already placed canvases."""
+        o1, o2 = self.draw(len(canvases), generator), self.draw(len(canvases), generator)
+        return self.view(canvases, o1), self.view(canvases, o2), o1, o2
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Views:
+        """(view1, view2, offsets1, offsets2) of (B, C, h, w) ``images``; offsets drawn per sample."""
+        return self.pair(self.place(images), generator)
+
+
+@dataclass
+class ShiftPairStream:
+    """Training batches (a BatchSource): ``(cat([view1, view2]) (2B), labels (B))``, or centre crops with
+    ``pairs=False``. Order and canvases come from a grid-1 CanvasStream (each image centred on a canvas of
+    side S); the views of batch b of epoch e are drawn from ``seeded_generator(seed, e, b, ...)``, so every batch
+    is a pure function of (seed, epoch, batch) and a resumed run sees the batches of an uninterrupted one."""
+
+    data: ImageSet
+    shift: ShiftPairTransform
+    batch_size: int
+    seed: int
+    pairs: bool = True
+    shuffle: bool = True
+
+    def __post_init__(self) -> None:
+        self._canvases = CanvasStream(self.data, "semantic", 1, self.batch_size, self.seed, canvas=self.shift.canvas,
+                                      shuffle=self.shuffle)
+
+    def __len__(self) -> int:
+        return len(self._canvases)
+
+    def epoch(self, epoch: int, device: torch.device | str | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        for b, (canvases, labels) in enumerate(self._canvases.epoch(epoch, device)):
+            if not self.pairs:
+                yield self.shift.view(canvases, self.shift.centre(len(canvases))), labels
+                continue
+            v1, v2, _, _ = self.shift.pair(canvases, seeded_generator(self.seed, epoch, b, _VIEW_STREAM))
+            yield torch.cat([v1, v2]), labels
+
+
+def forward_with_latent(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """(logits, pooled latent (B, C)) of ``x`` from ONE forward pass of a PoolNet (or a DDP wrapper of one).
+
+    The latent is the global average of the backbone's feature map (``PoolNet.pooled``), recorded by a hook on
+    ``backbone`` while ``model(x)`` runs, so the backbone runs once and a DDP wrapper still syncs gradients.
+    """
+    inner = getattr(model, "module", model)  # DistributedDataParallel holds the model in .module
+    with capture(inner, ["backbone"], pooled=True) as store:
+        logits = model(x)
+    return logits, store["backbone"]
+
+
+@dataclass(frozen=True)
+class AugShiftLoss:
+    """Engine loss ``(model, x, y) -> loss`` for ``x = cat([view1, view2])`` (2B images, ONE forward) and y (B,).
+
+    loss = CE(logits1, y) [+ CE(logits2, y) when ce == "both"] + lam * latent(z1, z2), where latent is the MSE
+    of the pooled latents ("mse") or of their L2-normalised versions ("normalized-mse"). lam = 0 with ce "both"
+    is plain two-view shift augmentation.
+    """
+
+    lam: float = 1.0
+    ce: str = "both"
+    latent: str = "mse"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lam) and self.lam >= 0):
+            raise UserError(f"lambda must be a finite number >= 0, got {self.lam}")
+        if self.ce not in CE_MODES:
+            raise UserError(f"unknown ce {self.ce!r}; allowed: {', '.join(CE_MODES)}")
+        if self.latent not in LATENT_LOSSES:
+            raise UserError(f"unknown latent loss {self.latent!r}; allowed: {', '.join(LATENT_LOSSES)}")
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        if len(x) != 2 * len(y):
+            raise UserError(f"AugShiftLoss needs 2B views for B labels (cat([view1, view2])), "
+                            f"got {len(x)} and {len(y)}")
+        logits, z = forward_with_latent(model, x)
+        return self.combine(logits, z, y)
+
+    def combine(self, logits: Tensor, z: Tensor, y: Tensor) -> Tensor:
+        """The loss from the (2B, K) logits and (2B, C) latents of cat([view1, view2])."""
+        l1, l2 = logits.chunk(2)
+        loss = F.cross_entropy(l1, y)
+        if self.ce == "both":
+            loss = loss + F.cross_entropy(l2, y)
+        if self.lam:
+            loss = loss + self.lam * self.latent_term(*z.chunk(2))
+        return loss
+
+    def latent_term(self, z1: Tensor, z2: Tensor) -> Tensor:
+        if self.latent == "normalized-mse":
+            z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+        return F.mse_loss(z1, z2)

@@ -1,0 +1,308 @@
+"""`poschan augshift`: AugShift vs plain training, shift augmentation and BlurPool, scored by shift invariance.
+
+Methods (see METHODS) share one budget: the same epochs, training images, batch size B and optimiser, hence the
+same number of steps, each over B distinct images. Two-view methods (shift-aug, augshift, augshift+blurpool)
+forward 2B views per step (two shifted crops of each image in one batch): they see each image twice per step,
+so they get the same images and steps but twice the forward/backward compute. The same seed gives every method
+the same initial weights, image order and test shifts (paired comparison).
+
+Test metrics (fractions in [0, 1]; latent_distance a ratio) on crops of side s from canvases of side S, see
+poschan.metrics: accuracy of the centre crop, consistency (two random crops agree), circular_consistency (two
+random rolls of the centre crop agree), fidelity (both crops correct), latent_distance (pooled latents of the
+two crops), and accuracy along the diagonal offsets (d, d), d = 0..S - s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..augshift import AugShiftLoss, ShiftPairStream, ShiftPairTransform
+from ..engine import cross_entropy_loss, fit
+from ..errors import UserError
+from ..metrics import accuracy, invariance_metrics
+from ..models.antialias import antialias
+from ..report.augshift_figures import augshift_figures
+from ..stats import summarize
+from ..tables import write_csv
+from . import train
+from .arguments import add_model_arguments, add_training_arguments
+
+EXPERIMENT = "augshift"
+HELP = "AugShift vs baseline, shift augmentation and BlurPool: accuracy, consistency, fidelity, latent distance"
+METHODS = {
+    "baseline": "centre crop, cross-entropy (no shifts)",
+    "shift-aug": "two shifted views per image, cross-entropy on both, no latent loss (augmentation alone)",
+    "augshift": "two shifted views, cross-entropy + lambda * latent loss (AugShift)",
+    "blurpool": "baseline training of the anti-aliased model (BlurPool after every stride-2 layer)",
+    "augshift+blurpool": "AugShift on the anti-aliased model",
+}
+METRICS = ("accuracy", "consistency", "circular_consistency", "fidelity", "latent_distance")
+EVAL_BATCH = 256
+
+
+@dataclass
+class Config:
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    lam: float = 1.0
+    lambdas: list[float] = field(default_factory=list)
+    ce: str = "both"
+    latent: str = "mse"
+    crop: int = 32
+    canvas: int | None = None
+    max_shift: int | None = None
+    filt_size: int = 3
+    data: str = "fashion-mnist"
+    data_root: str | None = None
+    model: str = "resnet18-paper"
+    width: int = 64
+    padding: str = "zeros"
+    pretrained: bool = False
+    weights: str | None = None
+    epochs: int = 20
+    batch_size: int = 48
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    train_size: int | None = None
+    test_size: int | None = None
+    test_passes: int = 5
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    device: str = "cpu"
+    preset: str = "paper"
+
+    def validate(self) -> None:
+        if not self.methods:
+            raise UserError(f"methods must name at least one method; allowed: {', '.join(METHODS)}")
+        for m in self.methods:
+            if m not in METHODS:
+                raise UserError(f"unknown method {m!r}; allowed: {', '.join(METHODS)}")
+        if len(set(self.methods)) != len(self.methods):
+            raise UserError(f"methods must be distinct, got {self.methods}")
+        for lam in [self.lam, *self.lambdas]:
+            AugShiftLoss(lam, self.ce, self.latent)  # checks lambda, ce and latent
+        if len(set(self.lambdas)) != len(self.lambdas):
+            raise UserError(f"lambdas must be distinct, got {self.lambdas}")
+        if self.max_shift is not None and self.max_shift < 0:
+            raise UserError(f"max_shift must be >= 0 or null (S - s), got {self.max_shift}")
+        train_config(self).validate()  # also checks crop and canvas (ShiftPairTransform), seeds, sizes
+
+    @property
+    def shift(self) -> ShiftPairTransform:
+        return ShiftPairTransform(self.crop, self.canvas)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one model is trained: the loss (None: cross-entropy on the centre crop) and whether it is anti-aliased."""
+
+    loss: AugShiftLoss | None
+    blur: bool
+
+
+def recipe(c: Config, method: str, lam: float | None = None) -> Recipe:
+    """The recipe of ``method``; ``lam`` overrides the config's lambda (the sweep)."""
+    lam = c.lam if lam is None else lam
+    augshift = AugShiftLoss(lam, c.ce, c.latent if lam else "mse")  # lam 0: the latent kind is irrelevant
+    loss = {"baseline": None, "blurpool": None, "shift-aug": AugShiftLoss(0.0, "both")}.get(method, augshift)
+    return Recipe(loss, method in ("blurpool", "augshift+blurpool"))
+
+
+def run_name(method: str, lam: float) -> str:
+    return f"{method}_lam{lam:g}" if method.startswith("augshift") else method
+
+
+def train_config(c: Config) -> train.Config:
+    """The `train` configuration of the data and model: each image centred on a grid-1 canvas of side S."""
+    return train.Config(task="semantic", grid=1, canvas=c.shift.canvas, background="mean", data=c.data,
+                        data_root=c.data_root, model=c.model, width=c.width, head="gap-fc", padding=c.padding,
+                        pretrained=c.pretrained, weights=c.weights, epochs=c.epochs, batch_size=c.batch_size,
+                        lr=c.lr, betas=list(c.betas), train_size=c.train_size, test_size=c.test_size,
+                        test_passes=c.test_passes, seeds=list(c.seeds), device=c.device, preset=c.preset)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--methods", help=f"comma-separated, from: {', '.join(METHODS)}")
+    p.add_argument("--lambda", dest="lam", type=float, metavar="LAMBDA", help="weight of the latent loss (default 1)")
+    p.add_argument("--lambdas", type=_floats, help="lambda sweep of method augshift, e.g. 0.1,1,10")
+    p.add_argument("--ce", help="cross-entropy on both views (both) or on the first only (first)")
+    p.add_argument("--latent", help="latent loss: mse or normalized-mse")
+    p.add_argument("--crop", type=int, help="view side s in pixels (default 32)")
+    p.add_argument("--canvas", type=int, help="canvas side S (default round(s * 256 / 224))")
+    p.add_argument("--max-shift", dest="max_shift", type=int, help="circular consistency rolls (default S - s)")
+    p.add_argument("--filt-size", dest="filt_size", type=int, help="BlurPool filter size: 3 or 5")
+    p.add_argument("--data", help="fashion-mnist (default), cifar10, folder:PATH")
+    add_model_arguments(p)
+    p.add_argument("--padding", help="zeros, none, circular, reflect, replicate, partial")
+    add_training_arguments(p)
+    p.add_argument("--test-passes", dest="test_passes", type=int, help="random shift pairs per test image")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+
+
+@dataclass
+class Plan:
+    config: Config
+    shift: ShiftPairTransform
+    data: train.TrainPlan  # model factory and data, re-normalised for the model
+    methods: dict[str, Recipe]
+    sweep: dict[float, Recipe]
+    runs: dict[Recipe, str]  # every distinct recipe once -> its directory under work/
+
+    def make_model(self, blur: bool) -> nn.Module:
+        model = self.data.make_model()
+        return antialias(model, self.config.filt_size) if blur else model
+
+
+def prepare(config: Config) -> Plan:
+    """Load the data, build every kind of model once and run it on a view, before anything is written."""
+    c = config
+    c.validate()
+    tc = train_config(c)
+    data = train.plan_for(tc, *train.load_data(tc))
+    methods = {m: recipe(c, m) for m in c.methods}
+    sweep = {lam: recipe(c, "augshift", lam) for lam in c.lambdas}
+    runs: dict[Recipe, str] = {}
+    for m, r in methods.items():
+        runs.setdefault(r, run_name(m, c.lam))
+    for lam, r in sweep.items():
+        runs.setdefault(r, run_name("augshift", lam))
+    plan = Plan(c, c.shift, data, methods, sweep, runs)
+    for blur in sorted({r.blur for r in runs}):
+        _check_forward(plan.make_model(blur), plan.shift, data.train_set.channels, blur)
+    return plan
+
+
+def _check_forward(model: nn.Module, shift: ShiftPairTransform, channels: int, blur: bool) -> None:
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, channels, shift.crop, shift.crop))
+    except (RuntimeError, ValueError) as err:  # e.g. a BlurPool's reflect padding on a too small map
+        what = "the anti-aliased model" if blur else "the model"
+        raise UserError(f"{what} cannot take {shift.crop} px views ({str(err).splitlines()[0]}); "
+                        "use a larger --crop") from None
+
+
+def train_run(plan: Plan, r: Recipe, seed: int, run_dir: Path, *, progress: bool) -> tuple[nn.Module, list[dict]]:
+    """Train (or resume) one recipe and seed in ``run_dir``; the history has the centre-crop test accuracy."""
+    c = plan.config
+    device = train.resolve_device(c.device)
+    torch.manual_seed(seed)  # the same initial weights for every method of this seed
+    model = plan.make_model(r.blur)
+    source = ShiftPairStream(plan.data.train_set, plan.shift, c.batch_size, seed, pairs=r.loss is not None)
+    test = ShiftPairStream(plan.data.test_set, plan.shift, EVAL_BATCH, seed + train.TEST_SEED_OFFSET, pairs=False,
+                           shuffle=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    def evaluate(m: nn.Module, _epoch: int) -> dict:
+        return {"test_accuracy": accuracy(m, test, device=device)}
+
+    history = fit(model, source, epochs=c.epochs, lr=c.lr, betas=tuple(c.betas), seed=seed, device=device,
+                  checkpoint=run_dir / "checkpoint.pt", log_csv=run_dir / "metrics.csv", evaluate=evaluate,
+                  loss_fn=r.loss or cross_entropy_loss, progress=progress, desc=f"{run_dir.parent.name} seed {seed}",
+                  tensorboard=run_dir / "tensorboard")
+    return model, history
+
+
+def score(plan: Plan, model: nn.Module, seed: int) -> dict:
+    """Every test metric of a trained model; the test shifts depend on the seed only (paired across methods)."""
+    c = plan.config
+    test = plan.data.test_set
+    return invariance_metrics(model, test.images, test.labels, plan.shift, max_shift=c.max_shift,
+                              passes=c.test_passes, seed=seed + train.TEST_SEED_OFFSET, batch_size=EVAL_BATCH,
+                              device=train.resolve_device(c.device))
+
+
+def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:
+    c = plan.config
+    scores: dict[str, list[dict]] = {}
+    raw, curve_rows = [], []
+    for r, name in plan.runs.items():
+        scores[name] = []
+        for seed in c.seeds:
+            model, _ = train_run(plan, r, seed, work / name / f"seed{seed}", progress=progress)
+            s = score(plan, model, seed)
+            scores[name].append(s)
+            raw.append({"run": name, "seed": seed, **{k: s[k] for k in METRICS}})
+            curve_rows += [{"run": name, "seed": seed, "offset": d, "accuracy": a}
+                           for d, a in enumerate(s["diagonal_accuracy"])]
+            if progress:
+                print(f"{name} seed {seed}: " + ", ".join(f"{k} {s[k]:.3f}" for k in METRICS), flush=True)
+
+    def stats(name: str) -> dict:
+        return {k: summarize([s[k] for s in scores[name]]) for k in METRICS}
+
+    methods = {m: stats(plan.runs[r]) for m, r in plan.methods.items()}
+    shift_curve = {m: [summarize([s["diagonal_accuracy"][d] for s in scores[plan.runs[r]]])
+                       for d in range(plan.shift.max_offset + 1)] for m, r in plan.methods.items()}
+    metrics = {"methods": methods, "shift_curve": {"offset": list(range(plan.shift.max_offset + 1)),
+                                                   "centre_offset": plan.shift.max_offset // 2,
+                                                   "accuracy": shift_curve},
+               "budget": _budget(plan), "protocol": _protocol(plan), "chance": 1 / plan.data.num_classes}
+    if plan.sweep:
+        metrics["lambda_sweep"] = [{"lambda": lam, **stats(plan.runs[r])} for lam, r in plan.sweep.items()]
+    write_csv(work / "table.csv",
+              [_flat({"method": m, "lambda": _lam(r)}, methods[m]) for m, r in plan.methods.items()])
+    if plan.sweep:
+        write_csv(work / "lambda_sweep.csv", [_flat({"lambda": row["lambda"]}, row) for row in metrics["lambda_sweep"]])
+    write_csv(work / "runs.csv", raw)
+    write_csv(work / "shift_curve.csv", curve_rows)
+    augshift_figures(metrics, work)
+    return metrics
+
+
+def _lam(r: Recipe) -> float | str:
+    return r.loss.lam if r.loss is not None else ""
+
+
+def _flat(head: dict, stats: dict) -> dict:
+    row = dict(head)
+    for k in METRICS:
+        s = stats[k]
+        row.update({k: s["mean"], f"{k}_lo": s["ci95"][0], f"{k}_hi": s["ci95"][1]})
+    row["n"] = stats[METRICS[0]]["n"]
+    return row
+
+
+def _budget(plan: Plan) -> dict:
+    c, b = plan.config, plan.config.batch_size
+    steps = math.ceil(len(plan.data.train_set) / b)
+    return {"epochs": c.epochs, "train_images": len(plan.data.train_set), "images_per_step": b,
+            "steps_per_epoch": steps, "steps": steps * c.epochs,
+            "views_per_step": {m: 2 * b if r.loss is not None else b for m, r in plan.methods.items()},
+            "counting": "every method: the same epochs, images and steps of B distinct images; two-view methods "
+                        "forward 2B views per step (each image twice), so twice the compute"}
+
+
+def _protocol(plan: Plan) -> dict:
+    c, s = plan.config, plan.shift
+    return {"crop": s.crop, "canvas": s.canvas, "max_offset": s.max_offset,
+            "circular_max_shift": s.max_offset if c.max_shift is None else c.max_shift,
+            "test_passes": c.test_passes, "test_images": len(plan.data.test_set),
+            "lambda": c.lam, "ce": c.ce, "latent": c.latent, "filt_size": c.filt_size,
+            "units": "fractions in [0, 1]; latent_distance = mean ||z1 - z2||^2 / mean ||z||^2"}
+
+
+def print_summary(metrics: dict) -> None:
+    heads = ["accuracy", "consistency", "circular", "fidelity", "latent dist"]
+    print(f"{'method':<19}" + "".join(f"{h:>22}" for h in heads))
+
+    def line(label: str, stats: dict) -> str:
+        cells = [f"{stats[k]['mean']:.3f} [{stats[k]['ci95'][0]:.3f},{stats[k]['ci95'][1]:.3f}]" for k in METRICS]
+        return f"{label:<19}" + "".join(f"{cell:>22}" for cell in cells)
+
+    for m, stats in metrics["methods"].items():
+        print(line(m, stats))
+    for row in metrics.get("lambda_sweep", []):
+        print(line(f"augshift λ={row['lambda']:g}", row))
+    n = next(iter(metrics["methods"].values()))["accuracy"]["n"]
+    print(f"(mean [95% CI] over {n} seed(s); fractions in [0, 1]; chance accuracy {metrics['chance']:.3f})")
