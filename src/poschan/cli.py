@@ -91,6 +91,9 @@ EXPERIMENTS = {
     "probe": "poschan.experiments.probe",
     "rank": "poschan.experiments.rank",
     "augshift": "poschan.experiments.augshift",
+    "seg-train": "poschan.experiments.seg_train",
+    "ablate": "poschan.experiments.ablate",
+    "attack": "poschan.experiments.attack",
 }
 
 

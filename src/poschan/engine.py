@@ -84,6 +84,7 @@ def fit(
     progress: bool = True,
     desc: str = "train",
     tensorboard: Path | None = None,
+    meta: dict | None = None,
 ) -> list[dict]:
     """Train ``model`` with Adam for ``epochs`` epochs; returns the per-epoch metrics history.
 
@@ -92,7 +93,8 @@ def fit(
     for the history; it runs with its own forked RNG so it never perturbs training.
     Under torchrun (an initialised process group) the model is wrapped in DistributedDataParallel, each rank
     takes every world-th batch, and only rank 0 writes files. ``tensorboard`` names a log directory used when
-    the tensorboard package is installed.
+    the tensorboard package is installed. ``meta`` (plain data: what the model is) is stored in every
+    checkpoint under key "meta".
     """
     device = torch.device(device)
     model.to(device)
@@ -139,7 +141,8 @@ def fit(
         if rank == 0:
             if checkpoint is not None:
                 atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "epoch": epoch + 1, "history": history}, checkpoint)
+                                   "epoch": epoch + 1, "history": history, **({"meta": meta} if meta else {})},
+                                  checkpoint)
             if log_csv is not None:
                 write_csv(log_csv, history)
             if writer is not None:

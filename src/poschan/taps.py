@@ -82,6 +82,32 @@ def pooled_features(model: nn.Module, x: Tensor, layers: Sequence[str]) -> dict[
         return {name: store[name] for name in wanted}
 
 
+def check_mask_mode(mode: str, means: Tensor | None) -> None:
+    if mode not in MASK_MODES:
+        raise UserError(f"unknown mask mode {mode!r}; allowed: {', '.join(MASK_MODES)}")
+    if mode == "mean" and means is None:
+        raise UserError("mask mode 'mean' needs the per-channel means")
+
+
+def masked(fmap: Tensor, channels: Tensor, *, mode: str = "zero", means: Tensor | None = None,
+           what: str = "the feature map") -> Tensor:
+    """``fmap`` (B, C, H, W) with ``channels`` replaced by zero (``zero``) or by ``means`` (``mean``, one per channel).
+
+    The one masking rule of poschan: the hook of :func:`mask_channels` and the cached-feature sweeps both use it.
+    """
+    check_mask_mode(mode, means)
+    idx = torch.as_tensor(channels, dtype=torch.long).flatten()
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= fmap.shape[1]):
+        raise UserError(f"channel index out of range for {what} with {fmap.shape[1]} channels")
+    keep = torch.ones(fmap.shape[1], dtype=fmap.dtype, device=fmap.device)
+    keep[idx.to(fmap.device)] = 0
+    keep = keep.view(1, -1, 1, 1)
+    if mode == "zero":
+        return fmap * keep
+    fill = means.to(fmap.device, fmap.dtype).view(1, -1, 1, 1)
+    return fmap * keep + fill * (1 - keep)
+
+
 @contextmanager
 def mask_channels(
     model: nn.Module, layer: str, channels: Sequence[int] | Tensor, *, mode: str = "zero",
@@ -91,24 +117,12 @@ def mask_channels(
 
     ``means`` holds one value per channel of the layer (e.g. dataset means of the pooled features).
     """
-    if mode not in MASK_MODES:
-        raise UserError(f"unknown mask mode {mode!r}; allowed: {', '.join(MASK_MODES)}")
-    if mode == "mean" and means is None:
-        raise UserError("mask mode 'mean' needs the per-channel means")
+    check_mask_mode(mode, means)
     target = get_layer(model, layer)
     idx = torch.as_tensor(channels, dtype=torch.long).flatten()
 
     def hook(_m: nn.Module, _inp: tuple, out: Tensor) -> Tensor:
-        fmap = _as_feature_map(layer, out)
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= fmap.shape[1]):
-            raise UserError(f"channel index out of range for layer {layer!r} with {fmap.shape[1]} channels")
-        keep = torch.ones(fmap.shape[1], dtype=fmap.dtype, device=fmap.device)
-        keep[idx.to(fmap.device)] = 0
-        keep = keep.view(1, -1, 1, 1)
-        if mode == "zero":
-            return fmap * keep
-        fill = means.to(fmap.device, fmap.dtype).view(1, -1, 1, 1)
-        return fmap * keep + fill * (1 - keep)
+        return masked(_as_feature_map(layer, out), idx, mode=mode, means=means, what=f"layer {layer!r}")
 
     handle = target.register_forward_hook(hook, prepend=True)  # observers of the layer see the edit
     try:

@@ -1,0 +1,253 @@
+"""`poschan attack`: the region-specific attack. Zero the channels ranked for one region; does the segmentation
+break mostly there? Beside it, a pixel-space masked PGD attack confined to the same region.
+
+For each region R (poschan.regions) and each N, channel sets:
+- ``flip`` (R in left/right/top/bottom): the signed flip score ``R`` on rank-split scenes whose items all lie in
+  the left (top) half (poschan.ranking, image input: ``left`` = fires more for content on the left);
+- ``shift``: the shift score of region R (items pasted in every cell of a grid over the scene canvas);
+- ``flip-opposite`` / ``shift-opposite``: the opposite region's channels, same method (control);
+- ``random``: N random channels, ``random_seeds`` draws (control);
+and ``pgd``: an L∞ PGD perturbation of ``eps`` (raw intensity units) confined to R's pixels (no N).
+mIoU is measured inside R and outside it on the fixed test scenes, before and after; drop = clean − after;
+selectivity = mean drop inside / mean drop outside (null when the outside drop is below 0.001: undefined).
+Ranked methods and PGD are repeated over ``seeds`` (each seed draws its own rank scenes / PGD start).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..data.canvas import canvas_side
+from ..data.scenes import ITEM_SIDE, class_names
+from ..errors import UserError
+from ..pgd import masked_pgd
+from ..regions import check_region, opposite, region_box, region_mask
+from ..report.segmentation_figures import overlays, region_heatmap
+from ..segmetrics import confusion, miou
+from ..stats import summarize
+from ..tables import write_csv
+from ..taps import masked
+from .seg_common import (LoadedModel, decode_confusion, flip_ranking, load_seg_checkpoint, parse_counts,
+                         scene_features, shift_ranking, test_scenes)
+from .train import resolve_device
+
+EXPERIMENT = "attack"
+HELP = "region-specific attack: zero one region's position channels (and masked PGD); mIoU inside vs outside"
+METHODS = ("flip", "shift", "flip-opposite", "shift-opposite", "random", "pgd")
+FLIP_SIDES = {"left": "left", "right": "left", "top": "top", "bottom": "top"}  # region -> where the rank scenes lie
+MIN_OUTSIDE_DROP = 1e-3
+
+
+@dataclass
+class Config:
+    checkpoint: str = ""
+    region: list[str] = field(default_factory=lambda: ["left", "right"])
+    n: list[str] = field(default_factory=lambda: ["25%"])
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    grid: int = 3
+    random_seeds: int = 5
+    rank_scenes: int = 2000
+    test_size: int = 2000
+    eps: float = 0.1
+    pgd_steps: int = 10
+    batch_size: int = 64
+    data_root: str | None = None
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    device: str = "cpu"
+    preset: str = "paper"
+
+    def validate(self) -> None:
+        if not self.checkpoint:
+            raise UserError("--checkpoint is required: a seg-train checkpoint (e.g. RUN/seed0/checkpoint.pt)")
+        if not self.region:
+            raise UserError("--region needs at least one region, e.g. left")
+        for r in self.region:
+            check_region(r, self.grid)
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown or not self.methods:
+            raise UserError(f"unknown methods {unknown}; allowed: {', '.join(METHODS)}")
+        if self.random_seeds < 5:
+            raise UserError(f"random_seeds must be >= 5, got {self.random_seeds}")
+        if self.eps < 0 or self.pgd_steps < 1:
+            raise UserError(f"eps must be >= 0 and pgd_steps >= 1, got eps={self.eps}, pgd_steps={self.pgd_steps}")
+        for key in ("rank_scenes", "test_size", "batch_size"):
+            if getattr(self, key) < 3:
+                raise UserError(f"{key} must be >= 3, got {getattr(self, key)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise UserError(f"seeds must be distinct and >= 0 (at least one), got {self.seeds}")
+
+
+@dataclass
+class AttackPlan:
+    config: Config
+    loaded: LoadedModel
+    channels: int
+    counts: list[int]
+    images: Tensor
+    masks: Tensor
+    classes: tuple[str, ...]
+    norm: tuple[float, float]  # (mean, std) of the scene intensities
+    device: torch.device
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", help="seg-train checkpoint (RUN/seed<S>/checkpoint.pt)")
+    p.add_argument("--region", type=lambda s: [v for v in s.split(",") if v.strip()],
+                   help="regions, comma-separated: left, right, top, bottom, center, q1..q4, cell:I")
+    p.add_argument("--n", type=lambda s: [v for v in s.split(",") if v.strip()],
+                   help="channel counts or percentages, e.g. 10%%,25%%")
+    p.add_argument("--methods", type=lambda s: [v for v in s.split(",") if v.strip()],
+                   help=f"subset of {','.join(METHODS)}")
+    p.add_argument("--grid", type=int, help="k of the k×k grid of cell:I regions and of the shift ranking")
+    p.add_argument("--random-seeds", dest="random_seeds", type=int, help="random-channel draws (>= 5)")
+    p.add_argument("--rank-scenes", dest="rank_scenes", type=int, help="rank-split scenes (images) per seed")
+    p.add_argument("--test-size", dest="test_size", type=int, help="test scenes")
+    p.add_argument("--eps", type=float, help="PGD L∞ budget in raw intensity units (images in [0, 1])")
+    p.add_argument("--pgd-steps", dest="pgd_steps", type=int, help="PGD steps")
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+
+
+def prepare(config: Config) -> AttackPlan:
+    config.validate()
+    device = resolve_device(config.device)
+    loaded = load_seg_checkpoint(config.checkpoint, device)
+    side = loaded.scenes.side
+    for r in config.region:
+        y0, y1, x0, x1 = region_box(r, side, config.grid)
+        if y1 <= y0 or x1 <= x0:
+            raise UserError(f"region {r!r} is empty on a {side}×{side} scene")
+    if any(m.startswith("shift") for m in config.methods):
+        canvas_side(config.grid, ITEM_SIDE, side)  # the shift ranking pastes items in a grid×grid layout
+    images, masks, items = test_scenes(loaded.scenes, config.test_size, config.data_root)
+    with torch.no_grad():
+        channels = loaded.model.features(images[:1].to(device)).shape[1]
+    return AttackPlan(config, loaded, channels, parse_counts(config.n, channels), images, masks, class_names(items),
+                      (items.mean[0], items.std[0]), device)
+
+
+class _Rankings:
+    """Channel scores per (method, seed), computed on first use."""
+
+    def __init__(self, plan: AttackPlan):
+        self.plan, self.cache = plan, {}
+
+    def scores(self, method: str, region: str, seed: int) -> Tensor | None:
+        c, loaded = self.plan.config, self.plan.loaded
+        if method == "flip":
+            if region not in FLIP_SIDES:
+                return None
+            key = ("flip", FLIP_SIDES[region], seed)
+            if key not in self.cache:
+                self.cache[key] = flip_ranking(loaded.model, loaded.scenes, region=FLIP_SIDES[region],
+                                               count=c.rank_scenes, seed=seed, batch_size=c.batch_size,
+                                               device=self.plan.device, data_root=c.data_root)
+        else:
+            key = ("shift", "", seed)
+            if key not in self.cache:
+                self.cache[key] = shift_ranking(loaded.model, loaded.scenes, grid=c.grid, count=c.rank_scenes,
+                                                seed=seed, batch_size=c.batch_size, device=self.plan.device,
+                                                data_root=c.data_root)
+        return self.cache[key].get(region)
+
+
+def _in_out(model, feats: Tensor, masks: Tensor, inside: Tensor, plan: AttackPlan, edit=None) -> tuple[float, float]:
+    c = plan.config
+    conf_in = decode_confusion(model, feats, masks, c.batch_size, plan.device, edit, inside)
+    conf_out = decode_confusion(model, feats, masks, c.batch_size, plan.device, edit, ~inside)
+    return miou(conf_in), miou(conf_out)
+
+
+def _pgd_in_out(plan: AttackPlan, inside: Tensor, seed: int) -> tuple[float, float, Tensor]:
+    """mIoU inside / outside after masked PGD on every test scene; also the adversarial predictions of the first 4."""
+    c, model = plan.config, plan.loaded.model
+    mean, std = plan.norm
+    generator = torch.Generator().manual_seed(seed)
+    k = model.num_classes
+    conf_in, conf_out = torch.zeros(k, k, dtype=torch.long), torch.zeros(k, k, dtype=torch.long)
+    first = None
+    for i in range(0, len(plan.images), c.batch_size):
+        x = plan.images[i:i + c.batch_size].to(plan.device)
+        y = plan.masks[i:i + c.batch_size].to(plan.device)
+        adv = masked_pgd(model, x, y, inside.to(plan.device), eps=c.eps / std, steps=c.pgd_steps,
+                         lower=(0 - mean) / std, upper=(1 - mean) / std, generator=generator)
+        with torch.no_grad():
+            pred = model(adv).argmax(1).cpu()
+        conf_in += confusion(pred, y.cpu(), k, inside)
+        conf_out += confusion(pred, y.cpu(), k, ~inside)
+        first = pred[:4] if first is None else first
+    return miou(conf_in), miou(conf_out), first
+
+
+def _row(region: str, n: int | None, method: str, clean: tuple[float, float], after: list[tuple[float, float]]) -> dict:
+    ins, outs = [a[0] for a in after], [a[1] for a in after]
+    drop_in = summarize([clean[0] - v for v in ins])
+    drop_out = summarize([clean[1] - v for v in outs])
+    selectivity = drop_in["mean"] / drop_out["mean"] if drop_out["mean"] >= MIN_OUTSIDE_DROP else None
+    return {"region": region, "n": n, "method": method, "miou_in_clean": clean[0], "miou_out_clean": clean[1],
+            "miou_in": summarize(ins), "miou_out": summarize(outs), "drop_in": drop_in, "drop_out": drop_out,
+            "selectivity": selectivity}
+
+
+def run(plan: AttackPlan, work: Path, *, progress: bool = True) -> dict:
+    c, model = plan.config, plan.loaded.model
+    side = plan.loaded.scenes.side
+    feats = scene_features(model, plan.images, c.batch_size, plan.device)
+    rankings = _Rankings(plan)
+    rows = []
+    for region in c.region:
+        inside = region_mask(region, side, c.grid)
+        clean = _in_out(model, feats, plan.masks, inside, plan)
+        examples = {"clean": None}
+        for n in plan.counts:
+            for method in c.methods:
+                if method == "pgd":
+                    continue
+                if method == "random":
+                    draws = [torch.randperm(plan.channels, generator=torch.Generator().manual_seed(1000 * n + r))[:n]
+                             for r in range(c.random_seeds)]
+                else:
+                    base, _, control = method.partition("-")
+                    target = opposite(region, c.grid) if control else region
+                    if target is None:
+                        continue
+                    scored = [rankings.scores(base, target, s) for s in c.seeds]
+                    if any(s is None for s in scored):
+                        continue
+                    draws = [s.argsort(descending=True, stable=True)[:n] for s in scored]
+                after = [_in_out(model, feats, plan.masks, inside, plan, lambda f, d=d: masked(f, d)) for d in draws]
+                rows.append(_row(region, n, method, clean, after))
+                if method in ("flip", "shift") and method not in examples:
+                    with torch.no_grad():
+                        f = masked(feats[:4].to(plan.device), draws[0])
+                        examples[method] = model.decode(f, plan.masks.shape[-2:]).argmax(1).cpu()
+        if "pgd" in c.methods:
+            results = [_pgd_in_out(plan, inside, s) for s in c.seeds]
+            rows.append(_row(region, None, "pgd", clean, [(r[0], r[1]) for r in results]))
+            examples["pgd"] = results[0][2]
+        with torch.no_grad():
+            examples["clean"] = model.decode(feats[:4].to(plan.device), plan.masks.shape[-2:]).argmax(1).cpu()
+        overlays(plan.images[:4], plan.masks[:4], examples, work / f"overlays_{region.replace(':', '')}.png",
+                 class_names=plan.classes, region=inside)
+    write_csv(work / "table.csv", [{"region": r["region"], "n": r["n"], "method": r["method"],
+                                    "miou_in_clean": r["miou_in_clean"], "miou_in": r["miou_in"]["mean"],
+                                    "miou_out_clean": r["miou_out_clean"], "miou_out": r["miou_out"]["mean"],
+                                    "drop_in": r["drop_in"]["mean"], "drop_out": r["drop_out"]["mean"],
+                                    "selectivity": r["selectivity"]} for r in rows])
+    region_heatmap(rows, work / "regions.png", title=f"{model.spec.model} · prior {plan.loaded.scenes.layout_prior}")
+    return {"attack": rows, "channels": plan.channels, "test_scenes": len(plan.images), "eps": c.eps,
+            "pgd_steps": c.pgd_steps, "seeds": list(c.seeds), "random_seeds": c.random_seeds}
+
+
+def print_summary(metrics: dict) -> None:
+    print(f"{'region':<8} {'N':>4} {'method':<15} {'mIoU in':>15} {'mIoU out':>15} {'drop in':>8} {'drop out':>8} "
+          f"{'select.':>7}")
+    for r in metrics["attack"]:
+        sel = "—" if r["selectivity"] is None else f"{r['selectivity']:.2f}"
+        print(f"{r['region']:<8} {r['n'] if r['n'] is not None else '—':>4} {r['method']:<15} "
+              f"{r['miou_in_clean']:.3f}→{r['miou_in']['mean']:.3f} {r['miou_out_clean']:.3f}→{r['miou_out']['mean']:.3f} "
+              f"{r['drop_in']['mean']:>8.3f} {r['drop_out']['mean']:>8.3f} {sel:>7}")

@@ -1,0 +1,114 @@
+"""`poschan seg-train`, `ablate`, `attack`: smoke runs of the results contract, and bad input (exit 2, no output)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from poschan.cli import main
+
+SMALL = ["--preset", "smoke", "--no-progress"]
+
+
+def statistic_ok(stat: dict) -> bool:
+    lo, hi = stat["ci95"]
+    return stat["n"] == len(stat["values"]) >= 1 and lo <= stat["mean"] <= hi
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("seg") / "train"
+    assert main(["seg-train", *SMALL, "--layout-prior", "0.9", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def ablated(trained, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ablate") / "run"
+    assert main(["ablate", *SMALL, "--checkpoint", str(trained / "seed0/checkpoint.pt"), "--out", str(out)]) == 0
+    return out
+
+
+def test_seg_train_contract(trained):
+    data = json.loads((trained / "results.json").read_text())
+    assert data["experiment"] == "seg-train" and data["config"]["layout_prior"] == 0.9
+    m = data["metrics"]
+    assert statistic_ok(m["miou"]) and 0 <= m["miou"]["mean"] <= 1
+    assert (trained / "seed0/checkpoint.pt").is_file() and (trained / "curves.csv").is_file()
+    state = torch.load(trained / "seed0/checkpoint.pt", weights_only=True)
+    assert state["meta"]["scenes"]["layout_prior"] == 0.9 and state["meta"]["segmentation"]["width"] == 4
+
+
+def test_ablate_contract(ablated):
+    m = json.loads((ablated / "results.json").read_text())["metrics"]
+    assert statistic_ok(m["miou_clean"])
+    ns = [row["n"] for row in m["reliance"]]
+    assert ns == sorted(ns) and all(1 <= n <= m["channels"] for n in ns)
+    for row in m["reliance"]:
+        assert statistic_ok(row["ranked"]) and statistic_ok(row["random"])
+        assert row["random"]["n"] == 5 and row["ranked"]["n"] == 1  # smoke: one ranking seed, five random draws
+    ranking = json.loads((ablated / "ranking.json").read_text())
+    assert ranking["split"] == "rank" and ranking["channels"] == m["channels"]
+    assert sorted(ranking["keys"]["overall"]["order"]) == list(range(m["channels"]))
+    for name in ("reliance.png", "overlays.png", "table.csv"):
+        assert (ablated / name).is_file()
+
+
+def test_ablate_reuses_a_ranking_of_the_same_model(trained, ablated, tmp_path):
+    out = tmp_path / "again"
+    assert main(["ablate", *SMALL, "--checkpoint", str(trained / "seed0/checkpoint.pt"),
+                 "--ranking", str(ablated / "ranking.json"), "--out", str(out)]) == 0
+    first = json.loads((ablated / "results.json").read_text())["metrics"]["reliance"]
+    again = json.loads((out / "results.json").read_text())["metrics"]["reliance"]
+    assert [r["ranked"]["mean"] for r in first] == [r["ranked"]["mean"] for r in again]
+    assert not (out / "ranking.json").exists()
+
+
+def test_attack_contract(trained, tmp_path):
+    out = tmp_path / "attack"
+    assert main(["attack", *SMALL, "--checkpoint", str(trained / "seed0/checkpoint.pt"), "--region", "left,cell:4",
+                 "--out", str(out)]) == 0
+    m = json.loads((out / "results.json").read_text())["metrics"]
+    methods = {(r["region"], r["method"]) for r in m["attack"]}
+    assert {("left", "flip"), ("left", "shift"), ("left", "flip-opposite"), ("left", "random"), ("left", "pgd"),
+            ("cell:4", "shift"), ("cell:4", "shift-opposite"), ("cell:4", "random")} <= methods
+    assert ("cell:4", "flip") not in methods  # flip ranks halves only
+    for r in m["attack"]:
+        assert statistic_ok(r["miou_in"]) and statistic_ok(r["miou_out"])
+        assert r["selectivity"] is None or isinstance(r["selectivity"], float)
+    assert (out / "regions.png").is_file() and (out / "overlays_left.png").is_file()
+
+
+def run_bad(tmp_path: Path, args: list[str], capsys) -> str:
+    out = tmp_path / "bad"
+    assert main([*args, *SMALL, "--out", str(out)]) == 2
+    assert not out.exists() and not Path(f"{out}.partial").exists()
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    return err
+
+
+def test_bad_checkpoints(tmp_path, capsys):
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"model": torch.nn.Linear(2, 2), "epoch": 1}, pickled)
+    assert "pickled code" in run_bad(tmp_path, ["ablate", "--checkpoint", str(pickled)], capsys)
+    foreign = tmp_path / "classifier.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "epoch": 1}, foreign)
+    assert "not a poschan segmentation checkpoint" in run_bad(tmp_path, ["attack", "--checkpoint", str(foreign)], capsys)
+    assert "not found" in run_bad(tmp_path, ["ablate", "--checkpoint", str(tmp_path / "nope.pt")], capsys)
+
+
+def test_bad_rankings_regions_and_counts(trained, ablated, tmp_path, capsys):
+    ckpt = ["--checkpoint", str(trained / "seed0/checkpoint.pt")]
+    ranking = json.loads((ablated / "ranking.json").read_text())
+    for change, message in (({"fingerprint": "0" * 16}, "another model"), ({"channels": 7}, "7 channels"),
+                            ({"split": "test"}, "evaluation split")):
+        path = tmp_path / f"ranking-{message.split()[-1]}.json"
+        path.write_text(json.dumps({**ranking, **change}))
+        assert message in run_bad(tmp_path, ["ablate", *ckpt, "--ranking", str(path)], capsys)
+    assert "outside the image" in run_bad(tmp_path, ["attack", *ckpt, "--region", "cell:9"], capsys)
+    assert "unknown region" in run_bad(tmp_path, ["attack", *ckpt, "--region", "middle"], capsys)
+    assert "outside 1..32" in run_bad(tmp_path, ["ablate", *ckpt, "--n", "33"], capsys)
+    assert "outside 1..32" in run_bad(tmp_path, ["attack", *ckpt, "--n", "150%"], capsys)
+    assert "random_seeds" in run_bad(tmp_path, ["ablate", *ckpt, "--random-seeds", "2"], capsys)

@@ -1,0 +1,134 @@
+"""poschan.segmetrics on hand-computed confusions, masks that partition the pixels, and the segmentation figures."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from poschan.errors import UserError
+from poschan.regions import region_mask
+from poschan.report.segmentation_figures import overlays, region_heatmap, reliance_curve
+from poschan.segmetrics import ConfusionMeter, confusion, iou_per_class, miou, pixel_accuracy, predict
+
+
+def random_labels(shape: tuple[int, ...], k: int, seed: int) -> torch.Tensor:
+    return torch.randint(0, k, shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_perfect_prediction_scores_one():
+    target = random_labels((3, 8, 8), 4, 0)
+    conf = confusion(target, target, 4)
+    assert miou(conf) == 1.0 and pixel_accuracy(conf) == 1.0
+    assert torch.equal(conf, torch.diag(torch.bincount(target.flatten(), minlength=4)))
+
+
+def test_hand_computed_two_classes():
+    target = torch.tensor([[0, 0], [1, 1]])
+    pred = torch.tensor([[0, 1], [1, 1]])
+    conf = confusion(pred, target, 2)
+    assert torch.equal(conf, torch.tensor([[1, 1], [0, 2]]))  # rows = target, columns = prediction
+    assert torch.allclose(iou_per_class(conf), torch.tensor([1 / 2, 2 / 3], dtype=torch.float64))
+    assert miou(conf) == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert pixel_accuracy(conf) == 3 / 4
+
+
+def test_absent_classes_left_out_and_false_positive_class_counts_zero():
+    target = torch.tensor([0, 0, 1, 1])
+    pred = torch.tensor([0, 0, 1, 3])  # class 2 nowhere; class 3 predicted but absent from the target
+    ious = iou_per_class(confusion(pred, target, 4))
+    assert ious[:2].tolist() == [1.0, 0.5] and math.isnan(ious[2]) and ious[3] == 0.0
+    assert miou(confusion(pred, target, 4)) == pytest.approx((1 + 0.5 + 0) / 3)
+
+
+def test_empty_confusion_is_nan():
+    target = random_labels((2, 4, 4), 3, 1)
+    conf = confusion(target, target, 3, torch.zeros(4, 4, dtype=torch.bool))
+    assert conf.sum() == 0 and math.isnan(miou(conf)) and math.isnan(pixel_accuracy(conf))
+
+
+@pytest.mark.parametrize("per_image", [False, True])
+def test_mask_and_complement_partition_the_pixels(per_image):
+    target, pred = random_labels((5, 8, 8), 3, 2), random_labels((5, 8, 8), 3, 3)
+    mask = (torch.rand(5, 8, 8, generator=torch.Generator().manual_seed(4)) < 0.3 if per_image
+            else region_mask("q2", 8))
+    inside, outside, total = (confusion(pred, target, 3, m) for m in (mask, ~mask, None))
+    assert torch.equal(inside + outside, total)
+    assert int(inside.sum()) == int(torch.broadcast_to(mask, target.shape).sum())
+    flat = torch.broadcast_to(mask, target.shape)
+    assert torch.equal(inside, confusion(pred[flat], target[flat], 3))
+
+
+def test_full_mask_equals_whole_image():
+    target, pred = random_labels((2, 6, 6), 4, 5), random_labels((2, 6, 6), 4, 6)
+    full = torch.ones(6, 6, dtype=torch.bool)
+    assert miou(confusion(pred, target, 4, full)) == miou(confusion(pred, target, 4))
+
+
+def test_bad_input():
+    target = random_labels((2, 4, 4), 3, 7)
+    with pytest.raises(UserError):
+        confusion(target[0], target, 3)
+    with pytest.raises(UserError):
+        confusion(target, target, 3, torch.ones(5, 5, dtype=torch.bool))
+    with pytest.raises(UserError):
+        confusion(target + 1, target, 3)  # a prediction of class 3 with K = 3
+    with pytest.raises(UserError):
+        ConfusionMeter(3, {"all": torch.ones(4, 4, dtype=torch.bool)})
+
+
+def test_meter_accumulates_batches_per_mask():
+    target, pred = random_labels((6, 8, 8), 3, 8), random_labels((6, 8, 8), 3, 9)
+    left = region_mask("left", 8)
+    meter = ConfusionMeter(3, {"left": left, "right": ~left})
+    meter.update(pred[:4], target[:4])
+    meter.update(pred[4:], target[4:])
+    assert torch.equal(meter.confusions["all"], confusion(pred, target, 3))
+    assert meter.miou("left") == miou(confusion(pred, target, 3, left))
+    assert meter.pixel_accuracy("right") == pixel_accuracy(confusion(pred, target, 3, ~left))
+    assert meter.miou() == miou(confusion(pred, target, 3))
+    with pytest.raises(UserError):
+        meter.miou("top")
+
+
+def test_predict_is_batched_argmax():
+    model = nn.Conv2d(1, 3, 3, padding=1)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(14)
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    images = torch.randn(7, 1, 8, 8, generator=torch.Generator().manual_seed(10))
+    out = predict(model, images, batch_size=3, device="cpu")
+    assert out.dtype == torch.int64 and out.shape == (7, 8, 8)
+    assert torch.equal(out, model(images).argmax(1))
+
+
+# Figure smoke tests.
+
+def test_reliance_curve(tmp_path):
+    def stat(m):
+        return {"mean": m, "ci95": [m - 0.02, m + 0.02], "n": 3}
+
+    rows = [{"n": n, "fraction": n / 64, "ranked": stat(0.8 - n / 100), "random": stat(0.8 - n / 400)}
+            for n in (1, 4, 16, 32)]
+    path = tmp_path / "curve.png"
+    reliance_curve(rows, path, title="reliance", clean=0.82)
+    assert path.stat().st_size > 0
+
+
+def test_region_heatmap(tmp_path):
+    rows = [{"region": r, "n": 8, "method": m, "miou_in": {"mean": 0.2 + 0.1 * i, "ci95": [0.1, 0.5]},
+             "miou_out": 0.9 - 0.05 * i, "selectivity": 0.15 * i}
+            for i, (r, m) in enumerate((r, m) for r in ("left", "q1") for m in ("ranked", "random", "pgd"))]
+    path = tmp_path / "heat.png"
+    region_heatmap(rows, path, title="regions")
+    assert path.stat().st_size > 0
+
+
+def test_overlays(tmp_path):
+    images = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(11))
+    masks = random_labels((3, 8, 8), 4, 12)
+    path = tmp_path / "overlays.png"
+    overlays(images, masks, {"clean": masks, "pgd": random_labels((3, 8, 8), 4, 13)}, path,
+             class_names=["background", "a", "b", "c"], region=region_mask("center", 8), max_rows=2)
+    assert path.stat().st_size > 0
