@@ -17,13 +17,13 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data.canvas import crop, make_background, paste_at
 from .data.sources import ImageSet
+from .data.stream import seeded_generator
 from .data.stream import CanvasStream
 from .errors import UserError
 from .taps import capture
@@ -33,12 +33,6 @@ CE_MODES = ("both", "first")
 LATENT_LOSSES = ("mse", "normalized-mse")
 _VIEW_STREAM = 1  # key separating the view draws from the canvas stream's own draws
 Views = tuple[Tensor, Tensor, Tensor, Tensor]  # view1, view2, offsets1, offsets2
-
-
-def seeded_generator(*keys: int) -> torch.Generator:
-    """A CPU generator seeded from integer ``keys`` (e.g. seed, epoch, batch) through numpy's SeedSequence."""
-    state = np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
 
 
 @dataclass

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from poschan.data.sources import ImageSet, load_dataset
+from poschan.data.stream import seeded_generator
 from poschan.errors import UserError
 from poschan.regions import Box, check_region, region_box
 
@@ -206,12 +206,6 @@ def fixed_scenes(items: ImageSet, spec: SceneSpec, count: int, seed: int,
     if seed < 0:
         raise UserError(f"seed must be >= 0, got {seed}")
     return render_scenes(items, spec, count, seeded_generator(seed), device)
-
-
-def seeded_generator(*entropy: int) -> torch.Generator:
-    """A CPU generator seeded from ``entropy`` through numpy's SeedSequence hashing."""
-    state = np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
 
 
 @dataclass

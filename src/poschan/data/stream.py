@@ -96,6 +96,10 @@ class CanvasStream:
             yield canvases, labels
 
     def _generator(self, epoch: int, stream: int) -> torch.Generator:
-        """A CPU generator seeded from (seed, epoch, stream) through numpy's SeedSequence hashing."""
-        state = np.random.SeedSequence([self.seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0]
-        return torch.Generator().manual_seed(int(state))
+        return seeded_generator(self.seed, epoch, stream)
+
+
+def seeded_generator(*keys: int) -> torch.Generator:
+    """A CPU generator seeded from integer ``keys`` (e.g. seed, epoch, batch) through numpy's SeedSequence hashing."""
+    state = np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))

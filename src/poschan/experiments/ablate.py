@@ -20,14 +20,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..data.scenes import class_names, fixed_scenes, scene_items
 from ..errors import UserError
 from ..report.segmentation_figures import overlays, reliance_curve
-from ..data.scenes import class_names, scene_items
 from ..results import atomic_write_text
 from ..stats import summarize
 from ..tables import write_csv
 from ..taps import MASK_MODES, masked
-from .seg_common import (LoadedModel, decode_confusion, flip_ranking, load_seg_checkpoint, parse_counts,
+from .seg_common import (RANK_SEED_OFFSET, LoadedModel, evaluate_features, flip_ranking, load_seg_checkpoint, parse_counts,
                          ranking_record, read_ranking, scene_features, scores, test_scenes)
 from .train import resolve_device
 
@@ -78,6 +78,7 @@ class AblatePlan:
     ranking: dict | None
     images: Tensor
     masks: Tensor
+    classes: tuple[str, ...]
     device: torch.device
 
 
@@ -97,18 +98,16 @@ def prepare(config: Config) -> AblatePlan:
     config.validate()
     device = resolve_device(config.device)
     loaded = load_seg_checkpoint(config.checkpoint, device)
-    images, masks, _ = test_scenes(loaded.scenes, config.test_size, config.data_root)
+    images, masks, items = test_scenes(loaded.scenes, config.test_size, config.data_root)
     with torch.no_grad():
         channels = loaded.model.features(images[:1].to(device)).shape[1]
     ranking = read_ranking(config.ranking, loaded, channels) if config.ranking else None
-    return AblatePlan(config, loaded, channels, parse_counts(config.n, channels), ranking, images, masks, device)
+    return AblatePlan(config, loaded, channels, parse_counts(config.n, channels), ranking, images, masks,
+                      class_names(items), device)
 
 
 def channel_means(plan: AblatePlan) -> Tensor:
     """Per-channel mean of the backbone output over rank-split scenes (the fill of mode ``mean``)."""
-    from ..data.scenes import fixed_scenes
-    from .seg_common import RANK_SEED_OFFSET
-
     c = plan.config
     images, _ = fixed_scenes(scene_items("rank", c.data_root), plan.loaded.scenes, c.rank_scenes, RANK_SEED_OFFSET)
     return scene_features(plan.loaded.model, images, c.batch_size, plan.device).mean(dim=(0, 2, 3))
@@ -138,10 +137,10 @@ def run(plan: AblatePlan, work: Path, *, progress: bool = True) -> dict:
 
     def evaluate(channels: Tensor) -> dict[str, float]:
         edit = (lambda f: masked(f, channels, mode=c.mode, means=means)) if len(channels) else None
-        return scores(decode_confusion(model, feats, plan.masks, c.batch_size, plan.device, edit))
+        return scores(evaluate_features(model, feats, plan.masks, c.batch_size, plan.device, edit))
 
     folds = torch.arange(len(feats)).chunk(c.folds)
-    clean_folds = [scores(decode_confusion(model, feats[f], plan.masks[f], c.batch_size, plan.device)) for f in folds]
+    clean_folds = [scores(evaluate_features(model, feats[f], plan.masks[f], c.batch_size, plan.device)) for f in folds]
     clean = evaluate(torch.empty(0, dtype=torch.long))
     rows, table = [], []
     for n in plan.counts:
@@ -184,7 +183,7 @@ def _example_overlays(plan: AblatePlan, feats: Tensor, orders: dict[int, Tensor]
     preds = {"clean": model.decode(f, size).argmax(1).cpu(),
              f"top {n} ranked": model.decode(masked(f, first, mode=c.mode, means=means), size).argmax(1).cpu(),
              f"{n} random": model.decode(masked(f, rand, mode=c.mode, means=means), size).argmax(1).cpu()}
-    overlays(plan.images[:4], plan.masks[:4], preds, path, class_names=class_names(scene_items("test", c.data_root)))
+    overlays(plan.images[:4], plan.masks[:4], preds, path, class_names=plan.classes)
 
 
 def print_summary(metrics: dict) -> None:

@@ -7,7 +7,8 @@ For each region R (poschan.regions) and each N, channel sets:
 - ``shift``: the shift score of region R (items pasted in every cell of a grid over the scene canvas);
 - ``flip-opposite`` / ``shift-opposite``: the opposite region's channels, same method (control);
 - ``random``: N random channels, ``random_seeds`` draws (control);
-and ``pgd``: an L∞ PGD perturbation of ``eps`` (raw intensity units) confined to R's pixels (no N).
+and ``pgd``: an L∞ PGD perturbation of ``eps`` (raw intensity units) confined to R's pixels (no N), on the
+first ``pgd_size`` test scenes (its drops are measured against the clean mIoU of those scenes).
 mIoU is measured inside R and outside it on the fixed test scenes, before and after; drop = clean − after;
 selectivity = mean drop inside / mean drop outside (null when the outside drop is below 0.001: undefined).
 Ranked methods and PGD are repeated over ``seeds`` (each seed draws its own rank scenes / PGD start).
@@ -28,11 +29,11 @@ from ..errors import UserError
 from ..pgd import masked_pgd
 from ..regions import check_region, opposite, region_box, region_mask
 from ..report.segmentation_figures import overlays, region_heatmap
-from ..segmetrics import confusion, miou
+from ..segmetrics import ConfusionMeter
 from ..stats import summarize
 from ..tables import write_csv
 from ..taps import masked
-from .seg_common import (LoadedModel, decode_confusion, flip_ranking, load_seg_checkpoint, parse_counts,
+from .seg_common import (LoadedModel, evaluate_features, flip_ranking, load_seg_checkpoint, parse_counts,
                          scene_features, shift_ranking, test_scenes)
 from .train import resolve_device
 
@@ -55,6 +56,7 @@ class Config:
     test_size: int = 2000
     eps: float = 0.1
     pgd_steps: int = 10
+    pgd_size: int = 500  # PGD runs on the first pgd_size test scenes (its clean mIoU too): a full backward per step
     batch_size: int = 64
     data_root: str | None = None
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -75,7 +77,7 @@ class Config:
             raise UserError(f"random_seeds must be >= 5, got {self.random_seeds}")
         if self.eps < 0 or self.pgd_steps < 1:
             raise UserError(f"eps must be >= 0 and pgd_steps >= 1, got eps={self.eps}, pgd_steps={self.pgd_steps}")
-        for key in ("rank_scenes", "test_size", "batch_size"):
+        for key in ("rank_scenes", "test_size", "batch_size", "pgd_size"):
             if getattr(self, key) < 3:
                 raise UserError(f"{key} must be >= 3, got {getattr(self, key)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
@@ -109,6 +111,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-size", dest="test_size", type=int, help="test scenes")
     p.add_argument("--eps", type=float, help="PGD L∞ budget in raw intensity units (images in [0, 1])")
     p.add_argument("--pgd-steps", dest="pgd_steps", type=int, help="PGD steps")
+    p.add_argument("--pgd-size", dest="pgd_size", type=int, help="test scenes attacked by PGD (the first N)")
     p.add_argument("--batch-size", dest="batch_size", type=int)
 
 
@@ -155,32 +158,31 @@ class _Rankings:
         return self.cache[key].get(region)
 
 
-def _in_out(model, feats: Tensor, masks: Tensor, inside: Tensor, plan: AttackPlan, edit=None) -> tuple[float, float]:
-    c = plan.config
-    conf_in = decode_confusion(model, feats, masks, c.batch_size, plan.device, edit, inside)
-    conf_out = decode_confusion(model, feats, masks, c.batch_size, plan.device, edit, ~inside)
-    return miou(conf_in), miou(conf_out)
+def _in_out(plan: AttackPlan, feats: Tensor, masks: Tensor, inside: Tensor, edit=None) -> tuple[float, float]:
+    """mIoU inside and outside the region of the head's predictions from (edited) cached features."""
+    meter = evaluate_features(plan.loaded.model, feats, masks, plan.config.batch_size, plan.device, edit,
+                              {"in": inside, "out": ~inside})
+    return meter.miou("in"), meter.miou("out")
 
 
 def _pgd_in_out(plan: AttackPlan, inside: Tensor, seed: int) -> tuple[float, float, Tensor]:
-    """mIoU inside / outside after masked PGD on every test scene; also the adversarial predictions of the first 4."""
+    """mIoU inside / outside after masked PGD on the first ``pgd_size`` test scenes; also the adversarial
+    predictions of the first 4."""
     c, model = plan.config, plan.loaded.model
     mean, std = plan.norm
     generator = torch.Generator().manual_seed(seed)
-    k = model.num_classes
-    conf_in, conf_out = torch.zeros(k, k, dtype=torch.long), torch.zeros(k, k, dtype=torch.long)
+    meter = ConfusionMeter(model.num_classes, {"in": inside, "out": ~inside})
     first = None
-    for i in range(0, len(plan.images), c.batch_size):
-        x = plan.images[i:i + c.batch_size].to(plan.device)
-        y = plan.masks[i:i + c.batch_size].to(plan.device)
-        adv = masked_pgd(model, x, y, inside.to(plan.device), eps=c.eps / std, steps=c.pgd_steps,
+    for i in range(0, min(c.pgd_size, len(plan.images)), c.batch_size):
+        end = min(i + c.batch_size, c.pgd_size)
+        x, y = plan.images[i:end].to(plan.device), plan.masks[i:end]
+        adv = masked_pgd(model, x, y.to(plan.device), inside.to(plan.device), eps=c.eps / std, steps=c.pgd_steps,
                          lower=(0 - mean) / std, upper=(1 - mean) / std, generator=generator)
         with torch.no_grad():
             pred = model(adv).argmax(1).cpu()
-        conf_in += confusion(pred, y.cpu(), k, inside)
-        conf_out += confusion(pred, y.cpu(), k, ~inside)
+        meter.update(pred, y)
         first = pred[:4] if first is None else first
-    return miou(conf_in), miou(conf_out), first
+    return meter.miou("in"), meter.miou("out"), first
 
 
 def _row(region: str, n: int | None, method: str, clean: tuple[float, float], after: list[tuple[float, float]]) -> dict:
@@ -201,7 +203,7 @@ def run(plan: AttackPlan, work: Path, *, progress: bool = True) -> dict:
     rows = []
     for region in c.region:
         inside = region_mask(region, side, c.grid)
-        clean = _in_out(model, feats, plan.masks, inside, plan)
+        clean = _in_out(plan, feats, plan.masks, inside)
         examples = {"clean": None}
         for n in plan.counts:
             for method in c.methods:
@@ -219,7 +221,7 @@ def run(plan: AttackPlan, work: Path, *, progress: bool = True) -> dict:
                     if any(s is None for s in scored):
                         continue
                     draws = [s.argsort(descending=True, stable=True)[:n] for s in scored]
-                after = [_in_out(model, feats, plan.masks, inside, plan, lambda f, d=d: masked(f, d)) for d in draws]
+                after = [_in_out(plan, feats, plan.masks, inside, lambda f, d=d: masked(f, d)) for d in draws]
                 rows.append(_row(region, n, method, clean, after))
                 if method in ("flip", "shift") and method not in examples:
                     with torch.no_grad():
@@ -227,7 +229,9 @@ def run(plan: AttackPlan, work: Path, *, progress: bool = True) -> dict:
                         examples[method] = model.decode(f, plan.masks.shape[-2:]).argmax(1).cpu()
         if "pgd" in c.methods:
             results = [_pgd_in_out(plan, inside, s) for s in c.seeds]
-            rows.append(_row(region, None, "pgd", clean, [(r[0], r[1]) for r in results]))
+            subset = slice(0, c.pgd_size)
+            clean_subset = _in_out(plan, feats[subset], plan.masks[subset], inside)
+            rows.append(_row(region, None, "pgd", clean_subset, [(r[0], r[1]) for r in results]))
             examples["pgd"] = results[0][2]
         with torch.no_grad():
             examples["clean"] = model.decode(feats[:4].to(plan.device), plan.masks.shape[-2:]).argmax(1).cpu()

@@ -17,7 +17,7 @@ from ..engine import load_checkpoint
 from ..errors import UserError
 from ..models.segmentation import SegNet, build_segmenter, fingerprint, load_segmenter_state, spec_from_dict
 from ..ranking import RankSpec, accumulate, ranking_order
-from ..segmetrics import confusion, miou, pixel_accuracy
+from ..segmetrics import ConfusionMeter
 
 TEST_SEED = 20_211  # the evaluation scenes: fixed, the same for every command and seed
 RANK_SEED_OFFSET = 7_000  # rank scenes of ranking seed s are drawn with seed RANK_SEED_OFFSET + s
@@ -82,19 +82,20 @@ def scene_features(model: SegNet, images: Tensor, batch_size: int, device: torch
 
 
 @torch.no_grad()
-def decode_confusion(model: SegNet, feats: Tensor, masks: Tensor, batch_size: int, device: torch.device,
-                     edit=None, pixel_mask: Tensor | None = None) -> Tensor:
-    """Summed (K, K) confusion of the head's predictions from cached features (``edit`` applied to each batch)."""
-    total = torch.zeros(model.num_classes, model.num_classes, dtype=torch.long)
+def evaluate_features(model: SegNet, feats: Tensor, masks: Tensor, batch_size: int, device: torch.device, edit=None,
+           regions: dict[str, Tensor] | None = None) -> ConfusionMeter:
+    """Confusions ("all" and one per pixel region) of the head's predictions from cached features, ``edit``
+    (e.g. a channel mask) applied to each batch of features first."""
+    meter = ConfusionMeter(model.num_classes, regions)
     for i in range(0, len(feats), batch_size):
         f = feats[i:i + batch_size].to(device)
         logits = model.decode(edit(f) if edit is not None else f, masks.shape[-2:])
-        total += confusion(logits.argmax(1).cpu(), masks[i:i + batch_size], model.num_classes, pixel_mask)
-    return total
+        meter.update(logits.argmax(1).cpu(), masks[i:i + batch_size])
+    return meter
 
 
-def scores(conf: Tensor) -> dict[str, float]:
-    return {"miou": miou(conf), "pixel_accuracy": pixel_accuracy(conf)}
+def scores(meter: ConfusionMeter, name: str = "all") -> dict[str, float]:
+    return {"miou": meter.miou(name), "pixel_accuracy": meter.pixel_accuracy(name)}
 
 
 def flip_ranking(model: SegNet, scenes: SceneSpec, *, region: str | None, count: int, seed: int, batch_size: int,

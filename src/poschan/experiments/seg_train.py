@@ -24,7 +24,7 @@ from ..report.figures import learning_curves
 from ..stats import summarize
 from ..tables import write_csv
 from .arguments import add_training_arguments
-from .seg_common import add_scene_arguments, decode_confusion, scene_features, scene_spec, scores, test_scenes
+from .seg_common import add_scene_arguments, evaluate_features, scene_features, scene_spec, scores, test_scenes
 from .train import resolve_device
 
 EXPERIMENT = "seg-train"
@@ -138,7 +138,7 @@ def evaluate(model: nn.Module, plan: SegTrainPlan) -> dict:
     model.eval()
     images = _as_model_input(plan.test_images, plan.seg.in_chans)
     feats = scene_features(model, images, plan.config.batch_size * 2, plan.device)
-    result = scores(decode_confusion(model, feats, plan.test_masks, plan.config.batch_size * 2, plan.device))
+    result = scores(evaluate_features(model, feats, plan.test_masks, plan.config.batch_size * 2, plan.device))
     model.train(was_training)
     return {"test_miou": result["miou"], "test_pixel_accuracy": result["pixel_accuracy"]}
 
