@@ -9,7 +9,7 @@ from torch import nn
 from poschan.errors import UserError
 from poschan.regions import region_mask
 from poschan.report.segmentation_figures import overlays, region_heatmap, reliance_curve
-from poschan.segmetrics import ConfusionMeter, confusion, iou_per_class, miou, pixel_accuracy, predict
+from poschan.segmetrics import IGNORE_INDEX, ConfusionMeter, confusion, iou_per_class, miou, pixel_accuracy, predict
 
 
 def random_labels(shape: tuple[int, ...], k: int, seed: int) -> torch.Tensor:
@@ -132,3 +132,10 @@ def test_overlays(tmp_path):
     overlays(images, masks, {"clean": masks, "pgd": random_labels((3, 8, 8), 4, 13)}, path,
              class_names=["background", "a", "b", "c"], region=region_mask("center", 8), max_rows=2)
     assert path.stat().st_size > 0
+
+
+def test_ignored_target_pixels_are_not_counted():
+    target = torch.tensor([[0, 1], [IGNORE_INDEX, 1]])
+    pred = torch.tensor([[0, 1], [1, 0]])
+    conf = confusion(pred, target, 2)
+    assert conf.sum() == 3 and conf.tolist() == [[1, 0], [1, 1]]

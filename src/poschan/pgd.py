@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import UserError
+from .segmetrics import IGNORE_INDEX
 
 
 def masked_pgd(model: nn.Module, images: Tensor, labels: Tensor, region: Tensor, *, eps: float, steps: int,
@@ -63,7 +64,8 @@ def masked_pgd(model: nn.Module, images: Tensor, labels: Tensor, region: Tensor,
     weight = pixel_mask.to(x.dtype)
     for _ in range(steps):
         delta.requires_grad_(True)
-        loss = (F.cross_entropy(model(x + delta), labels, reduction="none") * weight).sum()
+        per_pixel = F.cross_entropy(model(x + delta), labels, reduction="none", ignore_index=IGNORE_INDEX)
+        loss = (per_pixel * weight).sum()
         (grad,) = torch.autograd.grad(loss, delta)
         delta = project(delta.detach() + step_size * grad.sign())
     return torch.where(mask, valid(x + delta), x)

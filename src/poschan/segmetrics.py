@@ -4,7 +4,8 @@ Conventions: a confusion matrix is (K, K) int64 with rows = target class, column
 averages IoU = tp / (tp + fp + fn) over the classes PRESENT, i.e. seen in the target or in the prediction of the
 counted pixels; a class absent from both has no defined IoU and is left out (as torchmetrics leaves out its NaN
 classes and the VOC protocol averages over present classes). A class predicted but absent from the target counts
-with IoU 0. An empty confusion (no pixel counted) gives NaN.
+with IoU 0. An empty confusion (no pixel counted) gives NaN. Target pixels labelled IGNORE_INDEX (255, e.g.
+VOC's void border, Cityscapes' unlabelled classes) are never counted.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from torch import Tensor, nn
 
 from .errors import UserError
 
+IGNORE_INDEX = 255  # target label of pixels that are not scored (and carry no loss)
+
 
 def confusion(pred: Tensor, target: Tensor, num_classes: int, mask: Tensor | None = None) -> Tensor:
     """(K, K) int64 confusion of ``pred`` against ``target`` (same shape, ints in 0..K-1) over the pixels where
-    ``mask`` (bool, broadcastable to them: (S, S) or (B, S, S)) is True; all pixels when ``mask`` is None."""
+    ``mask`` (bool, broadcastable to them: (S, S) or (B, S, S)) is True; all pixels when ``mask`` is None.
+    Target pixels equal to IGNORE_INDEX are left out."""
     # Hand-written (one bincount) rather than torchmetrics: the ablation sweeps need one confusion per
     # (N, draw) and mask, and torchmetrics' JaccardIndex selects pixels only through an ignore label.
     if pred.shape != target.shape:
@@ -34,6 +38,8 @@ def confusion(pred: Tensor, target: Tensor, num_classes: int, mask: Tensor | Non
             raise UserError(f"mask shape {tuple(mask.shape)} does not broadcast to the labels' "
                             f"{tuple(target.shape)}; use (S, S) or (B, S, S)") from None
         pred, target = pred[mask], target[mask]
+    scored = target != IGNORE_INDEX
+    pred, target = pred[scored], target[scored]
     k = num_classes
     if target.numel() and not (0 <= min(int(target.min()), int(pred.min()))
                                and max(int(target.max()), int(pred.max())) < k):

@@ -91,3 +91,18 @@ def test_invalid_epoch_arguments(data):
         stream.epoch(-1)
     with pytest.raises(UserError, match="start_batch"):
         stream.epoch(0, start_batch=len(stream) + 1)
+
+
+def test_tensor_stream_is_a_seeded_permutation_per_epoch():
+    from poschan.data.stream import TensorStream
+
+    x, y = torch.arange(10).float().view(10, 1), torch.arange(10)
+    stream = TensorStream(x, y, batch_size=4, seed=3)
+    first = [b for b in stream.epoch(0)]
+    assert len(stream) == len(first) == 3
+    seen = torch.cat([yy for _, yy in first])
+    assert sorted(seen.tolist()) == list(range(10)) and all(torch.equal(xx.view(-1).long(), yy) for xx, yy in first)
+    assert torch.equal(seen, torch.cat([yy for _, yy in stream.epoch(0)]))
+    assert not torch.equal(seen, torch.cat([yy for _, yy in stream.epoch(1)]))
+    with pytest.raises(UserError):
+        TensorStream(x, y[:3], batch_size=4, seed=0)

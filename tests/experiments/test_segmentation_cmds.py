@@ -112,3 +112,47 @@ def test_bad_rankings_regions_and_counts(trained, ablated, tmp_path, capsys):
     assert "outside 1..32" in run_bad(tmp_path, ["ablate", *ckpt, "--n", "33"], capsys)
     assert "outside 1..32" in run_bad(tmp_path, ["attack", *ckpt, "--n", "150%"], capsys)
     assert "random_seeds" in run_bad(tmp_path, ["ablate", *ckpt, "--random-seeds", "2"], capsys)
+
+
+def test_real_dataset_by_path_end_to_end(tmp_path):
+    """A tiny VOC-layout tree: seg-train on its train split, ablate and attack evaluate on val, rank on train."""
+    import numpy as np
+
+    from tests.data.test_segsets import _voc
+
+    rng = np.random.default_rng(0)
+
+    def samples(prefix: str, n: int):
+        out = []
+        for i in range(n):
+            ids = np.zeros((40, 48), dtype=np.uint8)
+            ids[5:25, 4 + i:30 + i] = 1 + i % 20
+            ids[0, :] = 255
+            out.append((f"{prefix}{i}", rng.integers(0, 255, (40, 48, 3), dtype=np.uint8), ids))
+        return out
+
+    spec = _voc(tmp_path / "voc", "train", samples("a", 12))
+    _voc(tmp_path / "voc", "val", samples("b", 6))
+    train = tmp_path / "train"
+    assert main(["seg-train", *SMALL, "--data", spec, "--side", "32", "--out", str(train)]) == 0
+    m = json.loads((train / "results.json").read_text())["metrics"]
+    assert m["test_images"] == 6 and statistic_ok(m["miou"])
+    state = torch.load(train / "seed0/checkpoint.pt", weights_only=True)
+    assert state["meta"]["data"] == spec and state["meta"]["segmentation"]["num_classes"] == 21
+    ckpt = ["--checkpoint", str(train / "seed0/checkpoint.pt")]
+    assert main(["ablate", *SMALL, *ckpt, "--rank-scenes", "8", "--test-size", "6", "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a/ranking.json").read_text())["split"] == "train"
+    assert main(["attack", *SMALL, *ckpt, "--region", "left", "--rank-scenes", "8", "--test-size", "6",
+                 "--out", str(tmp_path / "b")]) == 0
+    methods = {r["method"] for r in json.loads((tmp_path / "b/results.json").read_text())["metrics"]["attack"]}
+    assert {"flip", "random", "pgd"} <= methods and "shift" not in methods  # no items to paste in real images
+
+
+def test_given_weights_evaluated_as_they_are(trained, tmp_path, capsys):
+    out = tmp_path / "as-is"
+    weights = str(trained / "seed0/checkpoint.pt")
+    assert main(["seg-train", *SMALL, "--layout-prior", "0.9", "--epochs", "0", "--weights", weights,
+                 "--out", str(out)]) == 0
+    again = json.loads((out / "results.json").read_text())["metrics"]["miou"]["mean"]
+    assert again == json.loads((trained / "results.json").read_text())["metrics"]["miou"]["mean"]
+    assert "needs --weights" in run_bad(tmp_path, ["seg-train", "--epochs", "0"], capsys)

@@ -103,3 +103,28 @@ def seeded_generator(*keys: int) -> torch.Generator:
     """A CPU generator seeded from integer ``keys`` (e.g. seed, epoch, batch) through numpy's SeedSequence hashing."""
     state = np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
+
+
+@dataclass
+class TensorStream:
+    """Epochs of (inputs, targets) batches from tensors held in memory, in an order drawn from (seed, epoch)."""
+
+    inputs: Tensor
+    targets: Tensor
+    batch_size: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise UserError(f"batch_size must be >= 1, got {self.batch_size}")
+        if len(self.inputs) == 0 or len(self.inputs) != len(self.targets):
+            raise UserError(f"need as many targets as inputs (at least one), got {len(self.inputs)} and "
+                            f"{len(self.targets)}")
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.inputs) / self.batch_size)
+
+    def epoch(self, epoch: int, device: torch.device | str | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        order = torch.randperm(len(self.inputs), generator=seeded_generator(self.seed, epoch))
+        for index in order.split(self.batch_size):
+            yield self.inputs[index].to(device), self.targets[index].to(device)

@@ -20,15 +20,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..data.scenes import class_names, fixed_scenes, scene_items
 from ..errors import UserError
 from ..report.segmentation_figures import overlays, reliance_curve
 from ..results import atomic_write_text
 from ..stats import summarize
 from ..tables import write_csv
 from ..taps import MASK_MODES, masked
-from .seg_common import (RANK_SEED_OFFSET, LoadedModel, evaluate_features, flip_ranking, load_seg_checkpoint, parse_counts,
-                         ranking_record, read_ranking, scene_features, scores, test_scenes)
+from .seg_common import (EvalSet, LoadedModel, describe, evaluate_features, flip_ranking, load_seg_checkpoint,
+                         parse_counts, ranking_record, read_ranking, scene_features, scores)
 from .train import resolve_device
 
 EXPERIMENT = "ablate"
@@ -76,9 +75,7 @@ class AblatePlan:
     channels: int
     counts: list[int]
     ranking: dict | None
-    images: Tensor
-    masks: Tensor
-    classes: tuple[str, ...]
+    test: EvalSet
     device: torch.device
 
 
@@ -97,19 +94,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def prepare(config: Config) -> AblatePlan:
     config.validate()
     device = resolve_device(config.device)
-    loaded = load_seg_checkpoint(config.checkpoint, device)
-    images, masks, items = test_scenes(loaded.scenes, config.test_size, config.data_root)
+    loaded = load_seg_checkpoint(config.checkpoint, device, config.data_root)
+    test = loaded.data.test_set(config.test_size)
     with torch.no_grad():
-        channels = loaded.model.features(images[:1].to(device)).shape[1]
+        channels = loaded.model.features(test.images[:1].to(device)).shape[1]
     ranking = read_ranking(config.ranking, loaded, channels) if config.ranking else None
-    return AblatePlan(config, loaded, channels, parse_counts(config.n, channels), ranking, images, masks,
-                      class_names(items), device)
+    return AblatePlan(config, loaded, channels, parse_counts(config.n, channels), ranking, test, device)
 
 
 def channel_means(plan: AblatePlan) -> Tensor:
-    """Per-channel mean of the backbone output over rank-split scenes (the fill of mode ``mean``)."""
+    """Per-channel mean of the backbone output over rank-split images (the fill of mode ``mean``)."""
     c = plan.config
-    images, _ = fixed_scenes(scene_items("rank", c.data_root), plan.loaded.scenes, c.rank_scenes, RANK_SEED_OFFSET)
+    images = plan.loaded.data.rank_images(c.rank_scenes, seed=0).images
     return scene_features(plan.loaded.model, images, c.batch_size, plan.device).mean(dim=(0, 2, 3))
 
 
@@ -119,10 +115,10 @@ def ranked_orders(plan: AblatePlan, work: Path) -> dict[int, Tensor]:
     if plan.ranking is not None:
         per_seed = plan.ranking.get("seed_orders") or {"0": plan.ranking["keys"]["overall"]["order"]}
         return {int(s): torch.tensor(order) for s, order in per_seed.items()}
-    keys = {s: flip_ranking(plan.loaded.model, plan.loaded.scenes, region=None, count=c.rank_scenes, seed=s,
-                            batch_size=c.batch_size, device=plan.device, data_root=c.data_root) for s in c.seeds}
+    keys = {s: flip_ranking(plan.loaded.model, plan.loaded.data, region=None, count=c.rank_scenes, seed=s,
+                            batch_size=c.batch_size, device=plan.device) for s in c.seeds}
     merged = {k: sum(keys[s][k] for s in c.seeds) / len(c.seeds) for k in keys[c.seeds[0]]}
-    record = ranking_record(plan.loaded, "flip", "rank", list(c.seeds), c.rank_scenes, merged, plan.channels)
+    record = ranking_record(plan.loaded, "flip", list(c.seeds), c.rank_scenes, merged, plan.channels)
     orders = {s: keys[s]["overall"].argsort(descending=True, stable=True) for s in c.seeds}
     record["seed_orders"] = {str(s): o.tolist() for s, o in orders.items()}
     atomic_write_text(work / "ranking.json", json.dumps(record) + "\n")
@@ -133,14 +129,14 @@ def run(plan: AblatePlan, work: Path, *, progress: bool = True) -> dict:
     c, model = plan.config, plan.loaded.model
     orders = ranked_orders(plan, work)
     means = channel_means(plan) if c.mode == "mean" else None
-    feats = scene_features(model, plan.images, c.batch_size, plan.device)
+    feats = scene_features(model, plan.test.images, c.batch_size, plan.device)
 
     def evaluate(channels: Tensor) -> dict[str, float]:
         edit = (lambda f: masked(f, channels, mode=c.mode, means=means)) if len(channels) else None
-        return scores(evaluate_features(model, feats, plan.masks, c.batch_size, plan.device, edit))
+        return scores(evaluate_features(model, feats, plan.test.masks, c.batch_size, plan.device, edit))
 
     folds = torch.arange(len(feats)).chunk(c.folds)
-    clean_folds = [scores(evaluate_features(model, feats[f], plan.masks[f], c.batch_size, plan.device)) for f in folds]
+    clean_folds = [scores(evaluate_features(model, feats[f], plan.test.masks[f], c.batch_size, plan.device)) for f in folds]
     clean = evaluate(torch.empty(0, dtype=torch.long))
     rows, table = [], []
     for n in plan.counts:
@@ -160,14 +156,14 @@ def run(plan: AblatePlan, work: Path, *, progress: bool = True) -> dict:
                       "random_miou": row["random"]["mean"], "random_lo": row["random"]["ci95"][0],
                       "random_hi": row["random"]["ci95"][1], "drop_ratio": row["drop_ratio"]})
     write_csv(work / "table.csv", table)
-    title = f"{model.spec.model} w{model.spec.width} · prior {plan.loaded.scenes.layout_prior} · {c.mode}"
+    title = f"{model.spec.model} w{model.spec.width} · {describe(plan.loaded.data)} · {c.mode}"
     reliance_curve(rows, work / "reliance.png", title=title, clean=clean["miou"])
     _example_overlays(plan, feats, orders, means, work / "overlays.png")
     return {"miou_clean": summarize([f["miou"] for f in clean_folds]),
             "pixel_accuracy_clean": summarize([f["pixel_accuracy"] for f in clean_folds]),
             "miou_clean_all": clean["miou"], "channels": plan.channels, "mode": c.mode,
             "ranking": {"source": c.ranking or "ranking.json", "seeds": sorted(orders)},
-            "test_scenes": len(feats), "random_seeds": c.random_seeds, "reliance": rows}
+            "test_images": len(feats), "random_seeds": c.random_seeds, "reliance": rows}
 
 
 @torch.no_grad()
@@ -179,17 +175,17 @@ def _example_overlays(plan: AblatePlan, feats: Tensor, orders: dict[int, Tensor]
     n = max(1, plan.channels // 4)
     first = next(iter(orders.values()))[:n]
     rand = torch.randperm(plan.channels, generator=torch.Generator().manual_seed(0))[:n]
-    size = plan.masks.shape[-2:]
+    size = plan.test.masks.shape[-2:]
     preds = {"clean": model.decode(f, size).argmax(1).cpu(),
              f"top {n} ranked": model.decode(masked(f, first, mode=c.mode, means=means), size).argmax(1).cpu(),
              f"{n} random": model.decode(masked(f, rand, mode=c.mode, means=means), size).argmax(1).cpu()}
-    overlays(plan.images[:4], plan.masks[:4], preds, path, class_names=plan.classes)
+    overlays(plan.test.images[:4], plan.test.masks[:4], preds, path, class_names=plan.test.classes)
 
 
 def print_summary(metrics: dict) -> None:
     clean = metrics["miou_clean"]
     print(f"clean mIoU {clean['mean']:.3f} [{clean['ci95'][0]:.3f}, {clean['ci95'][1]:.3f}] "
-          f"({metrics['test_scenes']} test scenes, {metrics['channels']} channels, mode {metrics['mode']})")
+          f"({metrics['test_images']} test images, {metrics['channels']} channels, mode {metrics['mode']})")
     print(f"{'N':>5} {'ranked mIoU':>24} {'random mIoU':>24} {'drop ratio':>10}")
     for row in metrics["reliance"]:
         r, q = row["ranked"], row["random"]

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..data.canvas import canvas_side
-from ..data.scenes import ITEM_SIDE, class_names
+from ..data.scenes import ITEM_SIDE
 from ..errors import UserError
 from ..pgd import masked_pgd
 from ..regions import check_region, opposite, region_box, region_mask
@@ -33,8 +33,8 @@ from ..segmetrics import ConfusionMeter
 from ..stats import summarize
 from ..tables import write_csv
 from ..taps import masked
-from .seg_common import (LoadedModel, evaluate_features, flip_ranking, load_seg_checkpoint, parse_counts,
-                         scene_features, shift_ranking, test_scenes)
+from .seg_common import (EvalSet, LoadedModel, describe, evaluate_features, flip_ranking, load_seg_checkpoint,
+                         parse_counts, scene_features, shift_ranking)
 from .train import resolve_device
 
 EXPERIMENT = "attack"
@@ -90,10 +90,7 @@ class AttackPlan:
     loaded: LoadedModel
     channels: int
     counts: list[int]
-    images: Tensor
-    masks: Tensor
-    classes: tuple[str, ...]
-    norm: tuple[float, float]  # (mean, std) of the scene intensities
+    test: EvalSet
     device: torch.device
 
 
@@ -118,19 +115,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def prepare(config: Config) -> AttackPlan:
     config.validate()
     device = resolve_device(config.device)
-    loaded = load_seg_checkpoint(config.checkpoint, device)
-    side = loaded.scenes.side
+    loaded = load_seg_checkpoint(config.checkpoint, device, config.data_root)
+    side = loaded.data.scenes.side
     for r in config.region:
         y0, y1, x0, x1 = region_box(r, side, config.grid)
         if y1 <= y0 or x1 <= x0:
             raise UserError(f"region {r!r} is empty on a {side}×{side} scene")
-    if any(m.startswith("shift") for m in config.methods):
+    if loaded.data.synthetic and any(m.startswith("shift") for m in config.methods):
         canvas_side(config.grid, ITEM_SIDE, side)  # the shift ranking pastes items in a grid×grid layout
-    images, masks, items = test_scenes(loaded.scenes, config.test_size, config.data_root)
+    test = loaded.data.test_set(config.test_size)
     with torch.no_grad():
-        channels = loaded.model.features(images[:1].to(device)).shape[1]
-    return AttackPlan(config, loaded, channels, parse_counts(config.n, channels), images, masks, class_names(items),
-                      (items.mean[0], items.std[0]), device)
+        channels = loaded.model.features(test.images[:1].to(device)).shape[1]
+    return AttackPlan(config, loaded, channels, parse_counts(config.n, channels), test, device)
 
 
 class _Rankings:
@@ -146,16 +142,16 @@ class _Rankings:
                 return None
             key = ("flip", FLIP_SIDES[region], seed)
             if key not in self.cache:
-                self.cache[key] = flip_ranking(loaded.model, loaded.scenes, region=FLIP_SIDES[region],
+                self.cache[key] = flip_ranking(loaded.model, loaded.data, region=FLIP_SIDES[region],
                                                count=c.rank_scenes, seed=seed, batch_size=c.batch_size,
-                                               device=self.plan.device, data_root=c.data_root)
+                                               device=self.plan.device)
         else:
             key = ("shift", "", seed)
             if key not in self.cache:
-                self.cache[key] = shift_ranking(loaded.model, loaded.scenes, grid=c.grid, count=c.rank_scenes,
-                                                seed=seed, batch_size=c.batch_size, device=self.plan.device,
-                                                data_root=c.data_root)
-        return self.cache[key].get(region)
+                self.cache[key] = shift_ranking(loaded.model, loaded.data, grid=c.grid, count=c.rank_scenes,
+                                                seed=seed, batch_size=c.batch_size, device=self.plan.device)
+        scores = self.cache[key]
+        return None if scores is None else scores.get(region)
 
 
 def _in_out(plan: AttackPlan, feats: Tensor, masks: Tensor, inside: Tensor, edit=None) -> tuple[float, float]:
@@ -169,13 +165,13 @@ def _pgd_in_out(plan: AttackPlan, inside: Tensor, seed: int) -> tuple[float, flo
     """mIoU inside / outside after masked PGD on the first ``pgd_size`` test scenes; also the adversarial
     predictions of the first 4."""
     c, model = plan.config, plan.loaded.model
-    mean, std = plan.norm
+    mean, std = plan.test.mean, plan.test.std
     generator = torch.Generator().manual_seed(seed)
     meter = ConfusionMeter(model.num_classes, {"in": inside, "out": ~inside})
     first = None
-    for i in range(0, min(c.pgd_size, len(plan.images)), c.batch_size):
+    for i in range(0, min(c.pgd_size, len(plan.test.images)), c.batch_size):
         end = min(i + c.batch_size, c.pgd_size)
-        x, y = plan.images[i:end].to(plan.device), plan.masks[i:end]
+        x, y = plan.test.images[i:end].to(plan.device), plan.test.masks[i:end]
         adv = masked_pgd(model, x, y.to(plan.device), inside.to(plan.device), eps=c.eps / std, steps=c.pgd_steps,
                          lower=(0 - mean) / std, upper=(1 - mean) / std, generator=generator)
         with torch.no_grad():
@@ -197,13 +193,13 @@ def _row(region: str, n: int | None, method: str, clean: tuple[float, float], af
 
 def run(plan: AttackPlan, work: Path, *, progress: bool = True) -> dict:
     c, model = plan.config, plan.loaded.model
-    side = plan.loaded.scenes.side
-    feats = scene_features(model, plan.images, c.batch_size, plan.device)
+    side = plan.loaded.data.scenes.side
+    feats = scene_features(model, plan.test.images, c.batch_size, plan.device)
     rankings = _Rankings(plan)
     rows = []
     for region in c.region:
         inside = region_mask(region, side, c.grid)
-        clean = _in_out(plan, feats, plan.masks, inside)
+        clean = _in_out(plan, feats, plan.test.masks, inside)
         examples = {"clean": None}
         for n in plan.counts:
             for method in c.methods:
@@ -221,29 +217,29 @@ def run(plan: AttackPlan, work: Path, *, progress: bool = True) -> dict:
                     if any(s is None for s in scored):
                         continue
                     draws = [s.argsort(descending=True, stable=True)[:n] for s in scored]
-                after = [_in_out(plan, feats, plan.masks, inside, lambda f, d=d: masked(f, d)) for d in draws]
+                after = [_in_out(plan, feats, plan.test.masks, inside, lambda f, d=d: masked(f, d)) for d in draws]
                 rows.append(_row(region, n, method, clean, after))
                 if method in ("flip", "shift") and method not in examples:
                     with torch.no_grad():
                         f = masked(feats[:4].to(plan.device), draws[0])
-                        examples[method] = model.decode(f, plan.masks.shape[-2:]).argmax(1).cpu()
+                        examples[method] = model.decode(f, plan.test.masks.shape[-2:]).argmax(1).cpu()
         if "pgd" in c.methods:
             results = [_pgd_in_out(plan, inside, s) for s in c.seeds]
             subset = slice(0, c.pgd_size)
-            clean_subset = _in_out(plan, feats[subset], plan.masks[subset], inside)
+            clean_subset = _in_out(plan, feats[subset], plan.test.masks[subset], inside)
             rows.append(_row(region, None, "pgd", clean_subset, [(r[0], r[1]) for r in results]))
             examples["pgd"] = results[0][2]
         with torch.no_grad():
-            examples["clean"] = model.decode(feats[:4].to(plan.device), plan.masks.shape[-2:]).argmax(1).cpu()
-        overlays(plan.images[:4], plan.masks[:4], examples, work / f"overlays_{region.replace(':', '')}.png",
-                 class_names=plan.classes, region=inside)
+            examples["clean"] = model.decode(feats[:4].to(plan.device), plan.test.masks.shape[-2:]).argmax(1).cpu()
+        overlays(plan.test.images[:4], plan.test.masks[:4], examples, work / f"overlays_{region.replace(':', '')}.png",
+                 class_names=plan.test.classes, region=inside)
     write_csv(work / "table.csv", [{"region": r["region"], "n": r["n"], "method": r["method"],
                                     "miou_in_clean": r["miou_in_clean"], "miou_in": r["miou_in"]["mean"],
                                     "miou_out_clean": r["miou_out_clean"], "miou_out": r["miou_out"]["mean"],
                                     "drop_in": r["drop_in"]["mean"], "drop_out": r["drop_out"]["mean"],
                                     "selectivity": r["selectivity"]} for r in rows])
-    region_heatmap(rows, work / "regions.png", title=f"{model.spec.model} · prior {plan.loaded.scenes.layout_prior}")
-    return {"attack": rows, "channels": plan.channels, "test_scenes": len(plan.images), "eps": c.eps,
+    region_heatmap(rows, work / "regions.png", title=f"{model.spec.model} · {describe(plan.loaded.data)}")
+    return {"attack": rows, "channels": plan.channels, "test_images": len(plan.test.images), "eps": c.eps,
             "pgd_steps": c.pgd_steps, "seeds": list(c.seeds), "random_seeds": c.random_seeds}
 
 

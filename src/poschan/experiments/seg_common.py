@@ -1,4 +1,4 @@
-"""What seg-train, ablate and attack share: scene and model settings, checkpoints, evaluation, rankings on scenes."""
+"""What seg-train, ablate and attack share: data (scenes or a real dataset), checkpoints, evaluation, rankings."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..data.scenes import SceneSpec, fixed_scenes, scene_items
+from ..data.scenes import NUM_CLASSES, SceneSpec, SceneStream, class_names, fixed_scenes, scene_items
+from ..data.segsets import SEGSET_CLASSES, load_segset, parse_segset
 from ..data.sources import ImageSet
+from ..data.stream import TensorStream
 from ..engine import load_checkpoint
 from ..errors import UserError
 from ..models.segmentation import SegNet, build_segmenter, fingerprint, load_segmenter_state, spec_from_dict
@@ -41,37 +43,112 @@ def scene_spec(c: object) -> SceneSpec:
     return spec
 
 
+@dataclass(frozen=True)
+class EvalSet:
+    images: Tensor  # (N, C, S, S), normalised with mean/std
+    masks: Tensor  # (N, S, S) class ids or IGNORE_INDEX
+    classes: tuple[str, ...]
+    mean: float  # intensity normalisation (averaged over channels for RGB data), for PGD's budget and range
+    std: float
+
+
+@dataclass(frozen=True)
+class SegData:
+    """Where a segmenter's images come from: Fashion-MNIST scenes (``source`` "scenes", drawn by ``scenes``), or a
+    real dataset by path ("voc:PATH", "cityscapes:PATH"), resized and centre-cropped to ``scenes.side``.
+
+    Splits: scenes train / rank / test are built from disjoint Fashion-MNIST images; a real dataset trains and
+    ranks on its ``train`` split and is evaluated on ``val``. Real images are ranked as they are: a region of the
+    flip ranking cannot be imposed on them (the paper's protocol), and the shift ranking (items pasted in cells)
+    needs scenes.
+    """
+
+    source: str
+    scenes: SceneSpec
+    data_root: str | None = None
+
+    @property
+    def synthetic(self) -> bool:
+        return self.source == "scenes"
+
+    @property
+    def rank_split(self) -> str:
+        return "rank" if self.synthetic else "train"
+
+    @property
+    def eval_split(self) -> str:
+        return "test" if self.synthetic else "val"
+
+    def validate(self) -> None:
+        if not self.synthetic:
+            parse_segset(self.source)
+        self.scenes.validate()
+
+    def test_set(self, count: int) -> EvalSet:
+        """The fixed evaluation images: test scenes (seed TEST_SEED), or the first ``count`` val images."""
+        if self.synthetic:
+            items = scene_items("test", self.data_root)
+            images, masks = fixed_scenes(items, self.scenes, count, TEST_SEED)
+            return EvalSet(images, masks, class_names(items), items.mean[0], items.std[0])
+        data = load_segset(self.source, "val", self.scenes.side, limit=count)
+        return EvalSet(data.images, data.masks, data.classes, sum(data.mean) / 3, sum(data.std) / 3)
+
+    def rank_images(self, count: int, seed: int, region: str | None = None) -> ImageSet:
+        """Images to rank channels on (never the evaluation split): ``count`` rank scenes of ranking seed ``seed``
+        with every item in ``region`` (None: as trained), or the first ``count`` train images of a real dataset."""
+        if self.synthetic:
+            spec = dataclasses.replace(self.scenes, region=region)
+            spec.validate()
+            items = scene_items("rank", self.data_root)
+            images, _ = fixed_scenes(items, spec, count, RANK_SEED_OFFSET + seed)
+            mean, std = items.mean, items.std
+        else:
+            data = load_segset(self.source, "train", self.scenes.side, limit=count)
+            images, mean, std = data.images, data.mean, data.std
+        return ImageSet(images, torch.zeros(len(images), dtype=torch.long), ("image",), tuple(mean), tuple(std),
+                        self.source, self.rank_split)
+
+    def train_source(self, count: int, batch_size: int, seed: int):
+        """Training batches (images, masks): scenes redrawn every epoch, or the shuffled train split."""
+        if self.synthetic:
+            return SceneStream(scene_items("train", self.data_root), self.scenes, count, batch_size, seed)
+        data = load_segset(self.source, "train", self.scenes.side, limit=count)
+        return TensorStream(data.images, data.masks, batch_size, seed)
+
+    def num_classes(self) -> int:
+        return NUM_CLASSES if self.synthetic else len(SEGSET_CLASSES[parse_segset(self.source)[0]])
+
+
+def describe(data: SegData) -> str:
+    """A short title for figures: the scenes' layout prior, or the dataset."""
+    return f"prior {data.scenes.layout_prior} {data.scenes.layout}" if data.synthetic else data.source
+
+
 @dataclass
 class LoadedModel:
     model: SegNet
-    scenes: SceneSpec  # the scenes the model was trained on
+    data: SegData  # what the model was trained on
     fingerprint: str
     path: str
 
 
-def load_seg_checkpoint(path: str, device: torch.device) -> LoadedModel:
+def load_seg_checkpoint(path: str, device: torch.device, data_root: str | None = None) -> LoadedModel:
     """A checkpoint written by `poschan seg-train` (pickled code and other files refused), in eval mode."""
     if not Path(path).is_file():
         raise UserError(f"checkpoint {path!r} not found")
     state = load_checkpoint(Path(path))
     meta = state.get("meta")
-    if not isinstance(meta, dict) or "segmentation" not in meta or "scenes" not in meta:
+    if not isinstance(meta, dict) or not {"segmentation", "scenes"} <= set(meta):
         raise UserError(f"{path} is not a poschan segmentation checkpoint (written by `poschan seg-train`)")
     model = build_segmenter(spec_from_dict(meta["segmentation"], path))
     load_segmenter_state(model, state["model"], path)
     try:
-        scenes = SceneSpec(**meta["scenes"])
+        data = SegData(str(meta.get("data", "scenes")), SceneSpec(**meta["scenes"]), data_root)
     except TypeError as err:
-        raise UserError(f"{path}: unreadable scene settings ({err})") from None
+        raise UserError(f"{path}: unreadable data settings ({err})") from None
+    data.validate()
     model.eval().requires_grad_(False).to(device)
-    return LoadedModel(model, scenes, fingerprint(model), path)
-
-
-def test_scenes(spec: SceneSpec, count: int, data_root: str | None) -> tuple[Tensor, Tensor, ImageSet]:
-    """The fixed evaluation scenes (test split items) and the items they come from."""
-    items = scene_items("test", data_root)
-    images, masks = fixed_scenes(items, spec, count, TEST_SEED)
-    return images, masks, items
+    return LoadedModel(model, data, fingerprint(model), path)
 
 
 @torch.no_grad()
@@ -98,45 +175,42 @@ def scores(meter: ConfusionMeter, name: str = "all") -> dict[str, float]:
     return {"miou": meter.miou(name), "pixel_accuracy": meter.pixel_accuracy(name)}
 
 
-def flip_ranking(model: SegNet, scenes: SceneSpec, *, region: str | None, count: int, seed: int, batch_size: int,
-                 device: torch.device, data_root: str | None) -> dict[str, Tensor]:
-    """Flip scores (poschan.ranking, image input) of ``model.feature_layer`` on ``count`` rank-split scenes.
+def flip_ranking(model: SegNet, data: SegData, *, region: str | None, count: int, seed: int, batch_size: int,
+                 device: torch.device) -> dict[str, Tensor]:
+    """Flip scores (poschan.ranking, image input) of ``model.feature_layer`` on ``count`` rank images.
 
     ``region`` None: scenes as trained (keys overall, left, right, top, bottom); "left": every item in the left
     half, so ``left`` / ``right`` rank the channels that fire for content on that side; "top" likewise.
     """
-    spec = dataclasses.replace(scenes, region=region)
-    spec.validate()
-    items = scene_items("rank", data_root)
-    images, _ = fixed_scenes(items, spec, count, RANK_SEED_OFFSET + seed)
-    scene_set = ImageSet(images, torch.zeros(len(images), dtype=torch.long), ("scene",), items.mean, items.std,
-                         "scenes", "rank")
-    tally = accumulate(model, model.feature_layer, scene_set, RankSpec("flip", flip_input="image"), seed=seed,
+    images = data.rank_images(count, seed, region if data.synthetic else None)
+    tally = accumulate(model, model.feature_layer, images, RankSpec("flip", flip_input="image"), seed=seed,
                        batch_size=batch_size, device=device, progress=False)
     return tally.real.scores()
 
 
-def shift_ranking(model: SegNet, scenes: SceneSpec, *, grid: int, count: int, seed: int, batch_size: int,
-                  device: torch.device, data_root: str | None) -> dict[str, Tensor]:
+def shift_ranking(model: SegNet, data: SegData, *, grid: int, count: int, seed: int, batch_size: int,
+                  device: torch.device) -> dict[str, Tensor] | None:
     """Shift scores (per cell and region) of single rank-split items pasted in every cell of a grid×grid
-    layout of the scene canvas (black background, as the scenes)."""
-    items = scene_items("rank", data_root, limit=count)
-    spec = RankSpec("shift", grid=grid, canvas=scenes.side, background="black")
+    layout of the scene canvas (black background, as the scenes); None for real data (no items to paste)."""
+    if not data.synthetic:
+        return None
+    items = scene_items("rank", data.data_root, limit=count)
+    spec = RankSpec("shift", grid=grid, canvas=data.scenes.side, background="black")
     tally = accumulate(model, model.feature_layer, items, spec, seed=seed, batch_size=batch_size, device=device,
                        progress=False)
     return tally.real.scores()
 
 
-def ranking_record(loaded: LoadedModel, method: str, split: str, seeds: list[int], n_images: int,
-                   keys: dict[str, Tensor], channels: int) -> dict:
-    """A ranking.json for a segmentation model (orders merged over seeds by summed scores)."""
+def ranking_record(loaded: LoadedModel, method: str, seeds: list[int], n_images: int, keys: dict[str, Tensor],
+                   channels: int) -> dict:
+    """A ranking.json for a segmentation model (``keys``: scores merged over seeds)."""
     return {"model": loaded.model.spec.model, "fingerprint": loaded.fingerprint, "layer": loaded.model.feature_layer,
-            "channels": channels, "method": method, "data": "scenes", "split": split, "n_images": n_images,
-            "seeds": seeds, "keys": {k: {"order": ranking_order(s).tolist(), "scores": s.tolist()}
-                                     for k, s in keys.items()}}
+            "channels": channels, "method": method, "data": loaded.data.source, "split": loaded.data.rank_split,
+            "n_images": n_images, "seeds": seeds,
+            "keys": {k: {"order": ranking_order(s).tolist(), "scores": s.tolist()} for k, s in keys.items()}}
 
 
-def read_ranking(path: str, loaded: LoadedModel, channels: int, eval_split: str = "test") -> dict:
+def read_ranking(path: str, loaded: LoadedModel, channels: int) -> dict:
     """A ranking.json that belongs to this model and was not computed on the evaluation split (else UserError)."""
     try:
         ranking = json.loads(Path(path).read_text())
@@ -150,6 +224,7 @@ def read_ranking(path: str, loaded: LoadedModel, channels: int, eval_split: str 
     if ranking.get("fingerprint") != loaded.fingerprint:
         raise UserError(f"ranking {path} was computed for another model (weights {ranking.get('fingerprint')}, "
                         f"this checkpoint {loaded.fingerprint}); rank this checkpoint")
+    eval_split = loaded.data.eval_split
     if ranking.get("split") == eval_split:
         raise UserError(f"ranking {path} was computed on the evaluation split {eval_split!r}; rank on another split")
     return ranking

@@ -1,8 +1,9 @@
-"""`poschan seg-train`: train a DeepLabv3-style segmenter on Fashion-MNIST scenes (see poschan.data.scenes).
+"""`poschan seg-train`: train a DeepLabv3-style segmenter on Fashion-MNIST scenes (poschan.data.scenes) or, by
+path, on PASCAL VOC 2012 / Cityscapes (poschan.data.segsets; ``--data voc:PATH``).
 
 One model per seed in ``seed<S>/checkpoint.pt`` (weights, optimizer, epoch, history and, under "meta", the model
-and scene settings that `poschan ablate` / `attack` rebuild it from). Training scenes are redrawn every epoch
-from the train items; the test scenes are fixed and drawn from the test items.
+and data settings that `poschan ablate` / `attack` rebuild it from). Training scenes are redrawn every epoch
+from the train items; the test scenes are fixed and drawn from the test items (real data: the val split).
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.scenes import NUM_CLASSES, SceneSpec, SceneStream, scene_items
-from ..data.sources import ImageSet
 from ..engine import fit
+from ..results import atomic_torch_save
 from ..errors import UserError
+from ..segmetrics import IGNORE_INDEX
 from ..models.segmentation import SEG_MODELS, SegSpec, build_segmenter, load_segmenter_state
 from ..report.figures import learning_curves
 from ..stats import summarize
 from ..tables import write_csv
 from .arguments import add_training_arguments
-from .seg_common import add_scene_arguments, evaluate_features, scene_features, scene_spec, scores, test_scenes
+from .seg_common import (EvalSet, SegData, add_scene_arguments, describe, evaluate_features, scene_features, scene_spec,
+                         scores)
 from .train import resolve_device
 
 EXPERIMENT = "seg-train"
@@ -33,6 +35,7 @@ HELP = "train a DeepLabv3-style segmenter over a dilated backbone on Fashion-MNI
 
 @dataclass
 class Config:
+    data: str = "scenes"
     side: int = 96
     min_items: int = 1
     max_items: int = 4
@@ -51,16 +54,17 @@ class Config:
     batch_size: int = 32
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    train_size: int | None = None  # training scenes per epoch (default 50000)
-    test_size: int | None = None  # test scenes (default 2000)
+    train_size: int | None = None  # training scenes per epoch (default 50000; real data: the first N train images)
+    test_size: int | None = None  # test scenes (default 2000; real data: the first N val images)
     seeds: list[int] = field(default_factory=lambda: [0])
     device: str = "cpu"
     preset: str = "paper"
 
     def validate(self) -> None:
-        for key in ("epochs", "batch_size"):
-            if getattr(self, key) < 1:
-                raise UserError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.batch_size < 1 or self.epochs < 0:
+            raise UserError(f"batch_size must be >= 1 and epochs >= 0, got {self.batch_size} and {self.epochs}")
+        if self.epochs == 0 and self.weights is None:
+            raise UserError("epochs 0 (evaluate as is) needs --weights PATH")
         for key in ("train_size", "test_size"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise UserError(f"{key} must be >= 1 or null, got {getattr(self, key)}")
@@ -69,26 +73,30 @@ class Config:
         if self.lr <= 0 or len(self.betas) != 2:
             raise UserError(f"lr must be > 0 and betas two numbers, got lr={self.lr}, betas={self.betas}")
 
-    def segmentation(self) -> SegSpec:
-        in_chans = 3 if self.model == "tv:deeplabv3_resnet50" else 1
-        spec = SegSpec(self.model, NUM_CLASSES, in_chans, self.width, self.padding, self.dilate_last,
+    def segmentation(self, data: SegData) -> SegSpec:
+        in_chans = 3 if self.model == "tv:deeplabv3_resnet50" or not data.synthetic else 1
+        spec = SegSpec(self.model, data.num_classes(), in_chans, self.width, self.padding, self.dilate_last,
                        self.aspp_channels, list(self.atrous_rates))
         spec.validate()
         return spec
+
+    def seg_data(self) -> SegData:
+        data = SegData(self.data, scene_spec(self), self.data_root)
+        data.validate()
+        return data
 
 
 @dataclass
 class SegTrainPlan:
     config: Config
     seg: SegSpec
-    scenes: SceneSpec
-    items: ImageSet
-    test_images: Tensor
-    test_masks: Tensor
+    data: SegData
+    test: EvalSet
     device: torch.device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="scenes (Fashion-MNIST scenes, default), voc:PATH or cityscapes:PATH")
     add_scene_arguments(p)
     p.add_argument("--model", help=f"backbone: {', '.join(SEG_MODELS)}")
     p.add_argument("--width", type=int, help="width multiplier of resnet18-paper (64 = full)")
@@ -100,7 +108,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _pixel_cross_entropy(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    return F.cross_entropy(model(x), y)
+    return F.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)
 
 
 def _as_model_input(x: Tensor, in_chans: int) -> Tensor:
@@ -111,15 +119,15 @@ def prepare(config: Config) -> SegTrainPlan:
     """Load the items, draw the test scenes and build one model: every bad input fails here."""
     config.validate()
     device = resolve_device(config.device)
-    seg, scenes = config.segmentation(), scene_spec(config)
-    items = scene_items("train", config.data_root)
-    images, masks, _ = test_scenes(scenes, config.test_size or 2000, config.data_root)
+    data = config.seg_data()
+    seg = config.segmentation(data)
+    test = data.test_set(config.test_size or 2000)
     model = build_segmenter(seg)
     if config.weights is not None:
         _load_weights(model, config.weights)
     with torch.no_grad():
-        model.eval()(_as_model_input(images[:2], seg.in_chans))  # the model must take a scene of this size
-    return SegTrainPlan(config, seg, scenes, items, images, masks, device)
+        model.eval()(_as_model_input(test.images[:2], seg.in_chans))  # the model must take an image of this size
+    return SegTrainPlan(config, seg, data, test, device)
 
 
 def _load_weights(model: nn.Module, path: str) -> None:
@@ -136,17 +144,17 @@ def evaluate(model: nn.Module, plan: SegTrainPlan) -> dict:
     """mIoU and pixel accuracy on the fixed test scenes."""
     was_training = model.training
     model.eval()
-    images = _as_model_input(plan.test_images, plan.seg.in_chans)
+    images = _as_model_input(plan.test.images, plan.seg.in_chans)
     feats = scene_features(model, images, plan.config.batch_size * 2, plan.device)
-    result = scores(evaluate_features(model, feats, plan.test_masks, plan.config.batch_size * 2, plan.device))
+    result = scores(evaluate_features(model, feats, plan.test.masks, plan.config.batch_size * 2, plan.device))
     model.train(was_training)
     return {"test_miou": result["miou"], "test_pixel_accuracy": result["pixel_accuracy"]}
 
 
 class _Batches:
-    """A SceneStream whose images are expanded to the model's input channels."""
+    """A batch source whose images are expanded to the model's input channels."""
 
-    def __init__(self, stream: SceneStream, in_chans: int):
+    def __init__(self, stream, in_chans: int):
         self.stream, self.in_chans = stream, in_chans
 
     def __len__(self) -> int:
@@ -159,27 +167,36 @@ class _Batches:
 
 def run(plan: SegTrainPlan, work: Path, *, progress: bool = True) -> dict:
     c = plan.config
-    curves = []
+    curves, final = [], []
     for seed in c.seeds:
         torch.manual_seed(seed)
         model = build_segmenter(plan.seg)
         if c.weights is not None:
             _load_weights(model, c.weights)
-        stream = SceneStream(plan.items, plan.scenes, c.train_size or 50_000, c.batch_size, seed)
         run_dir = work / f"seed{seed}"
         run_dir.mkdir(parents=True, exist_ok=True)
+        meta = {"segmentation": asdict(plan.seg), "data": plan.data.source, "scenes": asdict(plan.data.scenes),
+                "seed": seed}
+        if c.epochs == 0:  # evaluate given weights as they are, in a checkpoint the other commands read
+            atomic_torch_save({"model": model.state_dict(), "epoch": 0, "history": [], "meta": meta},
+                              run_dir / "checkpoint.pt")
+            final.append({"seed": seed, "train_loss": float("nan"), **evaluate(model.to(plan.device), plan)})
+            continue
+        stream = plan.data.train_source(c.train_size or 50_000, c.batch_size, seed)
         history = fit(model, _Batches(stream, plan.seg.in_chans), epochs=c.epochs, lr=c.lr, betas=tuple(c.betas),
                       seed=seed, device=plan.device, checkpoint=run_dir / "checkpoint.pt",
                       log_csv=run_dir / "metrics.csv", evaluate=lambda m, _e: evaluate(m, plan),
                       loss_fn=_pixel_cross_entropy, progress=progress, desc=f"seed {seed}",
-                      tensorboard=run_dir / "tensorboard",
-                      meta={"segmentation": asdict(plan.seg), "scenes": asdict(plan.scenes), "seed": seed})
+                      tensorboard=run_dir / "tensorboard", meta=meta)
         curves += [{"seed": seed, **{k: v for k, v in row.items() if k != "seconds"}} for row in history]
-    final = [row for row in curves if row["epoch"] == c.epochs]
-    write_csv(work / "curves.csv", curves)
-    learning_curves(curves, work / "learning_curve.png", chance=0.0, metric="test_miou",
-                    title=f"{c.model} (width {c.width}, {c.padding}) · prior {c.layout_prior} {c.layout}")
-    return {"miou": summarize([row["test_miou"] for row in final]),
-            "pixel_accuracy": summarize([row["test_pixel_accuracy"] for row in final]),
-            "train_loss": summarize([row["train_loss"] for row in final]),
-            "checkpoints": [f"seed{s}/checkpoint.pt" for s in c.seeds], "test_scenes": len(plan.test_images)}
+        final.append(curves[-1])
+    if curves:
+        write_csv(work / "curves.csv", curves)
+        learning_curves(curves, work / "learning_curve.png", chance=0.0, metric="test_miou",
+                        title=f"{c.model} (width {c.width}, {c.padding}) · {describe(plan.data)}")
+    metrics = {"miou": summarize([row["test_miou"] for row in final]),
+               "pixel_accuracy": summarize([row["test_pixel_accuracy"] for row in final]),
+               "checkpoints": [f"seed{s}/checkpoint.pt" for s in c.seeds], "test_images": len(plan.test.images)}
+    if curves:
+        metrics["train_loss"] = summarize([row["train_loss"] for row in final])
+    return metrics
