@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from poschan.data.sources import ImageSet, load_dataset
-from poschan.data.stream import seeded_generator
+from poschan.data.stream import EpochBatches, seeded_generator
 from poschan.errors import UserError
 from poschan.regions import Box, check_region, region_box
 
@@ -209,7 +209,7 @@ def fixed_scenes(items: ImageSet, spec: SceneSpec, count: int, seed: int,
 
 
 @dataclass
-class SceneStream:
+class SceneStream(EpochBatches):
     """Epochs of fresh scene batches; every batch is a pure function of (seed, epoch, batch)."""
 
     items: ImageSet
@@ -232,17 +232,9 @@ class SceneStream:
         """Batches per epoch; the last partial batch is kept."""
         return math.ceil(self.scenes_per_epoch / self.batch_size)
 
-    def epoch(self, epoch: int, device: torch.device | str | None = None, *,
-              start_batch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """Yield (images (B, 1, side, side), masks (B, side, side) int64) for batches start_batch.. of ``epoch``."""
-        if epoch < 0:
-            raise UserError(f"epoch must be >= 0, got {epoch}")
-        if not 0 <= start_batch <= len(self):
-            raise UserError(f"start_batch must be in 0..{len(self)}, got {start_batch}")
-        return self._batches(epoch, device, start_batch)
-
     def _batches(self, epoch: int, device: torch.device | str | None,
                  start_batch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """(images (B, 1, side, side), masks (B, side, side) int64) for batches start_batch.. of ``epoch``."""
         for b in range(start_batch, len(self)):
             count = min(self.batch_size, self.scenes_per_epoch - b * self.batch_size)
             yield render_scenes(self.items, self.spec, count, seeded_generator(self.seed, epoch, b), device)

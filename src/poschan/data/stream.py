@@ -17,8 +17,27 @@ from poschan.errors import UserError
 TASKS = ("location", "semantic")
 
 
+class EpochBatches:
+    """``epoch(e, device, start_batch=)``: batches start_batch.. of epoch ``e``, each a pure function of
+    (seed, epoch, batch); subclasses define ``__len__`` and ``_batches``."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _batches(self, epoch: int, device: torch.device | str | None, start_batch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        raise NotImplementedError
+
+    def epoch(self, epoch: int, device: torch.device | str | None = None, *,
+              start_batch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        if epoch < 0:
+            raise UserError(f"epoch must be >= 0, got {epoch}")
+        if not 0 <= start_batch <= len(self):
+            raise UserError(f"start_batch must be in 0..{len(self)}, got {start_batch}")
+        return self._batches(epoch, device, start_batch)
+
+
 @dataclass
-class CanvasStream:
+class CanvasStream(EpochBatches):
     """Images pasted at a random grid cell, redrawn every epoch.
 
     task "location": label = cell index (row-major); "semantic": label = the image's class.
@@ -72,16 +91,8 @@ class CanvasStream:
     def out_channels(self) -> int:
         return self.channels if self.channels is not None else self.data.channels
 
-    def epoch(self, epoch: int, device: torch.device | str | None = None, *,
-              start_batch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """Yield (canvases (B, C, side, side), labels (B,)) for batches start_batch.. of `epoch`."""
-        if epoch < 0:
-            raise UserError(f"epoch must be >= 0, got {epoch}")
-        if not 0 <= start_batch <= len(self):
-            raise UserError(f"start_batch must be in 0..{len(self)}, got {start_batch}")
-        return self._batches(epoch, device, start_batch)
-
     def _batches(self, epoch: int, device: torch.device | str | None, start_batch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """(canvases (B, C, side, side), labels (B,)) for batches start_batch.. of ``epoch``."""
         n, c, side = len(self.data), self.out_channels, self.side
         order = torch.randperm(n, generator=self._generator(epoch, 0)) if self.shuffle else torch.arange(n)
         for b in range(start_batch, len(self)):

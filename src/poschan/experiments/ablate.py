@@ -25,9 +25,11 @@ from ..report.segmentation_figures import overlays, reliance_curve
 from ..results import atomic_write_text
 from ..stats import summarize
 from ..tables import write_csv
+from ..ranking import ranking_order
 from ..taps import MASK_MODES, masked
-from .seg_common import (EvalSet, LoadedModel, describe, evaluate_features, flip_ranking, load_seg_checkpoint,
-                         parse_counts, ranking_record, read_ranking, scene_features, scores)
+from .seg_common import (EvalSet, LoadedModel, SegEvalConfig, add_eval_arguments, describe, evaluate_features,
+                         flip_ranking, load_seg_checkpoint, parse_counts, ranking_record, read_ranking,
+                         scene_features, scores)
 from .train import resolve_device
 
 EXPERIMENT = "ablate"
@@ -35,35 +37,18 @@ HELP = "zero the top-N position channels of a segmenter's backbone vs N random c
 
 
 @dataclass
-class Config:
-    checkpoint: str = ""
+class Config(SegEvalConfig):
     ranking: str | None = None
     n: list[str] = field(default_factory=lambda: ["5%", "10%", "25%", "50%"])
-    random_seeds: int = 5
     mode: str = "zero"
-    rank_scenes: int = 2000
-    test_size: int = 2000
     folds: int = 5
-    batch_size: int = 64
-    data_root: str | None = None
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    device: str = "cpu"
-    preset: str = "paper"
 
     def validate(self) -> None:
-        if not self.checkpoint:
-            raise UserError("--checkpoint is required: a seg-train checkpoint (e.g. RUN/seed0/checkpoint.pt)")
+        super().validate()
         if self.mode not in MASK_MODES:
             raise UserError(f"unknown mode {self.mode!r}; allowed: {', '.join(MASK_MODES)}")
-        if self.random_seeds < 5:
-            raise UserError(f"random_seeds must be >= 5 (the random control needs a spread), got {self.random_seeds}")
-        for key in ("rank_scenes", "batch_size"):
-            if getattr(self, key) < 3:
-                raise UserError(f"{key} must be >= 3, got {getattr(self, key)}")
         if self.folds < 2 or self.test_size < self.folds:
             raise UserError(f"need folds >= 2 and test_size >= folds, got folds={self.folds}, test_size={self.test_size}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise UserError(f"seeds must be distinct and >= 0 (at least one), got {self.seeds}")
         if not self.n:
             raise UserError("--n needs at least one channel count, e.g. 5%,10%,25%,50%")
 
@@ -80,15 +65,9 @@ class AblatePlan:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", help="seg-train checkpoint (RUN/seed<S>/checkpoint.pt)")
+    add_eval_arguments(p)
     p.add_argument("--ranking", help="ranking.json for this checkpoint, made on another split (default: rank here)")
-    p.add_argument("--n", type=lambda s: [v for v in s.split(",") if v.strip()],
-                   help="channel counts or percentages, e.g. 5%%,10%%,25%%,50%%")
-    p.add_argument("--random-seeds", dest="random_seeds", type=int, help="random-channel draws per N (>= 5)")
-    p.add_argument("--mode", help="zero or mean (replace by the channel's mean on the rank scenes)")
-    p.add_argument("--rank-scenes", dest="rank_scenes", type=int, help="rank-split scenes per ranking seed")
-    p.add_argument("--test-size", dest="test_size", type=int, help="test scenes")
-    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--mode", help="zero or mean (replace by the channel's mean on the rank images)")
 
 
 def prepare(config: Config) -> AblatePlan:
@@ -119,7 +98,7 @@ def ranked_orders(plan: AblatePlan, work: Path) -> dict[int, Tensor]:
                             batch_size=c.batch_size, device=plan.device) for s in c.seeds}
     merged = {k: sum(keys[s][k] for s in c.seeds) / len(c.seeds) for k in keys[c.seeds[0]]}
     record = ranking_record(plan.loaded, "flip", list(c.seeds), c.rank_scenes, merged, plan.channels)
-    orders = {s: keys[s]["overall"].argsort(descending=True, stable=True) for s in c.seeds}
+    orders = {s: ranking_order(keys[s]["overall"]) for s in c.seeds}
     record["seed_orders"] = {str(s): o.tolist() for s, o in orders.items()}
     atomic_write_text(work / "ranking.json", json.dumps(record) + "\n")
     return orders

@@ -27,14 +27,15 @@ from ..data.canvas import canvas_side
 from ..data.scenes import ITEM_SIDE
 from ..errors import UserError
 from ..pgd import masked_pgd
+from ..ranking import ranking_order
 from ..regions import check_region, opposite, region_box, region_mask
 from ..report.segmentation_figures import overlays, region_heatmap
 from ..segmetrics import ConfusionMeter
 from ..stats import summarize
 from ..tables import write_csv
 from ..taps import masked
-from .seg_common import (EvalSet, LoadedModel, describe, evaluate_features, flip_ranking, load_seg_checkpoint,
-                         parse_counts, scene_features, shift_ranking)
+from .seg_common import (EvalSet, LoadedModel, SegEvalConfig, add_eval_arguments, describe, evaluate_features,
+                         flip_ranking, load_seg_checkpoint, parse_counts, scene_features, shift_ranking)
 from .train import resolve_device
 
 EXPERIMENT = "attack"
@@ -45,27 +46,17 @@ MIN_OUTSIDE_DROP = 1e-3
 
 
 @dataclass
-class Config:
-    checkpoint: str = ""
+class Config(SegEvalConfig):
     region: list[str] = field(default_factory=lambda: ["left", "right"])
     n: list[str] = field(default_factory=lambda: ["25%"])
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     grid: int = 3
-    random_seeds: int = 5
-    rank_scenes: int = 2000
-    test_size: int = 2000
     eps: float = 0.1
     pgd_steps: int = 10
     pgd_size: int = 500  # PGD runs on the first pgd_size test scenes (its clean mIoU too): a full backward per step
-    batch_size: int = 64
-    data_root: str | None = None
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    device: str = "cpu"
-    preset: str = "paper"
 
     def validate(self) -> None:
-        if not self.checkpoint:
-            raise UserError("--checkpoint is required: a seg-train checkpoint (e.g. RUN/seed0/checkpoint.pt)")
+        super().validate()
         if not self.region:
             raise UserError("--region needs at least one region, e.g. left")
         for r in self.region:
@@ -73,15 +64,9 @@ class Config:
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown or not self.methods:
             raise UserError(f"unknown methods {unknown}; allowed: {', '.join(METHODS)}")
-        if self.random_seeds < 5:
-            raise UserError(f"random_seeds must be >= 5, got {self.random_seeds}")
-        if self.eps < 0 or self.pgd_steps < 1:
-            raise UserError(f"eps must be >= 0 and pgd_steps >= 1, got eps={self.eps}, pgd_steps={self.pgd_steps}")
-        for key in ("rank_scenes", "test_size", "batch_size", "pgd_size"):
-            if getattr(self, key) < 3:
-                raise UserError(f"{key} must be >= 3, got {getattr(self, key)}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise UserError(f"seeds must be distinct and >= 0 (at least one), got {self.seeds}")
+        if self.eps < 0 or self.pgd_steps < 1 or self.pgd_size < 1:
+            raise UserError(f"eps must be >= 0, pgd_steps and pgd_size >= 1, got eps={self.eps}, "
+                            f"pgd_steps={self.pgd_steps}, pgd_size={self.pgd_size}")
 
 
 @dataclass
@@ -95,21 +80,15 @@ class AttackPlan:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", help="seg-train checkpoint (RUN/seed<S>/checkpoint.pt)")
+    add_eval_arguments(p)
     p.add_argument("--region", type=lambda s: [v for v in s.split(",") if v.strip()],
                    help="regions, comma-separated: left, right, top, bottom, center, q1..q4, cell:I")
-    p.add_argument("--n", type=lambda s: [v for v in s.split(",") if v.strip()],
-                   help="channel counts or percentages, e.g. 10%%,25%%")
     p.add_argument("--methods", type=lambda s: [v for v in s.split(",") if v.strip()],
                    help=f"subset of {','.join(METHODS)}")
     p.add_argument("--grid", type=int, help="k of the k×k grid of cell:I regions and of the shift ranking")
-    p.add_argument("--random-seeds", dest="random_seeds", type=int, help="random-channel draws (>= 5)")
-    p.add_argument("--rank-scenes", dest="rank_scenes", type=int, help="rank-split scenes (images) per seed")
-    p.add_argument("--test-size", dest="test_size", type=int, help="test scenes")
     p.add_argument("--eps", type=float, help="PGD L∞ budget in raw intensity units (images in [0, 1])")
     p.add_argument("--pgd-steps", dest="pgd_steps", type=int, help="PGD steps")
     p.add_argument("--pgd-size", dest="pgd_size", type=int, help="test scenes attacked by PGD (the first N)")
-    p.add_argument("--batch-size", dest="batch_size", type=int)
 
 
 def prepare(config: Config) -> AttackPlan:
@@ -216,7 +195,7 @@ def run(plan: AttackPlan, work: Path, *, progress: bool = True) -> dict:
                     scored = [rankings.scores(base, target, s) for s in c.seeds]
                     if any(s is None for s in scored):
                         continue
-                    draws = [s.argsort(descending=True, stable=True)[:n] for s in scored]
+                    draws = [ranking_order(s)[:n] for s in scored]
                 after = [_in_out(plan, feats, plan.test.masks, inside, lambda f, d=d: masked(f, d)) for d in draws]
                 rows.append(_row(region, n, method, clean, after))
                 if method in ("flip", "shift") and method not in examples:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,6 +23,43 @@ from ..segmetrics import ConfusionMeter
 
 TEST_SEED = 20_211  # the evaluation scenes: fixed, the same for every command and seed
 RANK_SEED_OFFSET = 7_000  # rank scenes of ranking seed s are drawn with seed RANK_SEED_OFFSET + s
+
+
+@dataclass
+class SegEvalConfig:
+    """The settings `ablate` and `attack` share (their Configs extend it)."""
+
+    checkpoint: str = ""
+    random_seeds: int = 5
+    rank_scenes: int = 2000
+    test_size: int = 2000
+    batch_size: int = 64
+    data_root: str | None = None
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    device: str = "cpu"
+    preset: str = "paper"
+
+    def validate(self) -> None:
+        if not self.checkpoint:
+            raise UserError("--checkpoint is required: a seg-train checkpoint (e.g. RUN/seed0/checkpoint.pt)")
+        if self.random_seeds < 5:
+            raise UserError(f"random_seeds must be >= 5 (the random control needs a spread), got {self.random_seeds}")
+        for key in ("rank_scenes", "test_size", "batch_size"):
+            if getattr(self, key) < 3:
+                raise UserError(f"{key} must be >= 3, got {getattr(self, key)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise UserError(f"seeds must be distinct and >= 0 (at least one), got {self.seeds}")
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of SegEvalConfig (besides the run arguments every command has)."""
+    p.add_argument("--checkpoint", help="seg-train checkpoint (RUN/seed<S>/checkpoint.pt)")
+    p.add_argument("--n", type=lambda s: [v for v in s.split(",") if v.strip()],
+                   help="channel counts or percentages, e.g. 5%%,10%%,25%%")
+    p.add_argument("--random-seeds", dest="random_seeds", type=int, help="random-channel draws per N (>= 5)")
+    p.add_argument("--rank-scenes", dest="rank_scenes", type=int, help="rank-split images per ranking seed")
+    p.add_argument("--test-size", dest="test_size", type=int, help="test images")
+    p.add_argument("--batch-size", dest="batch_size", type=int)
 
 
 def add_scene_arguments(p: argparse.ArgumentParser) -> None:
