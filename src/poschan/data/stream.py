@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,15 +18,16 @@ from poschan.errors import UserError
 TASKS = ("location", "semantic")
 
 
-class EpochBatches:
+class EpochBatches(ABC):
     """``epoch(e, device, start_batch=)``: batches start_batch.. of epoch ``e``, each a pure function of
     (seed, epoch, batch); subclasses define ``__len__`` and ``_batches``."""
 
-    def __len__(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def __len__(self) -> int: ...
 
-    def _batches(self, epoch: int, device: torch.device | str | None, start_batch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        raise NotImplementedError
+    @abstractmethod
+    def _batches(self, epoch: int, device: torch.device | str | None,
+                 start_batch: int) -> Iterator[tuple[Tensor, Tensor]]: ...
 
     def epoch(self, epoch: int, device: torch.device | str | None = None, *,
               start_batch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
