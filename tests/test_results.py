@@ -45,3 +45,19 @@ def test_unwritable_location_is_a_user_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(UserError, match="cannot write"):
         RunDir(blocker / "out").open()
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from poschan.report.figures import save_figure
+    from poschan.results import atomic_torch_save, atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        atomic_torch_save({"x": 1}, tmp_path / "b.pt")
+        save_figure(plt.figure(), tmp_path / "c.png")
+    finally:
+        os.umask(mask)
+    assert {oct((tmp_path / n).stat().st_mode & 0o777) for n in ("a.json", "b.pt", "c.png")} == {oct(0o644)}

@@ -21,9 +21,23 @@ from . import __version__
 from .errors import UserError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temporary_beside(path: Path, suffix: str = "") -> tuple[int, str]:
+    """A temporary file (fd, name) in ``path``'s folder, to be renamed onto ``path``; with the permissions a
+    plainly created file would get (mkstemp's own are owner-only)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.chmod(tmp, 0o666 & ~_umask())
+    return fd, tmp
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = temporary_beside(path)
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
@@ -35,7 +49,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_torch_save(obj: object, path: Path) -> None:
     """``torch.save`` through a temporary file, fsync and rename: a kill never leaves a torn checkpoint."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)

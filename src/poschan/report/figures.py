@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
+
+from ..results import temporary_beside
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -15,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def save_figure(fig: plt.Figure, path: Path) -> None:
     """Write ``fig`` as PNG atomically and close it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    fd, tmp = temporary_beside(path, ".png")
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120, bbox_inches="tight")
