@@ -47,7 +47,7 @@ EVAL_BATCH = 256
 
 
 @dataclass
-class Config:
+class Config(train.TrainingSettings):
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     lam: float = 1.0
     lambdas: list[float] = field(default_factory=list)
@@ -64,16 +64,7 @@ class Config:
     padding: str = "zeros"
     pretrained: bool = False
     weights: str | None = None
-    epochs: int = 20
-    batch_size: int = 48
-    lr: float = 1e-3
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
-    train_size: int | None = None
-    test_size: int | None = None
     test_passes: int = 5
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    device: str = "cpu"
-    preset: str = "paper"
 
     def validate(self) -> None:
         if not self.methods:

@@ -58,7 +58,7 @@ class Variant:
 
 
 @dataclass
-class Config:
+class Config(train.TrainingSettings):
     model: str = "resnet18-paper"
     width: int = 64
     pretrained: bool = False
@@ -74,16 +74,6 @@ class Config:
     permutes: list[str] = field(default_factory=lambda: ["per-batch", "per-sample"])
     stage: str | None = "stage3"
     stage_permutes: list[str] = field(default_factory=lambda: ["per-batch", "per-sample"])
-    epochs: int = 20
-    batch_size: int = 48
-    lr: float = 1e-3
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
-    train_size: int | None = None
-    test_size: int | None = None
-    test_passes: int = 1
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    device: str = "cpu"
-    preset: str = "paper"
 
     def validate(self) -> None:
         if self.design not in ("full", "subset"):

@@ -28,7 +28,23 @@ Evaluator = Callable[[nn.Module, CanvasStream, int, torch.device], float]  # (mo
 
 
 @dataclass
-class Config:
+class TrainingSettings:
+    """The training and run settings every training experiment's Config has (the paper's protocol)."""
+
+    epochs: int = 20
+    batch_size: int = 48
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    train_size: int | None = None
+    test_size: int | None = None
+    test_passes: int = 1
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    device: str = "cpu"
+    preset: str = "paper"
+
+
+@dataclass
+class Config(TrainingSettings):
     task: str = "location"
     grid: int = 3
     canvas: int | None = None
@@ -43,16 +59,7 @@ class Config:
     permute_per_sample: bool = False
     pretrained: bool = False
     weights: str | None = None
-    epochs: int = 20
-    batch_size: int = 48
-    lr: float = 1e-3
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
-    train_size: int | None = None
-    test_size: int | None = None
-    test_passes: int = 1
     seeds: list[int] = field(default_factory=lambda: [0])
-    device: str = "cpu"
-    preset: str = "paper"
 
     def validate(self) -> None:
         for key in ("grid", "epochs", "batch_size", "test_passes", "width"):
