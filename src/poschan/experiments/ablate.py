@@ -26,6 +26,7 @@ from ..results import atomic_write_text
 from ..stats import summarize
 from ..tables import write_csv
 from ..ranking import ranking_order
+from ..segmetrics import miou, pixel_accuracy
 from ..taps import MASK_MODES, masked
 from .seg_common import (EvalSet, LoadedModel, SegEvalConfig, add_eval_arguments, describe, evaluate_features,
                          flip_ranking, load_seg_checkpoint, parse_counts, ranking_record, read_ranking,
@@ -115,8 +116,10 @@ def run(plan: AblatePlan, work: Path, *, progress: bool = True) -> dict:
         return scores(evaluate_features(model, feats, plan.test.masks, c.batch_size, plan.device, edit))
 
     folds = torch.arange(len(feats)).chunk(c.folds)
-    clean_folds = [scores(evaluate_features(model, feats[f], plan.test.masks[f], c.batch_size, plan.device)) for f in folds]
-    clean = evaluate(torch.empty(0, dtype=torch.long))
+    fold_meters = [evaluate_features(model, feats[f], plan.test.masks[f], c.batch_size, plan.device) for f in folds]
+    clean_folds = [scores(m) for m in fold_meters]
+    whole = sum((m.confusions["all"] for m in fold_meters), torch.zeros_like(fold_meters[0].confusions["all"]))
+    clean = {"miou": miou(whole), "pixel_accuracy": pixel_accuracy(whole)}  # all test images: the folds summed
     rows, table = [], []
     for n in plan.counts:
         ranked = [evaluate(order[:n]) for order in orders.values()]
