@@ -4,7 +4,6 @@ import gzip
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -25,12 +24,10 @@ def statistic_ok(stat: dict) -> bool:
 
 def test_train_smoke_subprocess_contract(tmp_path):
     out = tmp_path / "D"
-    began = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "poschan.cli", *SMOKE, "--out", str(out)],
                           capture_output=True, text=True)
-    elapsed = time.perf_counter() - began
     assert proc.returncode == 0, proc.stderr
-    assert elapsed < 60
+    assert proc.stdout.splitlines()[-1] == f"results: {out}/results.json"
     data = json.loads((out / "results.json").read_text())
     assert set(data) >= {"experiment", "config", "metrics", "seeds", "env", "elapsed_s"}
     assert data["metrics"]["chance"] == pytest.approx(1 / 9)

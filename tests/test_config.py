@@ -34,3 +34,11 @@ def test_unknown_preset_and_missing_file():
         build_config(Config, "train", "huge")
     with pytest.raises(UserError, match="cannot read"):
         build_config(Config, "train", "smoke", "/nonexistent/c.yaml")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_numbers_are_refused(value):
+    with pytest.raises(UserError, match="finite"):
+        build_config(Config, "train", "smoke", overrides={"lr": value})
+    with pytest.raises(UserError, match="finite"):
+        build_config(Config, "train", "smoke", overrides={"betas": [0.5, value]})

@@ -1,7 +1,9 @@
+import pytest
 import torch
 from torch import nn
 
 from poschan.engine import fit, load_checkpoint
+from poschan.models.heads import ChannelPermute
 from poschan.results import atomic_torch_save
 
 
@@ -37,9 +39,37 @@ def test_learns_and_writes_checkpoint(tmp_path):
     assert (tmp_path / "m.csv").read_text().count("\n") == 4
 
 
-def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
-    full = make_model()
-    fit(full, Blobs(), epochs=3, lr=1e-2, progress=False)
+def dropout_model():
+    """Draws from the global torch RNG on every training forward."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 2))
+
+
+def permute_model():
+    """The paper's PermuteNet in small: a fresh channel permutation (global RNG) on every forward."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(2, 8), nn.ReLU(), ChannelPermute(), nn.Linear(8, 2))
+
+
+RANDOM_MODELS = [dropout_model, permute_model]
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.parametrize("make", RANDOM_MODELS)
+def test_training_draws_from_the_seeded_global_rng(make):
+    a, b, c = make(), make(), make()
+    for model, seed in ((a, 0), (b, 0), (c, 1)):
+        fit(model, Blobs(), epochs=1, lr=1e-2, seed=seed, progress=False)
+    assert same_weights(a, b) and not same_weights(a, c)
+
+
+@pytest.mark.parametrize("make", [make_model, *RANDOM_MODELS])
+def test_resume_equals_uninterrupted_bit_for_bit(tmp_path, monkeypatch, make):
+    full = make()
+    full_hist = fit(full, Blobs(), epochs=3, lr=1e-2, progress=False)
 
     import poschan.engine as engine
 
@@ -49,21 +79,28 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(engine, "atomic_torch_save", save_then_die)
-    killed = make_model()
-    try:
+    killed = make()
+    with pytest.raises(KeyboardInterrupt):
         fit(killed, Blobs(), epochs=3, lr=1e-2, checkpoint=tmp_path / "c.pt", progress=False)
-    except KeyboardInterrupt:
-        pass
     monkeypatch.undo()
-    resumed = make_model()
+    resumed = make()
+    torch.manual_seed(12345)  # a new process: its global RNG is anywhere
     hist = fit(resumed, Blobs(), epochs=3, lr=1e-2, checkpoint=tmp_path / "c.pt", progress=False)
     assert [h["epoch"] for h in hist] == [1, 2, 3]
-    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
-        assert torch.equal(a, b)
+    assert [h["train_loss"] for h in hist] == [h["train_loss"] for h in full_hist]
+    assert same_weights(full, resumed)
 
 
-def test_evaluate_does_not_perturb_training():
-    a, b = make_model(), make_model()
-    fit(a, Blobs(), epochs=2, lr=1e-2, progress=False)
-    fit(b, Blobs(), epochs=2, lr=1e-2, progress=False, evaluate=lambda m, e: {"noise": float(torch.rand(1))})
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+@pytest.mark.parametrize("make", RANDOM_MODELS)
+def test_evaluation_leaves_training_and_the_global_rng_untouched(make):
+    def noisy_evaluate(model, epoch):  # draws random numbers, through the model (train mode) and directly
+        return {"noise": float(torch.rand(1)) + float(model(torch.randn(4, 2)).detach().sum())}
+
+    plain, evaluated = make(), make()
+    plain_hist = fit(plain, Blobs(), epochs=3, lr=1e-2, progress=False)
+    plain_rng = torch.get_rng_state()
+    evaluated_hist = fit(evaluated, Blobs(), epochs=3, lr=1e-2, progress=False, evaluate=noisy_evaluate)
+    assert [h["train_loss"] for h in evaluated_hist] == [h["train_loss"] for h in plain_hist]
+    assert len({h["noise"] for h in evaluated_hist}) == 3
+    assert same_weights(plain, evaluated)
+    assert torch.equal(torch.get_rng_state(), plain_rng)  # what the caller draws next does not depend on it

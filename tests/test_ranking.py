@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from poschan.data.sources import ImageSet
 from poschan.errors import UserError
 from poschan.ranking import (CoMoments, Moments, RankSpec, _same_class_partners, accumulate, dimension_counts,
-                             ranking_order, region_cells, standardised_difference)
+                             ranking_order, region_cells, standardised_difference, top_overlap)
 
 RIGHT = [2, 7]  # channels = the content's x-coordinate (fire more when the content is on the right)
 LEFT = [9]  # channel = 1 − x-coordinate (fires more when the content is on the left)
@@ -128,6 +128,16 @@ def test_regions_of_3x3_and_4x4_grids():
 
 def test_ranking_order_is_descending_and_keeps_ties_in_channel_order():
     assert ranking_order(torch.tensor([0.0, 2.0, 0.0, -1.0, 2.0])).tolist() == [1, 4, 0, 2, 3]
+
+
+def test_ranking_order_and_top_overlap_match_a_plain_python_sort():
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randint(-5, 6, (40,), generator=g).double() for _ in range(2))  # many ties
+    by_hand = {name: sorted(range(40), key=lambda c: (-s[c].item(), c)) for name, s in (("a", a), ("b", b))}
+    assert ranking_order(a).tolist() == by_hand["a"]
+    for n in (1, 5, 40):
+        assert top_overlap(a, b, n) == len(set(by_hand["a"][:n]) & set(by_hand["b"][:n]))
+    assert top_overlap(a, -a, 5) == 0 and top_overlap(a, a, 5) == 5
 
 
 def test_class_partners_share_the_class_and_differ_from_the_image():

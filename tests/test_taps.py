@@ -93,3 +93,30 @@ def test_permute_input_changes_order_only_inside_block():
     assert torch.equal(permuted.sort(dim=1).values, pooled.sort(dim=1).values)
     net(x)
     assert torch.equal(seen[-1], pooled)
+
+
+def nested_net() -> nn.Module:
+    """The masked layer "1.0" is followed by a 1×1 conv with bias inside its parent "1": a mask of the wrong layer
+    (the parent, the model, the layer's input) changes the output."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1),
+                         nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.Conv2d(6, 6, 1)),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+def test_mask_edits_exactly_the_named_nested_layer(mode):
+    net, x = nested_net(), torch.randn(3, 1, 8, 8)
+    means = torch.linspace(-2.0, 3.0, 6)
+    stem = net[0](x)
+    inner = net[1][0](stem)
+    edited = inner.clone()
+    for c in (1, 4):  # recomputed by hand: the channels of "1.0"'s output replaced
+        edited[:, c] = 0.0 if mode == "zero" else means[c]
+    expected = net[4](net[3](net[2](net[1][1](edited))))
+    with capture(net, ["0", "1.0", "1"]) as store, mask_channels(net, "1.0", [1, 4], mode=mode, means=means):
+        out = net(x)
+    torch.testing.assert_close(store["0"], stem, rtol=0, atol=0)  # layers before it untouched
+    torch.testing.assert_close(store["1.0"], edited, rtol=0, atol=0)  # observers of the layer see the edit
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(out, net(x), atol=1e-3)  # the mask matters here, so a mask elsewhere is seen

@@ -54,8 +54,9 @@ def _overrides(args: argparse.Namespace, keys: Sequence[str]) -> dict:
 
 def _run_experiment(args: argparse.Namespace, module, config) -> int:
     """Validate (``module.prepare``), then run into OUT.partial and publish OUT atomically."""
+    run = RunDir(args.out, as_dict(config), resume=args.resume)
+    run.check()  # before the (possibly slow) preparation: a taken OUT or a changed resume fails at once
     plan = module.prepare(config)
-    run = RunDir(args.out, resume=args.resume)
     work = run.open()
     began = time.perf_counter()
     try:
@@ -63,8 +64,7 @@ def _run_experiment(args: argparse.Namespace, module, config) -> int:
     except UserError:
         run.discard_if_new()
         raise
-    run.write_results(module.EXPERIMENT, as_dict(config), metrics, list(config.seeds), config.device,
-                      time.perf_counter() - began)
+    run.write_results(module.EXPERIMENT, metrics, list(config.seeds), config.device, time.perf_counter() - began)
     out = run.commit()
     getattr(module, "print_summary", _print_metrics)(metrics)
     print(f"results: {out}/results.json")
@@ -126,11 +126,16 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (``command`` given) one whose other experiment commands are bare names: a command
+    then imports only its own module, so the CLI starts (and refuses bad input) quickly."""
     parser = _Parser(prog="poschan", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     for name, module_name in EXPERIMENTS.items():
+        if command is not None and name != command:
+            sub.add_parser(name)
+            continue
         module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
@@ -154,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        argv = list(sys.argv[1:] if argv is None else argv)
+        args = build_parser(argv[0] if argv and not argv[0].startswith("-") else None).parse_args(argv)
         return args.func(args)
     except UserError as exc:
         print(f"poschan: error: {exc}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from importlib import resources
@@ -70,6 +71,8 @@ def _coerce(cls_name: str, key: str, hint: Any, value: Any) -> Any:
             return value
         raise UserError(f"config key {key!r}: expected true/false, got {value!r}")
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise UserError(f"config key {key!r}: expected a finite number, got {value!r}")
         return float(value)
     if hint is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)

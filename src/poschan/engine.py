@@ -7,6 +7,7 @@ its end-of-epoch checkpoint continues exactly as the uninterrupted run would hav
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .errors import UserError
-from .results import atomic_torch_save
+from .results import atomic_torch_save, read_tensor_file
 from .tables import write_csv
 
 LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -49,10 +50,7 @@ def _rank_world() -> tuple[int, int]:
 
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint written by :func:`fit`; pickled code is refused."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for foreign or unsafe files
-        raise UserError(f"{path} is not a poschan checkpoint (or holds pickled code): {type(exc).__name__}") from None
+    state = read_tensor_file(path, "checkpoint")
     if not isinstance(state, dict) or not {"model", "epoch"} <= set(state):
         raise UserError(f"{path} is not a poschan checkpoint: expected keys 'model' and 'epoch'")
     return state
@@ -125,10 +123,14 @@ def fit(
             if step % world != rank:
                 continue
             loss = loss_fn(net, x, y)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise UserError(f"training diverged: the loss is {value} at epoch {epoch + 1}, step {step + 1} "
+                                f"(lr {lr}); lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total, count = total + float(loss.detach()) * len(y), count + len(y)
+            total, count = total + value * len(y), count + len(y)
             bar.update()
             bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
         bar.close()

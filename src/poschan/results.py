@@ -11,6 +11,8 @@ import os
 import platform
 import shutil
 import tempfile
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,16 +63,47 @@ def atomic_torch_save(obj: object, path: Path) -> None:
         raise
 
 
+def read_tensor_file(path: str | Path, what: str) -> object:
+    """``torch.load(path, weights_only=True)`` with poschan's own refusal: a file holding pickled Python objects
+    (which could run code) is never loaded, and the message never suggests loading it unsafely."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise UserError(f"cannot read {what} {str(path)!r}: {err.strerror or err}") from None
+    except Exception:  # torch raises several types for foreign or unsafe files
+        if zipfile.is_zipfile(path):
+            raise UserError(f"{what} {str(path)!r} refused: it holds pickled Python objects, which poschan never "
+                            "loads because they can run code; save tensors only, e.g. "
+                            "torch.save(model.state_dict(), path)") from None
+        raise UserError(f"{what} {str(path)!r} is not a file written by torch.save (expected a state dict of "
+                        "tensors)") from None
+
+
 def environment(device: str) -> dict:
     return {"poschan": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "device": device}
 
 
+CONFIG_FILE = "config.yaml"
+
+
+def _plain(config: dict) -> dict:
+    """``config`` as YAML reads it back (tuples become lists, and so on), for comparing settings."""
+    return yaml.safe_load(yaml.safe_dump(config, sort_keys=False))
+
+
 @dataclass
 class RunDir:
-    """``OUT.partial`` while running, renamed to ``OUT`` by :meth:`commit`."""
+    """``OUT.partial`` while running, renamed to ``OUT`` by :meth:`commit`.
+
+    The resolved ``config`` is written into ``OUT.partial`` when the run starts; a resume with any other
+    setting is refused, so a finished run's results always describe the settings every epoch used.
+    """
 
     out: Path
+    config: dict
     resume: bool = False
 
     def __post_init__(self) -> None:
@@ -78,14 +111,33 @@ class RunDir:
         self.work = self.out.with_name(self.out.name + ".partial")
         self._created = False
 
-    def open(self) -> Path:
-        """Check the destination and create (or, with resume, reuse) the work directory."""
+    def check(self) -> None:
+        """Refuse a taken destination, a stray interrupted run, or a resume whose recorded settings differ.
+        Writes nothing."""
         if self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())):
             raise UserError(f"--out {self.out} already exists and is not empty; choose a new directory")
         if self.work.exists() and not self.resume:
             raise UserError(f"{self.work} holds an interrupted run; pass --resume to continue it, or remove it")
-        if self.resume and not self.work.exists():
-            raise UserError(f"--resume: no interrupted run at {self.work}")
+        if not self.resume:
+            return
+        recorded_file = self.work / CONFIG_FILE
+        if not recorded_file.is_file():
+            raise UserError(f"--resume: no interrupted run with recorded settings at {self.work}")
+        try:
+            recorded = yaml.safe_load(recorded_file.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise UserError(f"--resume: cannot read the recorded settings {recorded_file}: {exc}") from None
+        current = _plain(self.config)
+        recorded = recorded if isinstance(recorded, dict) else {}
+        changed = sorted(k for k in set(current) | set(recorded) if current.get(k) != recorded.get(k))
+        if changed:
+            detail = ", ".join(f"{k} ({recorded.get(k)!r} -> {current.get(k)!r})" for k in changed)
+            raise UserError(f"--resume with changed settings: {detail}; resume with the recorded settings of "
+                            f"{recorded_file}, or start a new --out")
+
+    def open(self) -> Path:
+        """Check, then create (or, with resume, reuse) the work directory and record the settings in it."""
+        self.check()
         try:
             self.work.mkdir(parents=True, exist_ok=self.resume)
         except OSError as exc:
@@ -93,6 +145,8 @@ class RunDir:
         if not os.access(self.work, os.W_OK):
             raise UserError(f"cannot write to --out {self.out}: permission denied")
         self._created = not self.resume
+        if self._created:
+            atomic_write_text(self.work / CONFIG_FILE, yaml.safe_dump(self.config, sort_keys=False))
         return self.work
 
     def discard_if_new(self) -> None:
@@ -100,11 +154,9 @@ class RunDir:
         if self._created and self.work.exists():
             shutil.rmtree(self.work)
 
-    def write_results(self, experiment: str, config: dict, metrics: dict, seeds: list[int], device: str,
-                      elapsed_s: float) -> None:
-        payload = {"experiment": experiment, "config": config, "metrics": metrics, "seeds": seeds,
+    def write_results(self, experiment: str, metrics: dict, seeds: list[int], device: str, elapsed_s: float) -> None:
+        payload = {"experiment": experiment, "config": self.config, "metrics": metrics, "seeds": seeds,
                    "env": environment(device), "elapsed_s": elapsed_s}
-        atomic_write_text(self.work / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         atomic_write_text(self.work / "results.json", json.dumps(payload, indent=2) + "\n")
 
     def commit(self) -> Path:

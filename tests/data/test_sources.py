@@ -1,6 +1,7 @@
 """Real datasets: Fashion-MNIST from the Debian package, IDX validation, photos, image folders."""
 
 import gzip
+import re
 from pathlib import Path
 
 import numpy as np
@@ -177,11 +178,24 @@ def test_image_folder(tmp_path):
     assert data.labels.tolist() == [0, 0, 1, 1]
     red = (np.array([1.0, 0.0, 0.0]) - IMAGENET_MEAN) / IMAGENET_STD
     torch.testing.assert_close(data.images[2, :, 4, 4], torch.tensor(red, dtype=torch.float32))
-    with pytest.raises(UserError, match="no image folder"):
-        load_dataset(f"folder:{tmp_path / 'missing'}")
-    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "train").mkdir(parents=True)
     with pytest.raises(UserError, match="no image folder"):
         load_dataset(f"folder:{tmp_path / 'empty'}")
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_image_folder_without_the_split_sub_folder_is_refused(tmp_path, split):
+    _image_folder(tmp_path, {"blue": (0, 0, 255), "red": (255, 0, 0)})  # classes directly under PATH
+    expected = f"folder:{tmp_path} has no split sub-folder {tmp_path / split}; expected the layout {tmp_path}/<split>/"
+    with pytest.raises(UserError, match=re.escape(expected)):
+        load_dataset(f"folder:{tmp_path}", split, image_size=8)
+
+
+@pytest.mark.parametrize("split", ["..", "train/blue", ""])
+def test_image_folder_split_must_be_one_sub_folder_name(tmp_path, split):
+    _image_folder(tmp_path / "train", {"blue": (0, 0, 255)})
+    with pytest.raises(UserError, match="must name one of its sub-folders"):
+        load_dataset(f"folder:{tmp_path}", split)
 
 
 def test_for_model_renormalises_to_the_models_statistics():

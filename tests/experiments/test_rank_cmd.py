@@ -7,11 +7,15 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from poschan.cli import main
+from poschan.data.fingerprint import image_fingerprint
+from poschan.data.sources import load_dataset
 from poschan.models.registry import build_model
 
 THIS = Path(__file__).as_posix()
@@ -54,6 +58,7 @@ def test_smoke_contract(tmp_path, method):
     assert {k: ranking[k] for k in ("layer", "channels", "method", "data", "split", "n_images")} == {
         "layer": "backbone.2", "channels": 6, "method": method, "data": "fashion-mnist", "split": "test",
         "n_images": 12}
+    assert ranking["images"] == image_fingerprint(load_dataset("fashion-mnist", "test", limit=12).images)
     assert set(ranking["keys"]) == KEYS[method] == set(m["top"]) == set(m["null"])
     for key, entry in ranking["keys"].items():
         order, scores = entry["order"], entry["scores"]
@@ -107,6 +112,20 @@ def test_photos_are_flipped_as_they_are(tmp_path):
     assert data["metrics"]["n_images"] == 11
 
 
+def test_image_folder_ranked_on_its_train_split_for_its_test_split(tmp_path):
+    folder = tmp_path / "imgs"
+    for split, seed in (("train", 0), ("test", 1)):
+        rng = np.random.default_rng(seed)
+        for i in range(4):
+            (folder / split / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(folder / split / f"c{i % 2}/{i}.png")
+    out, data = rank(tmp_path, "folder", "--model", f"{THIS}:tiny_rgb_net", "--layer", "backbone.2",
+                     "--data", f"folder:{folder}", "--split", "train", "--eval-split", "test", "--method", "flip")
+    assert (data["metrics"]["n_images"], data["metrics"]["split"]) == (4, "train")
+    train = load_dataset(f"folder:{folder}", "train", image_size=32)
+    assert json.loads((out / "ranking.json").read_text())["images"] == image_fingerprint(train.images)
+
+
 def _empty_folder(tmp_path: Path) -> str:
     (tmp_path / "imgs" / "test" / "cat").mkdir(parents=True)
     return f"folder:{tmp_path / 'imgs'}"
@@ -117,8 +136,10 @@ def _empty_folder(tmp_path: Path) -> str:
     (["--layer", "head.fc"], "not a (B, C, H, W) feature map"),
     (["--limit", "0"], "empty"),
     (["--data", "EMPTY_FOLDER"], "no image folder"),
-    (["--eval-split", "test"], "overlaps the ranking split"),
-    (["--data", "photos", "--split", "all"], "overlaps the ranking split"),
+    (["--eval-split", "test"], "images of split 'test' of fashion-mnist also appear in split 'test'"),
+    (["--data", "photos", "--split", "all"], "11 of the 17 images of split 'all' of photos also appear in split 'train'"),
+    (["--data", "photos", "--split", "test", "--eval-split", "all"], "6 of the 6 images of split 'test' of photos"),
+    (["--data", "photos", "--split", "test", "--eval-split", "val"], "unknown photos split 'val'"),
     (["--method", "flop"], "unknown method 'flop'"),
     (["--limit", "2"], "at least 3 images"),
     (["--grid", "4", "--canvas", "84"], "canvas"),

@@ -92,7 +92,7 @@ def run_bad(tmp_path: Path, args: list[str], capsys) -> str:
 def test_bad_checkpoints(tmp_path, capsys):
     pickled = tmp_path / "pickled.pt"
     torch.save({"model": torch.nn.Linear(2, 2), "epoch": 1}, pickled)
-    assert "pickled code" in run_bad(tmp_path, ["ablate", "--checkpoint", str(pickled)], capsys)
+    assert "pickled Python objects" in run_bad(tmp_path, ["ablate", "--checkpoint", str(pickled)], capsys)
     foreign = tmp_path / "classifier.pt"
     torch.save({"model": {"w": torch.zeros(1)}, "epoch": 1}, foreign)
     assert "not a poschan segmentation checkpoint" in run_bad(tmp_path, ["attack", "--checkpoint", str(foreign)], capsys)

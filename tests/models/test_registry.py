@@ -148,8 +148,8 @@ def test_bad_weights_files_are_user_errors(tmp_path):
     torch.save(_build("vgg11-bn").state_dict(), tmp_path / "vgg.pt")
     torch.save(_build(width=4).state_dict(), tmp_path / "narrow.pt")
     (tmp_path / "text.pt").write_text("not a torch file")
-    for file, match in [("pickled.pt", "weights-only"), ("list.pt", "state dict"), ("vgg.pt", "missing keys"),
-                        ("narrow.pt", "size mismatch"), ("text.pt", "weights-only"), ("absent.pt", "cannot read")]:
+    for file, match in [("pickled.pt", "pickled Python objects"), ("list.pt", "state dict"), ("vgg.pt", "missing keys"),
+                        ("narrow.pt", "size mismatch"), ("text.pt", "not a file written by torch.save"), ("absent.pt", "cannot read")]:
         with pytest.raises(UserError, match=match):
             _build(weights=str(tmp_path / file))
 

@@ -107,7 +107,11 @@ def match_channels(x: Tensor, channels: int) -> Tensor:
 
 def load_dataset(name: str, split: str = "train", root: str | None = None, *, download: bool = False,
                  limit: int | None = None, image_size: int | None = None) -> ImageSet:
-    """Load a dataset by name (see DATASETS); `limit` keeps the first items, `image_size` resizes square."""
+    """Load a dataset by name (see DATASETS); `limit` keeps the first items, `image_size` resizes square.
+
+    ``folder:PATH`` reads the split's sub-folder, PATH/<split>/<class>/<image>; without it the folder is refused.
+    Two loaded splits are checked for shared images by poschan.data.fingerprint.check_disjoint.
+    """
     if limit is not None and limit < 1:
         raise UserError(f"limit must be >= 1, got {limit}")
     if image_size is not None and image_size < 1:
@@ -252,19 +256,23 @@ def _photos(limit: int | None, image_size: int) -> ImageSet:
 
 
 def _folder(path: str, split: str, limit: int | None, image_size: int) -> ImageSet:
-    """An ImageFolder at PATH, or at PATH/split when that sub-folder exists."""
+    """The ImageFolder PATH/<split>/<class>/<image>; a PATH without the split's sub-folder is refused (its
+    images would serve as every split)."""
     import torchvision
     from torchvision.transforms import v2
 
-    folder = Path(path)
-    if (folder / split).is_dir():
-        folder = folder / split
+    if split in ("", ".", "..") or Path(split).name != split:
+        raise UserError(f"split {split!r} of folder:{path} must name one of its sub-folders, e.g. train or test")
+    folder = Path(path) / split
+    if not folder.is_dir():
+        raise UserError(f"folder:{path} has no split sub-folder {folder}; expected the layout "
+                        f"{path}/<split>/<class>/<image> (e.g. train/ and test/ holding different images)")
     transform = v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True),
                             v2.ToDtype(torch.float32, scale=True)])
     try:
         data = torchvision.datasets.ImageFolder(str(folder), transform=transform)
     except (FileNotFoundError, NotADirectoryError) as err:
-        raise UserError(f"no image folder at {folder} ({err}); expected PATH/<class>/<image> files") from err
+        raise UserError(f"no image folder at {folder} ({err}); expected {folder}/<class>/<image> files") from err
     n = len(data) if limit is None else min(limit, len(data))
     images = torch.stack([data[i][0] for i in range(n)])
     labels = torch.tensor(data.targets[:n])

@@ -78,7 +78,7 @@ def prepare(config: Config) -> AblatePlan:
     test = loaded.data.test_set(config.test_size)
     with torch.no_grad():
         channels = loaded.model.features(test.images[:1].to(device)).shape[1]
-    ranking = read_ranking(config.ranking, loaded, channels) if config.ranking else None
+    ranking = read_ranking(config.ranking, loaded, channels, test.images) if config.ranking else None
     return AblatePlan(config, loaded, channels, parse_counts(config.n, channels), ranking, test, device)
 
 
@@ -123,9 +123,10 @@ def run(plan: AblatePlan, work: Path, *, progress: bool = True) -> dict:
     rows, table = [], []
     for n in plan.counts:
         ranked = [evaluate(order[:n]) for order in orders.values()]
-        random = [evaluate(torch.randperm(plan.channels, generator=torch.Generator().manual_seed(1000 * n + r))[:n])
-                  for r in range(c.random_seeds)]
-        row = {"n": n, "fraction": n / plan.channels}
+        draws = [torch.randperm(plan.channels, generator=torch.Generator().manual_seed(1000 * n + r))[:n]
+                 for r in range(c.random_seeds)]
+        random = [evaluate(d) for d in draws]
+        row = {"n": n, "fraction": n / plan.channels, "random_channels": [d.tolist() for d in draws]}
         for name, results in (("ranked", ranked), ("random", random)):
             row[name] = summarize([r["miou"] for r in results])
             row[f"{name}_drop"] = summarize([clean["miou"] - r["miou"] for r in results])

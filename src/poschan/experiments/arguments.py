@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+FOLDER_HELP = ("folder:PATH (one sub-folder per split: PATH/train/<class>/<image>, PATH/test/...; "
+               "splits sharing an image are refused)")
+
 
 def add_canvas_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=("location", "semantic"))
     p.add_argument("--grid", type=int, help="k of the k×k grid")
     p.add_argument("--canvas", type=int, help="canvas side in pixels (default: grid × image side)")
     p.add_argument("--background", help="canvas fill: mean, black, noise, photo")
-    p.add_argument("--data", help="fashion-mnist (default), cifar10, photos, folder:PATH")
+    p.add_argument("--data", help=f"fashion-mnist (default), cifar10, photos, {FOLDER_HELP}")
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:

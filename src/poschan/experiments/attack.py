@@ -197,7 +197,7 @@ def run(plan: AttackPlan, work: Path, *, progress: bool = True) -> dict:
                         continue
                     draws = [ranking_order(s)[:n] for s in scored]
                 after = [_in_out(plan, feats, plan.test.masks, inside, lambda f, d=d: masked(f, d)) for d in draws]
-                rows.append(_row(region, n, method, clean, after))
+                rows.append({**_row(region, n, method, clean, after), "channels": [d.tolist() for d in draws]})
                 if method in ("flip", "shift") and method not in examples:
                     with torch.no_grad():
                         f = masked(feats[:4].to(plan.device), draws[0])

@@ -31,7 +31,7 @@ from ..report.augshift_figures import augshift_figures
 from ..stats import summarize
 from ..tables import write_csv
 from . import train
-from .arguments import add_model_arguments, add_training_arguments
+from .arguments import FOLDER_HELP, add_model_arguments, add_training_arguments
 
 EXPERIMENT = "augshift"
 HELP = "AugShift vs baseline, shift augmentation and BlurPool: accuracy, consistency, fidelity, latent distance"
@@ -126,7 +126,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--canvas", type=int, help="canvas side S (default round(s * 256 / 224))")
     p.add_argument("--max-shift", dest="max_shift", type=int, help="circular consistency rolls (default S - s)")
     p.add_argument("--filt-size", dest="filt_size", type=int, help="BlurPool filter size: 3 or 5")
-    p.add_argument("--data", help="fashion-mnist (default), cifar10, folder:PATH")
+    p.add_argument("--data", help=f"fashion-mnist (default), cifar10, {FOLDER_HELP}")
     add_model_arguments(p)
     p.add_argument("--padding", help="zeros, none, circular, reflect, replicate, partial")
     add_training_arguments(p)

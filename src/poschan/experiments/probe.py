@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..data.fingerprint import check_disjoint
 from ..data.sources import ImageSet, load_dataset
 from ..data.stream import CanvasStream
 from ..errors import UserError
@@ -109,15 +110,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def split_sets(config: Config) -> tuple[ImageSet, ImageSet]:
-    """(train images, test images): the dataset's splits, or the photos split by index (see PHOTO_TEST_EVERY)."""
+    """(train images, test images): the dataset's splits, or the photos split by index (see PHOTO_TEST_EVERY);
+    refused when they share an image."""
     if config.data != "photos":
-        return (load_dataset(config.data, "train", config.data_root),
+        sets = (load_dataset(config.data, "train", config.data_root),
                 load_dataset(config.data, "test", config.data_root))
-    photos = load_dataset("photos")
-    is_test = torch.arange(len(photos)) % PHOTO_TEST_EVERY == 0
-    return (dataclasses.replace(photos, images=photos.images[~is_test], labels=photos.labels[~is_test],
-                                split="train"),
-            dataclasses.replace(photos, images=photos.images[is_test], labels=photos.labels[is_test], split="test"))
+    else:
+        photos = load_dataset("photos")
+        is_test = torch.arange(len(photos)) % PHOTO_TEST_EVERY == 0
+        sets = (dataclasses.replace(photos, images=photos.images[~is_test], labels=photos.labels[~is_test],
+                                    split="train"),
+                dataclasses.replace(photos, images=photos.images[is_test], labels=photos.labels[is_test],
+                                    split="test"))
+    check_disjoint(*sets)
+    return sets
 
 
 def _stream(config: Config, images: ImageSet, seed: int) -> CanvasStream:

@@ -4,13 +4,15 @@ One streaming pass per seed over the images of ONE split (poschan.ranking: metho
 nulls). Several seeds draw new orders, cells and partners over the same images; their statistics are merged
 into one ranking, and each seed's own top-N is compared with it (``seed_overlap``).
 
-Writes ``ranking.json`` ({model, layer, channels, method, data, split, eval_split, n_images, seeds, design (the
-RankSpec: method, grid, canvas, background, flip_input, semantic_pairs), keys: {key: {order (every channel, best
-first), scores}}}), ``table.csv`` (channel, one score column per key),
+Writes ``ranking.json`` ({model, layer, channels, method, data, split, eval_split, n_images, images (the
+fingerprint of the ranked images: {sha256, n}, poschan.data.fingerprint), seeds, design (the RankSpec: method,
+grid, canvas, background, flip_input, semantic_pairs), keys: {key: {order (every channel, best first), scores}}}),
+``table.csv`` (channel, one score column per key),
 ``scores.png`` (sorted scores vs the shuffled null; shift also ``cells.png``: cell × top-channel selectivity).
 
-The ranking records its split so that an evaluation can refuse to reuse it; ``--eval-split`` names the split
-a later evaluation will use, and must differ from ``--split``. ``photos`` (17 photographs) has the splits
+The ranking records its split and image fingerprint so that an evaluation can refuse to reuse its images;
+``--eval-split`` names the split a later evaluation will use, and may share no image with ``--split`` (compared
+by content, except two official splits of Fashion-MNIST / CIFAR-10). ``photos`` (17 photographs) has the splits
 ``train``/``test`` of `poschan probe` (every third photo is a test photo) and ``all``, which overlaps both.
 """
 
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.fingerprint import check_disjoint, image_fingerprint, trusted_disjoint
 from ..data.sources import ImageSet, load_dataset
 from ..errors import UserError
 from ..models.poolnet import PoolNet
@@ -33,7 +36,7 @@ from ..report.ranking_figures import cell_heatmap, sorted_scores
 from ..results import atomic_write_text
 from ..stats import summarize
 from ..tables import write_csv
-from .arguments import add_model_arguments
+from .arguments import FOLDER_HELP, add_model_arguments
 from .probe import PHOTO_TEST_EVERY, resolve_layers
 from .train import resolve_device
 
@@ -88,22 +91,15 @@ class Config:
             raise UserError(f"image_size must be >= 1, got {self.image_size}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise UserError(f"seeds must be distinct and >= 0 (at least one), got {self.seeds}")
-        if self.data == "photos" and self.split not in PHOTO_SPLITS:
-            raise UserError(f"unknown photos split {self.split!r}; allowed: {', '.join(PHOTO_SPLITS)}")
-        if self.eval_split is not None and splits_overlap(self.data, self.split, self.eval_split):
-            raise UserError(f"eval split {self.eval_split!r} overlaps the ranking split {self.split!r}: a ranking "
-                            "must be evaluated on other images; rank on another split")
+        for split in (self.split, self.eval_split):
+            if self.data == "photos" and split is not None and split not in PHOTO_SPLITS:
+                raise UserError(f"unknown photos split {split!r}; allowed: {', '.join(PHOTO_SPLITS)}")
 
     def spec(self) -> RankSpec:
         flip_input = self.flip_input
         if flip_input == "auto":
             flip_input = "image" if self.data.startswith(_AS_IS) else "canvas"
         return RankSpec(self.method, self.grid, self.canvas, self.background, flip_input, self.semantic_pairs)
-
-
-def splits_overlap(data: str, split: str, other: str) -> bool:
-    """Whether two splits of ``data`` share images (photos' ``all`` holds both of its other splits)."""
-    return split == other or (data == "photos" and "all" in (split, other))
 
 
 @dataclass
@@ -123,9 +119,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--method", help=f"{', '.join(METHODS)} (see poschan.ranking)")
     p.add_argument("--layer", help="one layer name (see `poschan layers`) or stage name (stage1..)")
-    p.add_argument("--data", help="fashion-mnist (default), cifar10, photos, folder:PATH")
+    p.add_argument("--data", help=f"fashion-mnist (default), cifar10, photos, {FOLDER_HELP}")
     p.add_argument("--split", help="the split to rank on: train/test (photos: train, test, all; folder: a sub-folder)")
-    p.add_argument("--eval-split", dest="eval_split", help="the split a later evaluation uses; must differ")
+    p.add_argument("--eval-split", dest="eval_split", help="the split a later evaluation uses; may share no image")
     p.add_argument("--limit", type=int, help="use the first N images of the split")
     p.add_argument("--image-size", dest="image_size", type=int, help="side of photos / folder images (default 32)")
     p.add_argument("--grid", type=int, help="k of the k×k canvas grid")
@@ -158,9 +154,12 @@ def _accumulate(plan: RankPlan, images: ImageSet, seed: int, progress: bool) -> 
 
 
 def prepare(config: Config) -> RankPlan:
-    """Load the split, build the frozen model and run a 3-image pass: all bad input fails here."""
+    """Load the split (refused when it shares an image with the eval split), build the frozen model and run a
+    3-image pass: all bad input fails here."""
     device = resolve_device(config.device)
     images = load_split(config)
+    if config.eval_split is not None and not trusted_disjoint(config.data, config.split, config.eval_split):
+        check_disjoint(load_split(dataclasses.replace(config, split=config.eval_split, limit=None)), images)
     model = build_model(config.model, config.num_classes, images.channels, width=config.width, head=config.head,
                         padding=config.padding, pretrained=config.pretrained, weights=config.weights)
     model.eval().requires_grad_(False).to(device)
@@ -181,7 +180,8 @@ def run(plan: RankPlan, work: Path, *, progress: bool = True) -> dict:
     orders = {key: ranking_order(s) for key, s in real.items()}
     n = min(c.top_n, plan.channels)
     ranking = {"model": c.model, "layer": plan.layer, "channels": plan.channels, "method": c.method, "data": c.data,
-               "split": c.split, "eval_split": c.eval_split, "n_images": len(plan.images), "seeds": list(c.seeds),
+               "split": c.split, "eval_split": c.eval_split, "n_images": len(plan.images),
+               "images": image_fingerprint(plan.images.images), "seeds": list(c.seeds),
                "design": dataclasses.asdict(plan.spec),
                "keys": {key: {"order": orders[key].tolist(), "scores": real[key].tolist()} for key in real}}
     atomic_write_text(work / "ranking.json", json.dumps(ranking) + "\n")

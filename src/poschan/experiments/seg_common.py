@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..data.fingerprint import image_fingerprint
 from ..data.scenes import NUM_CLASSES, SceneSpec, SceneStream, class_names, fixed_scenes, scene_items
 from ..data.segsets import SEGSET_CLASSES, load_segset, parse_segset
 from ..data.sources import ImageSet
@@ -247,8 +248,10 @@ def ranking_record(loaded: LoadedModel, method: str, seeds: list[int], n_images:
             "keys": {k: {"order": ranking_order(s).tolist(), "scores": s.tolist()} for k, s in keys.items()}}
 
 
-def read_ranking(path: str, loaded: LoadedModel, channels: int) -> dict:
-    """A ranking.json that belongs to this model and was not computed on the evaluation split (else UserError)."""
+def read_ranking(path: str, loaded: LoadedModel, channels: int, eval_images: Tensor | None = None) -> dict:
+    """A ranking.json that belongs to this model and was not computed on the evaluation split (else UserError):
+    its split is not the evaluation split, and the fingerprint of its images (``images``, when it records one)
+    is not that of ``eval_images`` (when given)."""
     try:
         ranking = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -264,6 +267,10 @@ def read_ranking(path: str, loaded: LoadedModel, channels: int) -> dict:
     eval_split = loaded.data.eval_split
     if ranking.get("split") == eval_split:
         raise UserError(f"ranking {path} was computed on the evaluation split {eval_split!r}; rank on another split")
+    ranked = ranking.get("images")
+    if ranked is not None and eval_images is not None and ranked == image_fingerprint(eval_images):
+        raise UserError(f"ranking {path} was computed on the evaluation images (the same {ranked.get('n')} images, "
+                        "by content); rank on another split")
     return ranking
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..engine import fit
-from ..results import atomic_torch_save
+from ..results import atomic_torch_save, read_tensor_file
 from ..errors import UserError
 from ..segmetrics import IGNORE_INDEX
 from ..models.segmentation import SEG_MODELS, SegSpec, build_segmenter, load_segmenter_state
@@ -131,10 +131,7 @@ def prepare(config: Config) -> SegTrainPlan:
 
 
 def _load_weights(model: nn.Module, path: str) -> None:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # missing file, pickled code, foreign format
-        raise UserError(f"cannot load weights {path!r} as a weights-only state dict: {type(err).__name__}") from None
+    state = read_tensor_file(path, "weights file")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     load_segmenter_state(model, state, path)

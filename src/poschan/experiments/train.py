@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data.fingerprint import check_disjoint
 from ..data.sources import ImageSet, load_dataset
 from ..data.stream import CanvasStream
 from ..engine import fit
@@ -110,9 +111,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_data(config: Config) -> tuple[ImageSet, ImageSet]:
-    """The train and test image sets named by the configuration."""
-    return (load_dataset(config.data, "train", config.data_root, limit=config.train_size),
-            load_dataset(config.data, "test", config.data_root, limit=config.test_size))
+    """The train and test image sets named by the configuration (refused when they share an image)."""
+    train_set = load_dataset(config.data, "train", config.data_root, limit=config.train_size)
+    test_set = load_dataset(config.data, "test", config.data_root, limit=config.test_size)
+    check_disjoint(train_set, test_set)
+    return train_set, test_set
 
 
 def prepare(config: Config) -> TrainPlan:

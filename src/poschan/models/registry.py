@@ -19,6 +19,7 @@ from poschan.models.poolnet import PoolNet, probe_feature_map, replace_module, s
 from poschan.models.resnet_paper import STAGES as RESNET_STAGES
 from poschan.models.resnet_paper import resnet18_paper
 from poschan.models.vgg import vgg_bn, vgg_stages
+from poschan.results import read_tensor_file
 
 PERMUTES = ("none", "pooled", "stage1", "stage2", "stage3", "stage4")
 
@@ -228,14 +229,7 @@ def load_weights(model: PoolNet, path: str) -> None:
 
     torch.load(weights_only=True): files holding pickled code (e.g. torch.save(model)) are refused.
     """
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as err:
-        raise UserError(f"cannot read weights file {path!r}: {err.strerror or err}") from err
-    except Exception as err:  # unpickling errors of every kind
-        reason = (str(err).strip().splitlines() or [""])[0]
-        raise UserError(f"{path!r} is not a weights-only state dict file (pickled objects/code are refused): "
-                        f"{type(err).__name__}: {reason}") from err
+    obj = read_tensor_file(path, "weights file")
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):

@@ -1,0 +1,264 @@
+"""Do the tests catch the bugs they exist for? Plant each known bug in turn and run the suite.
+
+Every entry of MUTATIONS replaces one exact snippet of one source file (it must occur exactly once, or the
+mutation is refused), runs ``pytest -x -q -p no:cacheprovider`` on the test files expected to kill it (so a kill
+is fast) and, if they pass, on ``tests`` (the whole ``make test`` suite), and restores the file whatever happens.
+A mutation is killed when the suite fails (the expected test files are first run unmutated: they must pass).
+Prints a table and "killed K/N"; exit 1 if any survived.
+
+    .venv/bin/python scripts/mutation_check.py                # all mutations
+    .venv/bin/python scripts/mutation_check.py --only NAME    # one (repeatable)
+    .venv/bin/python scripts/mutation_check.py --list
+
+Source files are edited in place, so other processes importing poschan from the same tree meanwhile see the bug:
+on a shared tree, point ``--root`` at a scratch copy (``cp -r``); the tests then import poschan from that copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str  # relative to the repository root
+    original: str
+    mutated: str
+    killers: tuple[str, ...]  # the test files expected to kill it
+
+
+# One entry per planted bug: ``original`` must occur exactly once in ``file``; ``killers`` are the test files (relative
+# to the root) that should fail with ``mutated`` in its place.
+MUTATIONS = [
+    # ---- permutation controls
+    Mutation("test-only-per-sample", "src/poschan/experiments/gap_study.py",
+             "with permute_input(model, layer_of(model)):",
+             "with permute_input(model, layer_of(model), per_sample=True):",
+             ("tests/test_permutation_known_answers.py",)),
+    Mutation("permute-input-always-per-sample", "src/poschan/taps.py",
+             "ChannelPermute(per_sample).pre_hook", "ChannelPermute(True).pre_hook",
+             ("tests/test_permutation_known_answers.py",)),
+    Mutation("permute-fixed-reversal", "src/poschan/models/heads.py",
+             "return x[:, torch.randperm(c, device=x.device)]",
+             "return x[:, torch.arange(c - 1, -1, -1, device=x.device)]",
+             ("tests/test_permutation_known_answers.py",)),
+    Mutation("per-sample-shared-order", "src/poschan/models/heads.py",
+             "order = torch.rand(b, c, device=x.device).argsort(dim=1)",
+             "order = torch.rand(1, c, device=x.device).argsort(dim=1).repeat(b, 1)",
+             ("tests/test_permutation_known_answers.py",)),
+    Mutation("permute-input-never-per-sample", "src/poschan/taps.py",
+             "ChannelPermute(per_sample).pre_hook", "ChannelPermute(False).pre_hook",
+             ("tests/test_permutation_known_answers.py",)),
+    # ---- training engine
+    Mutation("engine-no-epoch-reseed", "src/poschan/engine.py",
+             "        torch.manual_seed(epoch_seed(seed, epoch))\n        net.train()\n",
+             "        net.train()\n",
+             ("tests/test_engine.py",)),
+    Mutation("engine-no-eval-rng-fork", "src/poschan/engine.py",
+             "            with torch.random.fork_rng(devices=[]):\n"
+             "                torch.manual_seed(epoch_seed(seed, epoch) + 1)\n"
+             "                row.update(evaluate(model, epoch + 1))\n",
+             "            torch.manual_seed(epoch_seed(seed, epoch) + 1)\n"
+             "            row.update(evaluate(model, epoch + 1))\n",
+             ("tests/test_engine.py",)),
+    Mutation("engine-no-rank-filter", "src/poschan/engine.py",
+             "            if step % world != rank:\n                continue\n", "",
+             ("tests/test_engine_ddp.py",)),
+    # ---- rankings and masks
+    Mutation("ranking-ascending", "src/poschan/ranking.py",
+             "torch.sort(scores, descending=True, stable=True)", "torch.sort(scores, descending=False, stable=True)",
+             ("tests/test_ranking.py",)),
+    Mutation("mask-parent-layer", "src/poschan/taps.py",
+             "target = get_layer(model, layer)\n", "target = get_layer(model, layer.rpartition('.')[0] or layer)\n",
+             ("tests/test_taps.py",)),
+    Mutation("mask-whole-model", "src/poschan/taps.py",
+             "target = get_layer(model, layer)\n", "target = model\n",
+             ("tests/test_taps.py",)),
+    # ---- segmentation applications
+    Mutation("ablate-masks-nothing", "src/poschan/experiments/ablate.py",
+             "edit = (lambda f: masked(f, channels, mode=c.mode, means=means)) if len(channels) else None",
+             "edit = None", ("tests/experiments/test_segmentation_known_answers.py",)),
+    Mutation("reused-ranking-reversed", "src/poschan/experiments/ablate.py",
+             "return {int(s): torch.tensor(order) for s, order in per_seed.items()}",
+             "return {int(s): torch.tensor(order[::-1]) for s, order in per_seed.items()}",
+             ("tests/experiments/test_segmentation_known_answers.py",)),
+    Mutation("attack-overall-ranking", "src/poschan/experiments/attack.py",
+             "return None if scores is None else scores.get(region)",
+             'return None if scores is None else scores.get("overall")',
+             ("tests/experiments/test_segmentation_known_answers.py",)),
+    Mutation("pgd-eps-10x", "src/poschan/experiments/attack.py", "eps=c.eps / std", "eps=10 * c.eps / std",
+             ("tests/experiments/test_segmentation_known_answers.py",)),
+    Mutation("seg-weights-ignored", "src/poschan/experiments/seg_train.py",
+             "        if c.weights is not None:\n            _load_weights(model, c.weights)",
+             "        if c.weights is not None:\n            pass",
+             ("tests/experiments/test_segmentation_known_answers.py",)),
+    # ---- data splits
+    Mutation("folder-without-split-subfolder", "src/poschan/data/sources.py",
+             "    folder = Path(path) / split\n",
+             "    folder = Path(path) / split if (Path(path) / split).is_dir() else Path(path)\n",
+             ("tests/data/test_sources.py", "tests/experiments/test_data_splits.py")),
+    Mutation("overlap-by-split-name", "src/poschan/data/fingerprint.py",
+             "    shared = shared_images(a.images, b.images)",
+             "    shared = len(b) if a.split == b.split else 0",
+             ("tests/data/test_fingerprint.py", "tests/experiments/test_data_splits.py")),
+    Mutation("seg-ranking-guard-by-name", "src/poschan/experiments/seg_common.py",
+             "ranked == image_fingerprint(eval_images)", "ranked is image_fingerprint(eval_images)",
+             ("tests/experiments/test_seg_common.py",)),
+    # ---- resume and bad input
+    Mutation("resume-accepts-changed-settings", "src/poschan/results.py", "        if changed:\n",
+             "        if False:\n", ("tests/test_results.py", "tests/test_resume_cli.py")),
+    Mutation("non-finite-accepted", "src/poschan/config.py", "        if not math.isfinite(value):\n",
+             "        if False:\n", ("tests/test_config.py", "tests/test_bad_input_cli.py")),
+    Mutation("divergence-not-stopped", "src/poschan/engine.py", "            if not math.isfinite(value):\n",
+             "            if False:\n", ("tests/test_bad_input_cli.py",)),
+    Mutation("partial-kept-after-bad-input", "src/poschan/cli.py", "        run.discard_if_new()\n",
+             "        pass\n", ("tests/test_bad_input_cli.py",)),
+]
+
+
+@dataclass
+class Outcome:
+    status: str  # killed, survived, timeout (counts as killed), error (pytest could not run: counts as not killed)
+    seconds: float
+    by: str  # the first failing test
+
+
+def _git_dirty(root: Path) -> str | None:
+    """Why ``root``/src may not be mutated without --allow-dirty, or None."""
+    done = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "src"], capture_output=True, text=True)
+    if done.returncode != 0:
+        return f"{root} is not a git work tree ({done.stderr.strip()})"
+    if done.stdout.strip():
+        return f"uncommitted changes in {root / 'src'}:\n{done.stdout.rstrip()}"
+    return None
+
+
+def _drop_bytecode(path: Path) -> None:
+    """Remove the cached bytecode of ``path``: a mutant and its original may share size and mtime second."""
+    Path(importlib.util.cache_from_source(str(path))).unlink(missing_ok=True)
+
+
+def _refusal(m: Mutation, root: Path) -> str | None:
+    """Why ``m`` cannot be applied to ``root`` (its snippet must occur exactly once and change), or None."""
+    if m.mutated == m.original:
+        return f"mutation {m.name}: the mutated snippet equals the original"
+    count = (root / m.file).read_text().count(m.original)
+    return None if count == 1 else f"mutation {m.name}: the snippet occurs {count} times in {m.file} (must be once)"
+
+
+def _apply(m: Mutation, root: Path) -> tuple[Path, bytes, bytes]:
+    """Write the mutant; returns the file, its original bytes and the mutant's."""
+    if why := _refusal(m, root):
+        raise SystemExit(why)
+    path = root / m.file
+    original = path.read_bytes()
+    mutant = original.decode().replace(m.original, m.mutated).encode()
+    path.write_bytes(mutant)
+    _drop_bytecode(path)
+    return path, original, mutant
+
+
+def _first_failure(output: str) -> str:
+    for line in output.splitlines():
+        if line.startswith(("FAILED ", "ERROR ")):
+            return line.split(" - ")[0].split(" ", 1)[1]
+    return ""
+
+
+def _pytest(root: Path, tests: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run pytest on ``root``'s tests, importing poschan from ``root``/src, writing no bytecode."""
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(root / "src"), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_mutation(m: Mutation, root: Path, timeout: float) -> Outcome:
+    began = time.perf_counter()
+    path, original, mutant = _apply(m, root)
+    try:
+        done = _pytest(root, list(m.killers), timeout)  # pytest would merge them into the tree order of "tests"
+        if done.returncode == 0:
+            done = _pytest(root, ["tests"], max(1.0, timeout - (time.perf_counter() - began)))
+    except subprocess.TimeoutExpired:
+        return Outcome("timeout", time.perf_counter() - began, "")
+    finally:
+        if path.read_bytes() != mutant:
+            print(f"\nwarning: {path} was edited during the run; restoring it to its content before the mutation",
+                  file=sys.stderr)
+        path.write_bytes(original)
+        _drop_bytecode(path)
+        if path.read_bytes() != original:
+            raise SystemExit(f"could not restore {path}: check it by hand")
+    seconds = time.perf_counter() - began
+    if done.returncode == 0:
+        return Outcome("survived", seconds, "")
+    if done.returncode in (1, 2):  # test failures; errors during collection (e.g. the mutant does not import)
+        by = _first_failure(done.stdout) or f"pytest exit {done.returncode}"
+        expected = by.split("::")[0] in m.killers
+        return Outcome("killed", seconds, by if expected else f"{by} (not an expected killer)")
+    tail = (done.stdout + done.stderr).strip().splitlines()[-1:]
+    return Outcome("error", seconds, f"pytest exit {done.returncode}: {' '.join(tail)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", action="append", metavar="NAME", help="run this mutation only (repeatable)")
+    p.add_argument("--list", action="store_true", help="list the mutations and exit")
+    p.add_argument("--allow-dirty", action="store_true", help="mutate even with uncommitted changes in src/")
+    p.add_argument("--root", type=Path, default=REPO, help="the checkout to mutate and test (default: this one)")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per mutation before it counts as killed")
+    args = p.parse_args(argv)
+    names = [m.name for m in MUTATIONS]
+    assert len(set(names)) == len(names), "mutation names must be unique"
+    if args.list:
+        for m in MUTATIONS:
+            print(f"{m.name:<34}{m.file:<42}{', '.join(m.killers)}")
+        return 0
+    unknown = sorted(set(args.only or []) - set(names))
+    if unknown:
+        print(f"unknown mutation(s): {', '.join(unknown)}; see --list", file=sys.stderr)
+        return 2
+    root = args.root.resolve()
+    if not args.allow_dirty and (why := _git_dirty(root)):
+        print(f"refusing: {why}\n(commit or stash, or pass --allow-dirty)", file=sys.stderr)
+        return 2
+    chosen = [m for m in MUTATIONS if not args.only or m.name in args.only]
+    refusals = [why for m in chosen if (why := _refusal(m, root))]
+    if refusals:  # a stale table is refused before anything is mutated
+        print("\n".join(refusals), file=sys.stderr)
+        return 2
+    killers = list(dict.fromkeys(k for m in chosen for k in m.killers))
+    baseline = _pytest(root, killers, args.timeout)
+    if baseline.returncode != 0:  # else every mutation would count as killed
+        print(f"refusing: the expected killers fail without any mutation ({_first_failure(baseline.stdout)})",
+              file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the finally restoring the file runs
+    outcomes = {}
+    for m in chosen:
+        print(f"{m.name} ...", end=" ", flush=True)
+        outcomes[m.name] = o = run_mutation(m, root, args.timeout)
+        print(f"{o.status} ({o.seconds:.0f} s)", flush=True)
+    print(f"\n{'mutation':<34}{'status':<10}{'seconds':>8}  killed by")
+    for m in chosen:
+        o = outcomes[m.name]
+        print(f"{m.name:<34}{o.status:<10}{o.seconds:>8.0f}  {o.by}")
+    killed = sum(o.status in ("killed", "timeout") for o in outcomes.values())
+    print(f"\nkilled {killed}/{len(chosen)}")
+    return 0 if killed == len(chosen) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
