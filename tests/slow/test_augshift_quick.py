@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 def augshift_quick(slow_out):
     # The quick preset (width 16, 3 epochs × 4000 images, 1000 test images × 2 passes, seeds 0, 1, 2) with only the
     # two methods compared: the other three (baseline, blurpool, augshift+blurpool) are trained independently from
-    # their own seeds and do not change these two; all five take about 8 min on 2 idle cores, these two about 4.
+    # their own seeds and do not change these two. These two: 6 runs of 3 epochs, about 20 s an epoch on 2 free
+    # cores, i.e. about 7 min with the scoring (32 min measured with the cores shared by four other jobs).
     return run_poschan("augshift", slow_out / "augshift-quick", "--preset", "quick", "--methods", "shift-aug,augshift")
 
 

@@ -14,7 +14,7 @@ IGNORE = 255  # label of unscored pixels (none in the synthetic scenes; left out
 
 @pytest.fixture(scope="module")
 def seg_quick(slow_out):
-    # The quick preset as is (width 16, ASPP 64, 3 epochs × 8000 scenes, 1000 test scenes; about 6 min on 2 cores).
+    # The quick preset as is (width 16, ASPP 64, 3 epochs × 8000 scenes, 1000 test scenes): 5 min measured.
     return run_poschan("seg-train", slow_out / "seg-train-quick", "--preset", "quick")
 
 
