@@ -7,7 +7,7 @@ DATA_ROOT ?=
 RUNS    ?= runs
 DATA_FLAG := $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
 
-.PHONY: demo test test-slow lint bench data install
+.PHONY: demo test test-slow mutation lint bench data install
 
 install: $(STAMP)
 
@@ -31,6 +31,9 @@ lint: install
 
 test-slow: install data
 	$(PY) -m pytest -q -m slow
+
+mutation: install data
+	$(PY) scripts/mutation_check.py
 
 bench: install data
 	$(PY) bench/run_all.py
