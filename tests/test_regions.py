@@ -28,7 +28,8 @@ def test_cells_tile_the_image_row_major():
 
 def test_opposites_mirror():
     assert [opposite(r) for r in ("left", "top", "q1", "q2", "center")] == ["right", "bottom", "q4", "q3", None]
-    assert opposite("cell:0", 3) == "cell:8" and opposite("cell:4", 3) == "cell:4"
+    assert opposite("cell:0", 3) == "cell:8" and opposite("cell:5", 4) == "cell:10"
+    assert opposite("cell:4", 3) is None and opposite("cell:12", 5) is None  # its own mirror: no control
     for r in ("left", "right", "q1", "q2", "q3", "q4", "top", "bottom"):
         assert torch.equal(region_mask(opposite(r), 64), region_mask(r, 64).flip(0, 1))
 

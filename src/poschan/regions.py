@@ -66,8 +66,11 @@ def region_mask(name: str, side: int, grid: int = 3, device: torch.device | str 
 
 def opposite(name: str, grid: int = 3) -> str | None:
     """The point-mirrored region (left<->right, top<->bottom, q1<->q4, q2<->q3, cell:I<->cell:k²-1-I);
-    None for center, which is its own mirror."""
+    None for a region that is its own mirror (center, the centre cell of an odd grid): it has no opposite to
+    serve as a control."""
     check_region(name, grid)
     if name.startswith("cell:"):
-        return f"cell:{grid * grid - 1 - int(name.removeprefix('cell:'))}"
+        cell = int(name.removeprefix("cell:"))
+        mirror = grid * grid - 1 - cell
+        return None if mirror == cell else f"cell:{mirror}"
     return OPPOSITES.get(name)
