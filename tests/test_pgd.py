@@ -116,3 +116,23 @@ def test_bad_input():
         attack(model, images, labels, torch.stack([region] * 3))  # 3 masks for 4 images
     with pytest.raises(UserError):
         masked_pgd(model, images, labels, region, eps=EPS, steps=3)  # random start without a generator
+
+
+def test_per_channel_budget_in_raw_intensity_units():
+    """RGB normalised with per-channel mean/std: eps of 4/255 in raw intensity is eps/std_c per channel, and the
+    adversarial image stays in [0, 1] raw on every channel (one averaged std would over- or under-shoot)."""
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    model = nn.Conv2d(3, 3, 3, padding=1)
+    g = torch.Generator().manual_seed(3)
+    raw = torch.rand(2, 3, SIDE, SIDE, generator=g)
+    raw[:, 2, :4] = 0.0  # blue at the bottom of its range: the lower bound binds there
+    labels = torch.randint(0, 3, (2, SIDE, SIDE), generator=g)
+    region, eps = region_mask("top", SIDE), 4 / 255
+    adv = attack(model, (raw - mean) / std, labels, region, eps=eps / std, steps=5,
+                 lower=(0 - mean) / std, upper=(1 - mean) / std)
+    adv_raw = adv * std + mean
+    change = (adv_raw - raw).abs()
+    assert float(change.max()) <= eps + 1e-6 and float(adv_raw.min()) >= -1e-6 and float(adv_raw.max()) <= 1 + 1e-6
+    for c in range(3):  # every channel reaches its own budget (signed steps of 2.5·eps/steps saturate)
+        assert float(change[:, c][:, region].max()) == pytest.approx(eps, abs=1e-6)
+    assert torch.equal(adv[:, :, ~region], ((raw - mean) / std)[:, :, ~region])

@@ -10,15 +10,16 @@ from .errors import UserError
 from .segmetrics import IGNORE_INDEX
 
 
-def masked_pgd(model: nn.Module, images: Tensor, labels: Tensor, region: Tensor, *, eps: float, steps: int,
-               step_size: float | None = None, lower: float | Tensor | None = None,
+def masked_pgd(model: nn.Module, images: Tensor, labels: Tensor, region: Tensor, *, eps: float | Tensor, steps: int,
+               step_size: float | Tensor | None = None, lower: float | Tensor | None = None,
                upper: float | Tensor | None = None, generator: torch.Generator | None = None,
                random_start: bool = True) -> Tensor:
     """Adversarial ``images`` (B, C, S, S) that maximise the cross-entropy of ``labels`` (B, S, S) summed over the
     pixels of ``region`` ((S, S) or (B, S, S) bool), i.e. aim for wrong labels inside the region.
 
     The perturbation is exactly zero outside the region (on every channel), at most ``eps`` in absolute value
-    inside, and the result is clamped to [``lower``, ``upper``] (the valid input range in the model's normalised
+    inside (a float, or a tensor broadcastable to the images such as (C, 1, 1): a raw-intensity budget divided by
+    each channel's normalisation std), and the result is clamped to [``lower``, ``upper``] (the valid input range in the model's normalised
     space; floats or tensors broadcastable to the images, e.g. (C, 1, 1)) when given. ``steps`` signed-gradient
     steps of ``step_size`` (default 2.5·eps/steps), each followed by the projection onto both constraints; the
     random start is uniform in [-eps, eps] drawn from ``generator`` (required then). Gradients are taken w.r.t.
@@ -26,23 +27,24 @@ def masked_pgd(model: nn.Module, images: Tensor, labels: Tensor, region: Tensor,
     Returns the adversarial images, detached.
     """
     b, _, s, s2 = images.shape
-    if eps < 0:
-        raise UserError(f"eps must be >= 0, got {eps}")
+    x = images.detach()
+    eps = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
+    if (eps < 0).any() or not eps.isfinite().all():
+        raise UserError(f"eps must be finite and >= 0, got {eps.tolist()}")
     if steps < 1:
         raise UserError(f"steps must be >= 1, got {steps}")
-    if step_size is not None and step_size <= 0:
+    if step_size is not None and not (torch.as_tensor(step_size) > 0).all():
         raise UserError(f"step_size must be > 0, got {step_size}")
     if labels.shape != (b, s, s2):
         raise UserError(f"labels shape {tuple(labels.shape)} must be (B, S, S) = {(b, s, s2)}")
     if region.dtype != torch.bool or region.shape not in ((s, s2), (b, s, s2)):
         raise UserError(f"region must be a bool mask of shape (S, S) = {(s, s2)} or (B, S, S) = {(b, s, s2)}, "
                         f"got {region.dtype} {tuple(region.shape)}")
-    if random_start and generator is None and eps > 0:
+    if (eps == 0).all():
+        return x.clone()
+    if random_start and generator is None:
         raise UserError("random_start needs a torch.Generator (pass generator=..., or random_start=False)")
-    if eps == 0:
-        return images.detach().clone()
     step_size = 2.5 * eps / steps if step_size is None else step_size
-    x = images.detach()
     pixel_mask = torch.broadcast_to(region.to(x.device), (b, s, s2))
     mask = pixel_mask[:, None]  # (B, 1, S, S): broadcast over channels
     bounds = [None if v is None else torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in (lower, upper)]
@@ -53,7 +55,7 @@ def masked_pgd(model: nn.Module, images: Tensor, labels: Tensor, region: Tensor,
         return t if bounds[1] is None else torch.minimum(t, bounds[1])
 
     def project(delta: Tensor) -> Tensor:
-        adv = valid(x + delta.clamp(-eps, eps))
+        adv = valid(x + torch.clamp(delta, -eps, eps))
         return torch.where(mask, adv - x, torch.zeros_like(x))
 
     if random_start:

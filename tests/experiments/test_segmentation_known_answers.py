@@ -103,7 +103,8 @@ def ref(trained, scenes) -> SimpleNamespace:
     strongest = feats.mean(dim=(0, 2, 3)).argsort(descending=True)[:COUNTS["25%"]].tolist()
     assert (predict(model, feats, size, strongest) != clean).float().mean() > 0.05
     return SimpleNamespace(model=model, images=scenes.images, masks=scenes.masks, feats=feats, size=size,
-                           mean=scenes.mean, std=scenes.std, checkpoint=str(trained / "seed0/checkpoint.pt"))
+                           mean=torch.tensor(scenes.mean).view(-1, 1, 1), std=torch.tensor(scenes.std).view(-1, 1, 1),
+                           checkpoint=str(trained / "seed0/checkpoint.pt"))
 
 
 def scores_without(ref: SimpleNamespace, channels: list[int] | None) -> tuple[float, float]:

@@ -144,7 +144,7 @@ def _pgd_in_out(plan: AttackPlan, inside: Tensor, seed: int) -> tuple[float, flo
     """mIoU inside / outside after masked PGD on the first ``pgd_size`` test scenes; also the adversarial
     predictions of the first 4."""
     c, model = plan.config, plan.loaded.model
-    mean, std = plan.test.mean, plan.test.std
+    mean, std = (torch.tensor(v, device=plan.device).view(-1, 1, 1) for v in (plan.test.mean, plan.test.std))
     generator = torch.Generator().manual_seed(seed)
     meter = ConfusionMeter(model.num_classes, {"in": inside, "out": ~inside})
     first = None

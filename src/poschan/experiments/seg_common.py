@@ -86,8 +86,8 @@ class EvalSet:
     images: Tensor  # (N, C, S, S), normalised with mean/std
     masks: Tensor  # (N, S, S) class ids or IGNORE_INDEX
     classes: tuple[str, ...]
-    mean: float  # intensity normalisation (averaged over channels for RGB data), for PGD's budget and range
-    std: float
+    mean: tuple[float, ...]  # per-channel intensity normalisation, for PGD's raw-intensity budget and range
+    std: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -127,9 +127,9 @@ class SegData:
         if self.synthetic:
             items = scene_items("test", self.data_root)
             images, masks = fixed_scenes(items, self.scenes, count, TEST_SEED)
-            return EvalSet(images, masks, class_names(items), items.mean[0], items.std[0])
+            return EvalSet(images, masks, class_names(items), tuple(items.mean), tuple(items.std))
         data = load_segset(self.source, "val", self.scenes.side, limit=count)
-        return EvalSet(data.images, data.masks, data.classes, sum(data.mean) / 3, sum(data.std) / 3)
+        return EvalSet(data.images, data.masks, data.classes, tuple(data.mean), tuple(data.std))
 
     def rank_images(self, count: int, seed: int, region: str | None = None) -> ImageSet:
         """Images to rank channels on (never the evaluation split): ``count`` rank scenes of ranking seed ``seed``
