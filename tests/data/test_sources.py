@@ -154,14 +154,24 @@ def test_with_channels(fmnist_test):
 
 
 def test_photos():
-    data = load_dataset("photos", image_size=24)
+    data = load_dataset("photos", "all", image_size=24)
     assert data.images.shape == (len(PHOTOS), 3, 24, 24) and data.split == "all"
     assert data.classes == PHOTOS and torch.equal(data.labels, torch.arange(len(PHOTOS)))
     pixels = data.images * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
     grey = data.images[PHOTOS.index("camera")] * torch.tensor(IMAGENET_STD).view(3, 1, 1)
     assert torch.allclose(grey[0] + IMAGENET_MEAN[0], grey[1] + IMAGENET_MEAN[1], atol=1e-5)  # grey repeated
-    assert len(load_dataset("photos", limit=3)) == 3
+    assert len(load_dataset("photos", "all", limit=3)) == 3
+
+
+def test_photo_splits_are_disjoint_by_index_and_cover_all_photos():
+    train, test = load_dataset("photos", "train"), load_dataset("photos", "test")
+    assert test.labels.tolist() == list(range(0, len(PHOTOS), 3)) and (train.split, test.split) == ("train", "test")
+    assert sorted(train.labels.tolist() + test.labels.tolist()) == list(range(len(PHOTOS)))
+    assert [PHOTOS[i] for i in train.labels] == [train.classes[i] for i in train.labels]  # labels index the names
+    assert load_dataset("photos", "train", limit=2).labels.tolist() == [1, 2]  # the first photos of the split
+    with pytest.raises(UserError, match="unknown photos split 'val'"):
+        load_dataset("photos", "val")
 
 
 def _image_folder(root: Path, colours: dict[str, tuple[int, int, int]]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,6 +18,8 @@ from poschan.errors import UserError
 FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
 DATASETS = ("fashion-mnist", "cifar10", "photos", "folder:PATH")
 SPLITS = ("train", "test")
+PHOTO_SPLITS = ("train", "test", "all")
+PHOTO_TEST_EVERY = 3  # photos: index % 3 == 0 -> test photo, else train photo
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -117,7 +119,7 @@ def load_dataset(name: str, split: str = "train", root: str | None = None, *, do
     if image_size is not None and image_size < 1:
         raise UserError(f"image_size must be >= 1, got {image_size}")
     if name == "photos":
-        return _photos(limit, image_size or 32)
+        return _photos(split, limit, image_size or 32)
     if name.startswith("folder:"):
         return _folder(name.removeprefix("folder:"), split, limit, image_size or 32)
     if split not in SPLITS:
@@ -249,10 +251,17 @@ def photo_bank(size: int) -> Tensor:
     return torch.cat(squares).clamp_(0, 1)
 
 
-def _photos(limit: int | None, image_size: int) -> ImageSet:
-    n = len(PHOTOS) if limit is None else min(limit, len(PHOTOS))
-    return _image_set(photo_bank(image_size)[:n], torch.arange(n), PHOTOS[:n], IMAGENET_MEAN, IMAGENET_STD,
-                      "photos", "all", None)
+def _photos(split: str, limit: int | None, image_size: int) -> ImageSet:
+    """The photos of ``split``: every PHOTO_TEST_EVERY-th photo (from the first) is a test photo, the others train
+    photos; ``all`` holds both. ``limit`` keeps the first photos of the split."""
+    if split not in PHOTO_SPLITS:
+        raise UserError(f"unknown photos split {split!r}; allowed: {', '.join(PHOTO_SPLITS)}")
+    is_test = torch.arange(len(PHOTOS)) % PHOTO_TEST_EVERY == 0
+    keep = {"all": torch.ones_like(is_test), "test": is_test, "train": ~is_test}[split].nonzero().flatten()
+    keep = keep[:limit]
+    photos = _image_set(photo_bank(image_size), torch.arange(len(PHOTOS)), PHOTOS, IMAGENET_MEAN, IMAGENET_STD,
+                        "photos", split, None)
+    return replace(photos, images=photos.images[keep], labels=photos.labels[keep])
 
 
 def _folder(path: str, split: str, limit: int | None, image_size: int) -> ImageSet:

@@ -287,7 +287,7 @@ def prepare(config: Config) -> Plan:
             except Exception as err:  # the model's own failure on this input size
                 raise UserError(f"{config.model} cannot take {config.image_size}px inputs: "
                                 f"{type(err).__name__}: {err}") from err
-    photos = load_dataset("photos", image_size=PHOTO_SIDE).for_model(3, model.input_norm)
+    photos = load_dataset("photos", "all", image_size=PHOTO_SIDE).for_model(3, model.input_norm)
     test = [PHOTOS.index(name) for name in config.test_photos]
     train = [i for i in range(len(PHOTOS)) if i not in test]
     return Plan(config, layers, models, photos.images[train], photos.images[test], (photos.mean, photos.std))

@@ -42,7 +42,6 @@ from .train import resolve_device
 EXPERIMENT = "probe"
 HELP = "linear readout of position/semantics from pooled features of a frozen backbone at named layers"
 TEST_SEED_OFFSET = 10_000  # test draws use their own seeds, never the training ones
-PHOTO_TEST_EVERY = 3  # photos: index % 3 == 0 -> test photo, else train photo
 
 
 @dataclass
@@ -110,18 +109,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def split_sets(config: Config) -> tuple[ImageSet, ImageSet]:
-    """(train images, test images): the dataset's splits, or the photos split by index (see PHOTO_TEST_EVERY);
+    """(train images, test images) of the dataset (photos: split by index, see data.sources.PHOTO_TEST_EVERY);
     refused when they share an image."""
-    if config.data != "photos":
-        sets = (load_dataset(config.data, "train", config.data_root),
-                load_dataset(config.data, "test", config.data_root))
-    else:
-        photos = load_dataset("photos")
-        is_test = torch.arange(len(photos)) % PHOTO_TEST_EVERY == 0
-        sets = (dataclasses.replace(photos, images=photos.images[~is_test], labels=photos.labels[~is_test],
-                                    split="train"),
-                dataclasses.replace(photos, images=photos.images[is_test], labels=photos.labels[is_test],
-                                    split="test"))
+    sets = (load_dataset(config.data, "train", config.data_root), load_dataset(config.data, "test", config.data_root))
     check_disjoint(*sets)
     return sets
 

@@ -37,7 +37,7 @@ from ..results import atomic_write_text
 from ..stats import summarize
 from ..tables import write_csv
 from .arguments import FOLDER_HELP, add_model_arguments
-from .probe import PHOTO_TEST_EVERY, resolve_layers
+from .probe import resolve_layers
 from .train import resolve_device
 
 EXPERIMENT = "rank"
@@ -138,13 +138,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_split(c: Config) -> ImageSet:
     """The images of ``c.split`` (first ``c.limit``)."""
-    if c.data != "photos":
-        return load_dataset(c.data, c.split, c.data_root, limit=c.limit, image_size=c.image_size)
-    photos = load_dataset("photos", image_size=c.image_size)
-    is_test = torch.arange(len(photos)) % PHOTO_TEST_EVERY == 0
-    keep = {"all": torch.ones_like(is_test), "test": is_test, "train": ~is_test}[c.split]
-    kept = dataclasses.replace(photos, images=photos.images[keep], labels=photos.labels[keep], split=c.split)
-    return kept.subset(c.limit)
+    return load_dataset(c.data, c.split, c.data_root, limit=c.limit, image_size=c.image_size)
 
 
 def _accumulate(plan: RankPlan, images: ImageSet, seed: int, progress: bool) -> Tally:
