@@ -42,7 +42,6 @@ from .train import resolve_device
 
 EXPERIMENT = "rank"
 HELP = "rank the channels of a model's named layer by the position they encode (flip, shift, dimest), one pass"
-PHOTO_SPLITS = ("train", "test", "all")
 _AS_IS = ("photos", "folder:")  # flip_input auto: photographs are flipped as they are, item sets on canvases
 
 
@@ -91,9 +90,6 @@ class Config:
             raise UserError(f"image_size must be >= 1, got {self.image_size}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise UserError(f"seeds must be distinct and >= 0 (at least one), got {self.seeds}")
-        for split in (self.split, self.eval_split):
-            if self.data == "photos" and split is not None and split not in PHOTO_SPLITS:
-                raise UserError(f"unknown photos split {split!r}; allowed: {', '.join(PHOTO_SPLITS)}")
 
     def spec(self) -> RankSpec:
         flip_input = self.flip_input
