@@ -13,7 +13,8 @@ import argparse
 import torch
 
 from common import interleaved
-from poschan.augshift import AugShiftLoss, ShiftPairStream, ShiftPairTransform
+from poschan.control.augshift import AugShiftLoss
+from poschan.data.shift_pairs import ShiftPairStream, ShiftPairTransform
 from poschan.data.sources import load_dataset
 from poschan.engine import cross_entropy_loss
 from poschan.models.registry import build_model

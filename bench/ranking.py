@@ -20,8 +20,9 @@ import torch
 from common import interleaved
 from poschan.data.canvas import paste_in_grid
 from poschan.data.sources import ImageSet, load_dataset
+from poschan.locate.designs import RankSpec, accumulate
+from poschan.locate.moments import region_cells
 from poschan.models.registry import build_model
-from poschan.ranking import RankSpec, accumulate, region_cells
 from poschan.taps import mask_channels, pooled_features
 
 STATUS = Path("/proc/self/status")

@@ -2,12 +2,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from poschan.augshift import (AugShiftLoss, ShiftPairStream, ShiftPairTransform, forward_with_latent,
-                              seeded_generator)
+from poschan.control.augshift import AugShiftLoss
+from poschan.taps import forward_with_latent
+from poschan.data.shift_pairs import ShiftPairStream, ShiftPairTransform
 from poschan.data.sources import ImageSet
 from poschan.engine import fit
 from poschan.errors import UserError
 from poschan.models.registry import build_model
+from poschan.runtime import seeded_generator
 
 
 def _images(b=6, c=2, h=7, w=9, seed=0):

@@ -5,10 +5,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from poschan.augshift import ShiftPairTransform
+from poschan.data.shift_pairs import ShiftPairTransform
 from poschan.errors import UserError
-from poschan.metrics import (circular_consistency, consistency, diagonal_shift_accuracy, fidelity,
-                             invariance_metrics, latent_distance)
+from poschan.metrics.invariance import (
+    circular_consistency,
+    consistency,
+    diagonal_shift_accuracy,
+    fidelity,
+    invariance_metrics,
+    latent_distance,
+)
 from poschan.models.heads import GapFcHead
 from poschan.models.poolnet import PoolNet
 from poschan.models.registry import build_model

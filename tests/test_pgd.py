@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from poschan.control.pgd import masked_pgd
+from poschan.data.regions import region_mask
 from poschan.errors import UserError
-from poschan.pgd import masked_pgd
-from poschan.regions import region_mask
 
 EPS = 0.1
 SIDE = 16

@@ -5,7 +5,7 @@ import torch
 from scipy import stats
 
 from poschan.errors import UserError
-from poschan.position_targets import TARGETS, mae, position_map, position_maps, spc
+from poschan.measure.position_maps import TARGETS, mae, position_map, position_maps, spc
 
 
 def test_maps_shapes_and_ranges():

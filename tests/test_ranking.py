@@ -8,8 +8,8 @@ from torch import Tensor, nn
 
 from poschan.data.sources import ImageSet
 from poschan.errors import UserError
-from poschan.ranking import (CoMoments, Moments, RankSpec, _same_class_partners, accumulate, dimension_counts,
-                             ranking_order, region_cells, standardised_difference, top_overlap)
+from poschan.locate.designs import RankSpec, _same_class_partners, accumulate, ranking_order, top_overlap
+from poschan.locate.moments import CoMoments, Moments, dimension_counts, region_cells, standardised_difference
 
 RIGHT = [2, 7]  # channels = the content's x-coordinate (fire more when the content is on the right)
 LEFT = [9]  # channel = 1 − x-coordinate (fires more when the content is on the left)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from poschan.errors import UserError
-from poschan.readout import fit_readout, permute_features, readout_accuracy
+from poschan.measure.readout import fit_readout, permute_features, readout_accuracy
 
 
 def generator(seed: int) -> torch.Generator:

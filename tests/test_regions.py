@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from poschan.data.regions import REGIONS, Box, check_region, opposite, region_box, region_mask
 from poschan.errors import UserError
-from poschan.regions import REGIONS, Box, check_region, opposite, region_box, region_mask
 
 
 def test_halves_quadrants_and_center_partition_as_documented():

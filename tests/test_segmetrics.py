@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from poschan.data.regions import region_mask
+from poschan.data.segsets import IGNORE_INDEX
 from poschan.errors import UserError
-from poschan.regions import region_mask
+from poschan.metrics.segmentation import ConfusionMeter, confusion, iou_per_class, miou, pixel_accuracy, predict
 from poschan.report.segmentation_figures import overlays, region_heatmap, reliance_curve
-from poschan.segmetrics import IGNORE_INDEX, ConfusionMeter, confusion, iou_per_class, miou, pixel_accuracy, predict
 
 
 def random_labels(shape: tuple[int, ...], k: int, seed: int) -> torch.Tensor:

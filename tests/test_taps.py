@@ -5,8 +5,7 @@ import torch
 from torch import nn
 
 from poschan.errors import UserError
-from poschan.taps import (capture, get_layer, layer_names, layer_shapes, mask_channels, permute_input,
-                          pooled_features)
+from poschan.taps import capture, get_layer, layer_names, layer_shapes, mask_channels, permute_input, pooled_features
 
 
 def small_net() -> nn.Module:

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import torch
 
-from .config import PRESETS, as_dict, build_config
-from .errors import UserError
-from .results import RunDir
+from poschan.config import PRESETS, as_dict, build_config
+from poschan.errors import UserError
+from poschan.results import RunDir
 
 
 class _Parser(argparse.ArgumentParser):

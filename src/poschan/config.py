@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .errors import UserError
+from poschan.errors import UserError
 
 PRESETS = ("smoke", "quick", "paper")  # every experiment has these; some add more
 C = TypeVar("C")

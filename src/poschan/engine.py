@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 import torch
 import torch.distributed as dist
@@ -19,18 +18,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .errors import UserError
-from .results import atomic_torch_save, read_tensor_file
-from .tables import write_csv
+from poschan.data.stream import BatchSource
+from poschan.errors import UserError
+from poschan.results import atomic_torch_save, read_tensor_file
+from poschan.tables import write_csv
 
 LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
 EvalFn = Callable[[nn.Module, int], dict]
-
-
-class BatchSource(Protocol):
-    def __len__(self) -> int: ...
-
-    def epoch(self, epoch: int, device: torch.device | str | None = None) -> Iterator[tuple[Tensor, Tensor]]: ...
 
 
 def cross_entropy_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import __version__
-from .errors import UserError
+from poschan import __version__
+from poschan.errors import UserError
 
 
 def _umask() -> int:

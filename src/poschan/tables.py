@@ -6,7 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from .results import atomic_write_text
+from poschan.results import atomic_write_text
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

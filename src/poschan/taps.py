@@ -13,7 +13,8 @@ from contextlib import ExitStack, contextmanager
 import torch
 from torch import Tensor, nn
 
-from .errors import UserError
+from poschan.data.stream import BatchSource
+from poschan.errors import UserError
 
 MASK_MODES = ("zero", "mean")
 
@@ -159,3 +160,45 @@ def layer_shapes(model: nn.Module, x: Tensor) -> list[tuple[str, tuple[int, ...]
             stack.callback(module.register_forward_hook(hook).remove)
         model(x)
     return seen
+
+
+def resolve_layers(model: nn.Module, names: Sequence[str]) -> list[str]:
+    """Dotted layer names: a stage name (e.g. ``stage2``) maps to its module in ``model.stages``; unknown names
+    fail with the closest valid ones; duplicates are dropped."""
+    stages = getattr(model, "stages", {})
+    full = [f"backbone.{stages[n]}" if n in stages else n for n in (n.strip() for n in names) if n]
+    for name in full:
+        get_layer(model, name)
+    return list(dict.fromkeys(full))
+
+
+@torch.no_grad()
+def extract_pooled(model: nn.Module, source: BatchSource, layers: Sequence[str], *, passes: int = 1,
+                   device: torch.device | str = "cpu") -> tuple[dict[str, Tensor], Tensor]:
+    """``({layer: (N, C) pooled features}, (N,) labels)`` over ``passes`` epochs of ``source`` (model in eval mode).
+
+    Features stay on ``device``; the forward pass stops at the deepest requested layer.
+    """
+    was_training = model.training
+    model.eval()
+    chunks: dict[str, list[Tensor]] = {name: [] for name in layers}
+    labels: list[Tensor] = []
+    for p in range(passes):
+        for x, y in source.epoch(p, device):
+            for name, value in pooled_features(model, x, layers).items():
+                chunks[name].append(value)
+            labels.append(y)
+    model.train(was_training)
+    return {name: torch.cat(values) for name, values in chunks.items()}, torch.cat(labels)
+
+
+def forward_with_latent(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """(logits, pooled latent (B, C)) of ``x`` from ONE forward pass of a PoolNet (or a DDP wrapper of one).
+
+    The latent is the global average of the backbone's feature map (``PoolNet.pooled``), recorded by a hook on
+    ``backbone`` while ``model(x)`` runs, so the backbone runs once and a DDP wrapper still syncs gradients.
+    """
+    inner = getattr(model, "module", model)  # DistributedDataParallel holds the model in .module
+    with capture(inner, ["backbone"], pooled=True) as store:
+        logits = model(x)
+    return logits, store["backbone"]

@@ -8,10 +8,16 @@ import torch
 import torch.nn.functional as F
 
 from poschan.cli import main
-from poschan.experiments.position_map import (MapReadout, fit_map_readout, layer_features, photo_crops, score,
-                                              shuffle_positions)
+from poschan.experiments.position_map import (
+    MapReadout,
+    fit_map_readout,
+    layer_features,
+    photo_crops,
+    score,
+    shuffle_positions,
+)
+from poschan.measure.position_maps import TARGETS, position_maps
 from poschan.models.registry import build_model
-from poschan.position_targets import TARGETS, position_maps
 
 NETS = '''
 import torch

@@ -14,9 +14,8 @@ from poschan.cli import main
 from poschan.data.canvas import paste_in_grid
 from poschan.data.sources import load_dataset
 from poschan.experiments.probe import Config, split_sets
-from poschan.features import resolve_layers
 from poschan.models.registry import build_model
-from poschan.taps import pooled_features
+from poschan.taps import pooled_features, resolve_layers
 
 THIS = Path(__file__).as_posix()
 CHANCE = 1 / 9  # grid 3

@@ -118,7 +118,6 @@ def test_bad_rankings_regions_and_counts(trained, ablated, tmp_path, capsys):
 def test_real_dataset_by_path_end_to_end(tmp_path):
     """A tiny VOC-layout tree: seg-train on its train split, ablate and attack evaluate on val, rank on train."""
     import numpy as np
-
     from tests.data.test_segsets import _voc
 
     rng = np.random.default_rng(0)

@@ -4,12 +4,18 @@ import pytest
 import torch
 from torch import nn
 
+from poschan.data.regions import region_mask
 from poschan.errors import UserError
 from poschan.experiments.seg_common import evaluate_features
-from poschan.models.segmentation import (SegNet, SegSpec, build_segmenter, fingerprint, load_segmenter_state,
-                                         spec_from_dict)
-from poschan.regions import region_mask
-from poschan.segmetrics import confusion, miou
+from poschan.metrics.segmentation import confusion, miou
+from poschan.models.segmentation import (
+    SegNet,
+    SegSpec,
+    build_segmenter,
+    fingerprint,
+    load_segmenter_state,
+    spec_from_dict,
+)
 from poschan.taps import mask_channels, masked
 
 SMALL = SegSpec(width=4, aspp_channels=8, atrous_rates=[1, 2])

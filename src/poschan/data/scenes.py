@@ -16,10 +16,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from poschan.data.regions import Box, check_region, region_box
 from poschan.data.sources import ImageSet, load_dataset
-from poschan.data.stream import EpochBatches, seeded_generator
+from poschan.data.stream import EpochBatches
 from poschan.errors import UserError
-from poschan.regions import Box, check_region, region_box
+from poschan.runtime import seeded_generator
 
 SCENE_SPLITS = ("train", "rank", "test")
 LAYOUTS = ("left-right", "top-bottom")

@@ -18,7 +18,8 @@ from torch.utils.data import Dataset
 
 from poschan.data.sources import IMAGENET_MEAN, IMAGENET_STD  # re-exported: the normalisation of every SegSet
 from poschan.errors import UserError
-from poschan.segmetrics import IGNORE_INDEX  # re-exported: the label of void pixels
+
+IGNORE_INDEX = 255  # target label of pixels that are not scored (and carry no loss)
 
 SEGSETS = ("voc", "cityscapes")
 SEGSET_SPLITS = ("train", "val")

@@ -6,16 +6,25 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from poschan.data.canvas import BACKGROUNDS, canvas_side, make_background, paste_in_grid, random_cells
 from poschan.data.sources import ImageSet, match_channels
 from poschan.errors import UserError
+from poschan.runtime import seeded_generator
 
 TASKS = ("location", "semantic")
+
+
+class BatchSource(Protocol):
+    """What training and evaluation read: a number of batches and the (inputs, targets) batches of an epoch."""
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, epoch: int, device: torch.device | str | None = None) -> Iterator[tuple[Tensor, Tensor]]: ...
 
 
 class EpochBatches(ABC):
@@ -110,12 +119,6 @@ class CanvasStream(EpochBatches):
 
     def _generator(self, epoch: int, stream: int) -> torch.Generator:
         return seeded_generator(self.seed, epoch, stream)
-
-
-def seeded_generator(*keys: int) -> torch.Generator:
-    """A CPU generator seeded from integer ``keys`` (e.g. seed, epoch, batch) through numpy's SeedSequence hashing."""
-    state = np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
 
 
 @dataclass

@@ -20,18 +20,30 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..errors import UserError
-from ..report.segmentation_figures import overlays, reliance_curve
-from ..results import atomic_write_text
-from ..stats import summarize
-from ..tables import write_csv
-from ..ranking import ranking_order
-from ..segmetrics import miou, pixel_accuracy
-from ..taps import MASK_MODES, masked
-from .seg_common import (EvalSet, LoadedModel, SegEvalConfig, add_eval_arguments, describe, evaluate_features,
-                         flip_ranking, load_seg_checkpoint, parse_counts, ranking_record, read_ranking,
-                         scene_features, scores)
-from .train import resolve_device
+from poschan.errors import UserError
+from poschan.experiments.seg_common import (
+    EvalSet,
+    LoadedModel,
+    SegEvalConfig,
+    add_eval_arguments,
+    describe,
+    evaluate_features,
+    flip_ranking,
+    load_seg_checkpoint,
+    parse_counts,
+    ranking_record,
+    read_ranking,
+    scene_features,
+    scores,
+)
+from poschan.locate.designs import ranking_order
+from poschan.metrics.segmentation import miou, pixel_accuracy
+from poschan.report.segmentation_figures import overlays, reliance_curve
+from poschan.results import atomic_write_text
+from poschan.runtime import resolve_device
+from poschan.stats import summarize
+from poschan.tables import write_csv
+from poschan.taps import MASK_MODES, masked
 
 EXPERIMENT = "ablate"
 HELP = "zero the top-N position channels of a segmenter's backbone vs N random channels: mIoU and its drop"

@@ -23,20 +23,31 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..data.canvas import canvas_side
-from ..data.scenes import ITEM_SIDE
-from ..errors import UserError
-from ..pgd import masked_pgd
-from ..ranking import ranking_order
-from ..regions import check_region, opposite, region_box, region_mask
-from ..report.segmentation_figures import overlays, region_heatmap
-from ..segmetrics import ConfusionMeter
-from ..stats import summarize
-from ..tables import write_csv
-from ..taps import masked
-from .seg_common import (EvalSet, LoadedModel, SegEvalConfig, add_eval_arguments, describe, evaluate_features,
-                         flip_ranking, load_seg_checkpoint, parse_counts, scene_features, shift_ranking)
-from .train import resolve_device
+from poschan.control.pgd import masked_pgd
+from poschan.data.canvas import canvas_side
+from poschan.data.regions import check_region, opposite, region_box, region_mask
+from poschan.data.scenes import ITEM_SIDE
+from poschan.errors import UserError
+from poschan.experiments.seg_common import (
+    EvalSet,
+    LoadedModel,
+    SegEvalConfig,
+    add_eval_arguments,
+    describe,
+    evaluate_features,
+    flip_ranking,
+    load_seg_checkpoint,
+    parse_counts,
+    scene_features,
+    shift_ranking,
+)
+from poschan.locate.designs import ranking_order
+from poschan.metrics.segmentation import ConfusionMeter
+from poschan.report.segmentation_figures import overlays, region_heatmap
+from poschan.runtime import resolve_device
+from poschan.stats import summarize
+from poschan.tables import write_csv
+from poschan.taps import masked
 
 EXPERIMENT = "attack"
 HELP = "region-specific attack: zero one region's position channels (and masked PGD); mIoU inside vs outside"

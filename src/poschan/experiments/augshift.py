@@ -22,16 +22,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..augshift import AugShiftLoss, ShiftPairStream, ShiftPairTransform
-from ..engine import cross_entropy_loss, fit
-from ..errors import UserError
-from ..metrics import accuracy, invariance_metrics
-from ..models.antialias import antialias
-from ..report.augshift_figures import augshift_figures
-from ..stats import summarize
-from ..tables import write_csv
-from . import train
-from .arguments import FOLDER_HELP, add_model_arguments, add_training_arguments
+from poschan.control.augshift import AugShiftLoss
+from poschan.data.shift_pairs import ShiftPairStream, ShiftPairTransform
+from poschan.engine import cross_entropy_loss, fit
+from poschan.errors import UserError
+from poschan.runtime import resolve_device
+from poschan.experiments import train
+from poschan.experiments.arguments import FOLDER_HELP, add_model_arguments, add_training_arguments
+from poschan.metrics.classification import accuracy
+from poschan.metrics.invariance import invariance_metrics
+from poschan.models.antialias import antialias
+from poschan.report.augshift_figures import augshift_figures
+from poschan.stats import summarize
+from poschan.tables import write_csv
 
 EXPERIMENT = "augshift"
 HELP = "AugShift vs baseline, shift augmentation and BlurPool: accuracy, consistency, fidelity, latent distance"
@@ -186,7 +189,7 @@ def _check_forward(model: nn.Module, shift: ShiftPairTransform, channels: int, b
 def train_run(plan: Plan, r: Recipe, seed: int, run_dir: Path, *, progress: bool) -> tuple[nn.Module, list[dict]]:
     """Train (or resume) one recipe and seed in ``run_dir``; the history has the centre-crop test accuracy."""
     c = plan.config
-    device = train.resolve_device(c.device)
+    device = resolve_device(c.device)
     torch.manual_seed(seed)  # the same initial weights for every method of this seed
     model = plan.make_model(r.blur)
     source = ShiftPairStream(plan.data.train_set, plan.shift, c.batch_size, seed, pairs=r.loss is not None)
@@ -210,7 +213,7 @@ def score(plan: Plan, model: nn.Module, seed: int) -> dict:
     test = plan.data.test_set
     return invariance_metrics(model, test.images, test.labels, plan.shift, max_shift=c.max_shift,
                               passes=c.test_passes, seed=seed + train.TEST_SEED_OFFSET, batch_size=EVAL_BATCH,
-                              device=train.resolve_device(c.device))
+                              device=resolve_device(c.device))
 
 
 def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:

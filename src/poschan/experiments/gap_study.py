@@ -16,16 +16,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data.stream import CanvasStream
-from ..errors import UserError
-from ..metrics import accuracy
-from ..models.padding import PADDING_MODES
-from ..report.gap_figures import gap_figures
-from ..stats import summarize
-from ..tables import write_csv
-from ..taps import permute_input
-from . import train
-from .arguments import add_model_arguments, add_training_arguments
+from poschan.data.stream import CanvasStream
+from poschan.errors import UserError
+from poschan.experiments import train
+from poschan.experiments.arguments import add_model_arguments, add_training_arguments
+from poschan.metrics.classification import accuracy
+from poschan.models.padding import PADDING_MODES
+from poschan.report.gap_figures import gap_figures
+from poschan.stats import summarize
+from poschan.tables import write_csv
+from poschan.taps import permute_input
 
 EXPERIMENT = "gap-study"
 HELP = "GAPNet vs PermuteNet: location/semantic accuracy from pooled features across heads, paddings, grids"

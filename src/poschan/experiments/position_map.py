@@ -22,19 +22,18 @@ from torch import Tensor, nn
 from torchvision.transforms.v2.functional import resized_crop
 from tqdm.auto import tqdm
 
-from ..data.sources import PHOTOS, load_dataset
-from ..errors import UserError
-from ..features import resolve_layers
-from ..models.padding import PADDING_MODES
-from ..models.poolnet import PoolNet
-from ..models.registry import build_model
-from ..position_targets import GAUSSIAN_SIGMA, TARGETS, mae, position_maps, spc
-from ..report.position_figures import position_map_figure, spc_bars
-from ..stats import summarize
-from ..tables import write_csv
-from ..taps import capture
-from .arguments import add_model_arguments
-from .train import resolve_device
+from poschan.data.sources import PHOTOS, load_dataset
+from poschan.errors import UserError
+from poschan.experiments.arguments import add_model_arguments
+from poschan.measure.position_maps import GAUSSIAN_SIGMA, TARGETS, mae, position_maps, spc
+from poschan.models.padding import PADDING_MODES
+from poschan.models.poolnet import PoolNet
+from poschan.models.registry import build_model
+from poschan.report.position_figures import position_map_figure, spc_bars
+from poschan.runtime import resolve_device
+from poschan.stats import summarize
+from poschan.tables import write_csv
+from poschan.taps import capture, resolve_layers
 
 EXPERIMENT = "position-map"
 HELP = "read a fixed position map out of frozen features with a padding-free readout (SPC/MAE), per padding mode"

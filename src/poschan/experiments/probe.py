@@ -15,29 +15,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..data.fingerprint import check_disjoint
-from ..data.sources import ImageSet, load_dataset
-from ..data.stream import CanvasStream
-from ..errors import UserError
-from ..features import extract_pooled, resolve_layers
-from ..models.poolnet import PoolNet
-from ..models.registry import build_model
-from ..readout import DEFAULT_C, fit_readout, permute_features, readout_accuracy
-from ..report.probe_figures import PROBE_VARIANTS, probe_accuracy
-from ..stats import summarize
-from ..tables import write_csv
-from ..taps import pooled_features
-from .arguments import add_canvas_arguments, add_model_arguments
-from .train import resolve_device
+from poschan.data.fingerprint import check_disjoint
+from poschan.data.sources import ImageSet, load_dataset
+from poschan.data.stream import CanvasStream
+from poschan.errors import UserError
+from poschan.experiments.arguments import add_canvas_arguments, add_model_arguments
+from poschan.measure.readout import DEFAULT_C, fit_readout, permute_features, readout_accuracy
+from poschan.models.poolnet import PoolNet
+from poschan.models.registry import build_model
+from poschan.report.probe_figures import PROBE_VARIANTS, probe_accuracy
+from poschan.runtime import resolve_device, seeded_generator
+from poschan.stats import summarize
+from poschan.tables import write_csv
+from poschan.taps import extract_pooled, pooled_features, resolve_layers
 
 EXPERIMENT = "probe"
 HELP = "linear readout of position/semantics from pooled features of a frozen backbone at named layers"
@@ -159,12 +156,6 @@ def seed_features(plan: ProbePlan, seed: int) -> tuple[dict[str, Tensor], Tensor
     return out[0], out[1], out[2], out[3]
 
 
-def layer_generator(seed: int, layer: str) -> torch.Generator:
-    """The permutation generator of (seed, layer): a layer's numbers do not depend on which others are probed."""
-    state = np.random.SeedSequence([seed, zlib.crc32(layer.encode())]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
 def probe_layer(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, *, seed: int, c: float,
                 generator: torch.Generator) -> dict[str, float]:
     """The three readout accuracies (see the module docstring) of one layer and seed."""
@@ -193,7 +184,7 @@ def run(plan: ProbePlan, work: Path, *, progress: bool = True) -> dict:
         train_f, train_y, test_f, test_y = seed_features(plan, seed)
         for layer in plan.layers:
             scores = probe_layer(train_f[layer], train_y, test_f[layer], test_y, seed=seed, c=c.readout_c,
-                                 generator=layer_generator(seed, layer))
+                                 generator=seeded_generator(seed, layer))
             per_seed.append({"seed": seed, "layer": layer, **scores})
     rows = [{"layer": layer, "channels": plan.channels[layer],
              **{key: summarize([r[key] for r in per_seed if r["layer"] == layer]) for key in PROBE_VARIANTS},

@@ -26,19 +26,19 @@ from pathlib import Path
 
 import torch
 
-from ..data.fingerprint import check_disjoint, image_fingerprint, trusted_disjoint
-from ..data.sources import ImageSet, load_dataset
-from ..errors import UserError
-from ..models.poolnet import PoolNet
-from ..models.registry import build_model
-from ..ranking import (FLIP_INPUTS, METHODS, RankSpec, Tally, accumulate, ranking_order, top_overlap)
-from ..report.ranking_figures import cell_heatmap, sorted_scores
-from ..results import atomic_write_text
-from ..stats import summarize
-from ..tables import write_csv
-from .arguments import FOLDER_HELP, add_model_arguments
-from .probe import resolve_layers
-from .train import resolve_device
+from poschan.data.fingerprint import check_disjoint, image_fingerprint, trusted_disjoint
+from poschan.data.sources import ImageSet, load_dataset
+from poschan.errors import UserError
+from poschan.experiments.arguments import FOLDER_HELP, add_model_arguments
+from poschan.experiments.probe import resolve_layers
+from poschan.locate.designs import FLIP_INPUTS, METHODS, RankSpec, Tally, accumulate, ranking_order, top_overlap
+from poschan.models.poolnet import PoolNet
+from poschan.models.registry import build_model
+from poschan.report.ranking_figures import cell_heatmap, sorted_scores
+from poschan.results import atomic_write_text
+from poschan.runtime import resolve_device
+from poschan.stats import summarize
+from poschan.tables import write_csv
 
 EXPERIMENT = "rank"
 HELP = "rank the channels of a model's named layer by the position they encode (flip, shift, dimest), one pass"

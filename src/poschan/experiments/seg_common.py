@@ -11,16 +11,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..data.fingerprint import image_fingerprint
-from ..data.scenes import NUM_CLASSES, SceneSpec, SceneStream, class_names, fixed_scenes, scene_items
-from ..data.segsets import SEGSET_CLASSES, load_segset, parse_segset
-from ..data.sources import ImageSet
-from ..data.stream import TensorStream
-from ..engine import load_checkpoint
-from ..errors import UserError
-from ..models.segmentation import SegNet, build_segmenter, fingerprint, load_segmenter_state, spec_from_dict
-from ..ranking import RankSpec, accumulate, ranking_order
-from ..segmetrics import ConfusionMeter
+from poschan.data.fingerprint import image_fingerprint
+from poschan.data.scenes import NUM_CLASSES, SceneSpec, SceneStream, class_names, fixed_scenes, scene_items
+from poschan.data.segsets import SEGSET_CLASSES, load_segset, parse_segset
+from poschan.data.sources import ImageSet
+from poschan.data.stream import TensorStream
+from poschan.engine import load_checkpoint
+from poschan.errors import UserError
+from poschan.locate.designs import RankSpec, accumulate, ranking_order
+from poschan.metrics.segmentation import ConfusionMeter
+from poschan.models.segmentation import SegNet, build_segmenter, fingerprint, load_segmenter_state, spec_from_dict
 
 TEST_SEED = 20_211  # the evaluation scenes: fixed, the same for every command and seed
 RANK_SEED_OFFSET = 7_000  # rank scenes of ranking seed s are drawn with seed RANK_SEED_OFFSET + s

@@ -16,18 +16,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..engine import fit
-from ..results import atomic_torch_save, read_tensor_file
-from ..errors import UserError
-from ..segmetrics import IGNORE_INDEX
-from ..models.segmentation import SEG_MODELS, SegSpec, build_segmenter, load_segmenter_state
-from ..report.figures import learning_curves
-from ..stats import summarize
-from ..tables import write_csv
-from .arguments import add_training_arguments
-from .seg_common import (EvalSet, SegData, add_scene_arguments, describe, evaluate_features, scene_features, scene_spec,
-                         scores)
-from .train import resolve_device
+from poschan.data.segsets import IGNORE_INDEX
+from poschan.engine import fit
+from poschan.errors import UserError
+from poschan.experiments.arguments import add_training_arguments
+from poschan.experiments.seg_common import (
+    EvalSet,
+    SegData,
+    add_scene_arguments,
+    describe,
+    evaluate_features,
+    scene_features,
+    scene_spec,
+    scores,
+)
+from poschan.models.segmentation import SEG_MODELS, SegSpec, build_segmenter, load_segmenter_state
+from poschan.report.figures import learning_curves
+from poschan.results import atomic_torch_save, read_tensor_file
+from poschan.runtime import resolve_device
+from poschan.stats import summarize
+from poschan.tables import write_csv
 
 EXPERIMENT = "seg-train"
 HELP = "train a DeepLabv3-style segmenter over a dilated backbone on Fashion-MNIST scenes"

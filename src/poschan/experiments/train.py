@@ -10,17 +10,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data.fingerprint import check_disjoint
-from ..data.sources import ImageSet, load_dataset
-from ..data.stream import CanvasStream
-from ..engine import fit
-from .arguments import add_canvas_arguments, add_model_arguments, add_training_arguments
-from ..errors import UserError
-from ..metrics import accuracy
-from ..models.registry import build_model
-from ..report.figures import learning_curves
-from ..stats import summarize
-from ..tables import write_csv
+from poschan.data.fingerprint import check_disjoint
+from poschan.data.sources import ImageSet, load_dataset
+from poschan.data.stream import CanvasStream
+from poschan.engine import fit
+from poschan.errors import UserError
+from poschan.runtime import resolve_device
+from poschan.experiments.arguments import add_canvas_arguments, add_model_arguments, add_training_arguments
+from poschan.metrics.classification import accuracy
+from poschan.models.registry import build_model
+from poschan.report.figures import learning_curves
+from poschan.stats import summarize
+from poschan.tables import write_csv
 
 EXPERIMENT = "train"
 HELP = "train and test a pooled CNN on k×k-grid canvases (location or semantic task) over seeds"
@@ -98,16 +99,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--permute", help="none, pooled, stage1..stage4 (random channel permutation, train and test)")
     p.add_argument("--permute-per-sample", dest="permute_per_sample", action="store_true", default=None)
     add_training_arguments(p)
-
-
-def resolve_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
-    return device
 
 
 def load_data(config: Config) -> tuple[ImageSet, ImageSet]:

@@ -18,8 +18,8 @@ every kernel, padding and input size (both give ceil(n / 2) of the stride-1 outp
 
 from __future__ import annotations
 
-from torch import Tensor, nn
 from timm.layers import BlurPool2d
+from torch import Tensor, nn
 
 from poschan.errors import UserError
 from poschan.models.poolnet import replace_module

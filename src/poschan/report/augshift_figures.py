@@ -6,7 +6,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from .figures import save_figure
+from poschan.report.figures import save_figure
 
 PANELS = {"accuracy": "accuracy (centre crop)", "consistency": "consistency (crops)",
           "circular_consistency": "circular consistency", "fidelity": "fidelity (both crops right)",

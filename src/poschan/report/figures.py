@@ -8,7 +8,7 @@ from pathlib import Path
 
 import matplotlib
 
-from ..results import temporary_beside
+from poschan.results import temporary_beside
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from .figures import save_figure
+from poschan.report.figures import save_figure
 
 
 def _bars(ax: plt.Axes, labels: list[str], stats: list[dict], chance: float, title: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from .figures import plt, save_figure
+from poschan.report.figures import plt, save_figure
 
 
 def position_map_figure(image: Tensor, maps: Tensor, targets: Sequence[str], predicted: dict[str, Tensor],

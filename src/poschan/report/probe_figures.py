@@ -6,7 +6,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from .figures import save_figure
+from poschan.report.figures import save_figure
 
 PROBE_VARIANTS = {
     "accuracy": "plain",

@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from torch import Tensor
 
-from .figures import save_figure
+from poschan.report.figures import save_figure
 
 
 def sorted_scores(keys: dict[str, tuple[Tensor, Tensor]], path: Path, *, title: str) -> None:

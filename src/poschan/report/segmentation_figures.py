@@ -12,7 +12,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch, Rectangle
 from torch import Tensor
 
-from .figures import save_figure
+from poschan.report.figures import save_figure
 
 
 def _stat(value: float | dict) -> tuple[float, float, float]:

@@ -1,4 +1,4 @@
-"""Evaluation metrics (one implementation of each kind)."""
+"""Shift-invariance metrics of a classifier: consistency, fidelity, latent distance, circular consistency."""
 
 from __future__ import annotations
 
@@ -7,26 +7,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .augshift import ShiftPairTransform, forward_with_latent, seeded_generator
-from .data.canvas import roll
-from .engine import BatchSource
-from .errors import UserError
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, source: BatchSource, *, passes: int = 1, device: torch.device | str = "cpu",
-             first_pass: int = 0) -> float:
-    """Top-1 accuracy of ``model`` over ``passes`` epochs of ``source`` (positions are redrawn each pass)."""
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    for p in range(first_pass, first_pass + passes):
-        for x, y in source.epoch(p, device):
-            correct += int((model(x).argmax(dim=1) == y).sum())
-            total += len(y)
-    model.train(was_training)
-    return correct / max(total, 1)
-
+from poschan.taps import forward_with_latent
+from poschan.data.canvas import roll
+from poschan.data.shift_pairs import ShiftPairTransform
+from poschan.errors import UserError
+from poschan.runtime import seeded_generator
 
 # Shift-invariance metrics (Zhang 2019; APS/TIPS). Each returns a fraction in [0, 1] (latent_distance: a ratio),
 # draws its shifts PER SAMPLE from a generator seeded by (seed, pass, kind), so a score does not depend on the

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .errors import UserError
+from poschan.errors import UserError
 
 REGIONS = ("left", "right", "top", "bottom", "center", "q1", "q2", "q3", "q4")
 OPPOSITES = {"left": "right", "right": "left", "top": "bottom", "bottom": "top",

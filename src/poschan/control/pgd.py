@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import UserError
-from .segmetrics import IGNORE_INDEX
+from poschan.data.segsets import IGNORE_INDEX
+from poschan.errors import UserError
 
 
 def masked_pgd(model: nn.Module, images: Tensor, labels: Tensor, region: Tensor, *, eps: float | Tensor, steps: int,

@@ -9,7 +9,7 @@ import torch
 from scipy import stats as _st
 from torch import Tensor
 
-from .errors import UserError
+from poschan.errors import UserError
 
 TARGETS = ("horizontal", "vertical", "gaussian")
 GAUSSIAN_SIGMA = 0.25  # default sigma of the centred Gaussian, as a fraction of the map side

@@ -13,7 +13,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
-from .errors import UserError
+from poschan.errors import UserError
 
 DEFAULT_C = 1.0  # inverse L2 strength of sklearn's LogisticRegression (its default), on standardised features
 MAX_ITER = 1000

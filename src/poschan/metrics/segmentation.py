@@ -15,9 +15,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .errors import UserError
+from poschan.data.segsets import IGNORE_INDEX
+from poschan.errors import UserError
 
-IGNORE_INDEX = 255  # target label of pixels that are not scored (and carry no loss)
 
 
 def confusion(pred: Tensor, target: Tensor, num_classes: int, mask: Tensor | None = None) -> Tensor:

@@ -1,0 +1,1 @@
+"""What changing the position channels does: AugShift, channel ablation, region attacks."""

@@ -1,0 +1,1 @@
+"""How much position the features of a network carry: linear probes and position-map readouts."""

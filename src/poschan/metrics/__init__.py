@@ -1,0 +1,1 @@
+"""Classification, shift-invariance and segmentation metrics (one implementation of each kind)."""
