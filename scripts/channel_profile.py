@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from poschan.experiments.seg_common import flip_ranking, load_seg_checkpoint, scene_features
-from poschan.locate.designs import ranking_order
+from poschan.locate.ranking import ranking_order
 
 TOP = 32
 SCENES = 300

@@ -8,7 +8,8 @@ from torch import Tensor, nn
 
 from poschan.data.sources import ImageSet
 from poschan.errors import UserError
-from poschan.locate.designs import RankSpec, _same_class_partners, accumulate, ranking_order, top_overlap
+from poschan.locate.designs import RankSpec, _same_class_partners, accumulate
+from poschan.locate.ranking import ranking_order, top_overlap
 from poschan.locate.moments import CoMoments, Moments, dimension_counts, region_cells, standardised_difference
 
 RIGHT = [2, 7]  # channels = the content's x-coordinate (fire more when the content is on the right)

@@ -41,3 +41,12 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         model.train(was_training)
+
+
+@contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Inside the block the global torch RNG, which module constructors draw their initial weights from, is
+    seeded with ``seed``; its previous state is restored on exit (a model built here is a function of ``seed``)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

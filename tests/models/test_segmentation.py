@@ -12,10 +12,10 @@ from poschan.models.segmentation import (
     SegNet,
     SegSpec,
     build_segmenter,
-    fingerprint,
     load_segmenter_state,
     spec_from_dict,
 )
+from poschan.models.weights import weights_fingerprint as fingerprint
 from poschan.taps import mask_channels, masked
 
 SMALL = SegSpec(width=4, aspp_channels=8, atrous_rates=[1, 2])

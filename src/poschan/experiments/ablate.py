@@ -36,7 +36,7 @@ from poschan.experiments.seg_common import (
     scene_features,
     scores,
 )
-from poschan.locate.designs import ranking_order
+from poschan.locate.ranking import ranking_order
 from poschan.metrics.segmentation import miou, pixel_accuracy
 from poschan.report.segmentation_figures import overlays, reliance_curve
 from poschan.results import atomic_write_text

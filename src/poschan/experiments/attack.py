@@ -41,7 +41,7 @@ from poschan.experiments.seg_common import (
     scene_features,
     shift_ranking,
 )
-from poschan.locate.designs import ranking_order
+from poschan.locate.ranking import ranking_order
 from poschan.metrics.segmentation import ConfusionMeter
 from poschan.report.segmentation_figures import overlays, region_heatmap
 from poschan.runtime import resolve_device

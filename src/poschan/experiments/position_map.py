@@ -30,7 +30,7 @@ from poschan.models.padding import PADDING_MODES
 from poschan.models.poolnet import PoolNet
 from poschan.models.registry import build_model
 from poschan.report.position_figures import position_map_figure, spc_bars
-from poschan.runtime import resolve_device
+from poschan.runtime import resolve_device, seeded_init
 from poschan.stats import summarize
 from poschan.tables import write_csv
 from poschan.taps import capture, resolve_layers
@@ -143,8 +143,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def build_backbones(config: Config, seed: int) -> dict[str, PoolNet]:
     """One frozen eval-mode model per padding mode, all with the same weights (random init drawn from ``seed``)."""
     models: dict[str, PoolNet] = {}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_init(seed):
         for padding in config.paddings:
             model = build_model(config.model, 1, 3, width=config.width, padding=padding,
                                 pretrained=bool(config.pretrained), weights=config.weights)

@@ -31,7 +31,7 @@ from poschan.measure.readout import DEFAULT_C, fit_readout, permute_features, re
 from poschan.models.poolnet import PoolNet
 from poschan.models.registry import build_model
 from poschan.report.probe_figures import PROBE_VARIANTS, probe_accuracy
-from poschan.runtime import resolve_device, seeded_generator
+from poschan.runtime import resolve_device, seeded_generator, seeded_init
 from poschan.stats import summarize
 from poschan.tables import write_csv
 from poschan.taps import extract_pooled, pooled_features, resolve_layers
@@ -125,8 +125,9 @@ def prepare(config: Config) -> ProbePlan:
     num_classes = _stream(config, train_set, 0).num_classes  # checks task, grid, canvas and background
     if config.train_size < num_classes:
         raise UserError(f"train_size must be >= the {num_classes} classes, got {config.train_size}")
-    model = build_model(config.model, num_classes, train_set.channels, width=config.width, padding=config.padding,
-                        pretrained=config.pretrained, weights=config.weights)
+    with seeded_init(config.seeds[0]):  # random-init weights: a function of the first seed
+        model = build_model(config.model, num_classes, train_set.channels, width=config.width, padding=config.padding,
+                            pretrained=config.pretrained, weights=config.weights)
     model.eval().requires_grad_(False).to(device)
     layers = resolve_layers(model, config.layers or [*model.stages, "backbone"])
     one = train_set.subset(1).for_model(model.in_chans, model.input_norm)

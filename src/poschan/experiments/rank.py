@@ -31,12 +31,13 @@ from poschan.data.sources import ImageSet, load_dataset
 from poschan.errors import UserError
 from poschan.experiments.arguments import FOLDER_HELP, add_model_arguments
 from poschan.experiments.probe import resolve_layers
-from poschan.locate.designs import FLIP_INPUTS, METHODS, RankSpec, Tally, accumulate, ranking_order, top_overlap
+from poschan.locate.designs import FLIP_INPUTS, METHODS, RankSpec, Tally, accumulate
+from poschan.locate.ranking import ranking_order, top_overlap
 from poschan.models.poolnet import PoolNet
 from poschan.models.registry import build_model
 from poschan.report.ranking_figures import cell_heatmap, sorted_scores
 from poschan.results import atomic_write_text
-from poschan.runtime import resolve_device
+from poschan.runtime import resolve_device, seeded_init
 from poschan.stats import summarize
 from poschan.tables import write_csv
 
@@ -150,8 +151,9 @@ def prepare(config: Config) -> RankPlan:
     images = load_split(config)
     if config.eval_split is not None and not trusted_disjoint(config.data, config.split, config.eval_split):
         check_disjoint(load_split(dataclasses.replace(config, split=config.eval_split, limit=None)), images)
-    model = build_model(config.model, config.num_classes, images.channels, width=config.width, head=config.head,
-                        padding=config.padding, pretrained=config.pretrained, weights=config.weights)
+    with seeded_init(config.seeds[0]):  # random-init weights: a function of the first seed
+        model = build_model(config.model, config.num_classes, images.channels, width=config.width, head=config.head,
+                            padding=config.padding, pretrained=config.pretrained, weights=config.weights)
     model.eval().requires_grad_(False).to(device)
     (layer,) = resolve_layers(model, [config.layer])
     plan = RankPlan(config, config.spec(), images, model, layer, 0, device)

@@ -18,9 +18,11 @@ from poschan.data.sources import ImageSet
 from poschan.data.stream import TensorStream
 from poschan.engine import load_checkpoint
 from poschan.errors import UserError
-from poschan.locate.designs import RankSpec, accumulate, ranking_order
+from poschan.locate.designs import RankSpec, accumulate
+from poschan.locate.ranking import ranking_order
 from poschan.metrics.segmentation import ConfusionMeter
-from poschan.models.segmentation import SegNet, build_segmenter, fingerprint, load_segmenter_state, spec_from_dict
+from poschan.models.segmentation import SegNet, build_segmenter, load_segmenter_state, spec_from_dict
+from poschan.models.weights import weights_fingerprint as fingerprint
 
 TEST_SEED = 20_211  # the evaluation scenes: fixed, the same for every command and seed
 RANK_SEED_OFFSET = 7_000  # rank scenes of ranking seed s are drawn with seed RANK_SEED_OFFSET + s

@@ -157,16 +157,6 @@ class Tally:
         return Tally(self.real + other.real, self.null + other.null)
 
 
-def ranking_order(scores: Tensor) -> Tensor:
-    """Channel indices by descending score (ties keep channel order)."""
-    return torch.sort(scores, descending=True, stable=True).indices
-
-
-def top_overlap(a: Tensor, b: Tensor, n: int) -> int:
-    """How many channels the top ``n`` of score vectors ``a`` and ``b`` share."""
-    return len(set(ranking_order(a)[:n].tolist()) & set(ranking_order(b)[:n].tolist()))
-
-
 # ---- what to feed the network ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -13,11 +13,9 @@ features``. Models:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -124,14 +122,3 @@ def spec_from_dict(d: dict, source: str) -> SegSpec:
         raise UserError(f"{source}: not a poschan segmentation checkpoint ({err})") from None
     spec.validate()
     return spec
-
-
-def fingerprint(model: nn.Module) -> str:
-    """sha256 of the model's state (names, shapes, values): tells one set of weights from another."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        t = tensor.detach().cpu().contiguous()
-        digest.update(str((t.dtype, tuple(t.shape))).encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
