@@ -6,8 +6,10 @@ STAMP   := $(VENV)/.installed
 DATA_ROOT ?=
 RUNS    ?= runs
 DATA_FLAG := $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
+DOC_MODULES := poschan poschan.data poschan.models poschan.taps poschan.measure poschan.locate poschan.control \
+               poschan.metrics poschan.stats poschan.results poschan.engine
 
-.PHONY: demo test test-slow mutation lint bench data install
+.PHONY: demo test test-slow mutation lint docs bench data install
 
 install: $(STAMP)
 
@@ -27,7 +29,11 @@ test: install data
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench scripts examples
+
+docs: install
+	$(PY) -m pdoc --docformat restructuredtext -o docs/api $(DOC_MODULES)
+	@echo "API documentation: docs/api/index.html"
 
 test-slow: install data
 	$(PY) -m pytest -q -m slow

@@ -32,7 +32,7 @@ def main() -> None:
     centre, _ = next(iter(ShiftPairStream(data, shift, 48, seed=0, pairs=False).epoch(0)))
     model = build_model("resnet18-paper", 10, 1, width=16).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
-    augshift = AugShiftLoss(lam=1.0)
+    augshift = AugShiftLoss(lam=1.0).training_loss
 
     def steps(loss_fn, x) -> None:
         for _ in range(args.steps):

@@ -120,9 +120,9 @@ def main() -> None:
     # peak memory: the ablation's peak is reached by its first ablated forward, so 4 channel groups suffice
     for n in (args.images, 4 * args.images):
         subset = data.subset(n)
-        ours = peak_rss_mib(lambda: rank(subset))
+        ours = peak_rss_mib(lambda subset=subset: rank(subset))
         xs = canvases(subset.for_model(3, model.input_norm), args.grid)
-        ablation = peak_rss_mib(lambda: ablation_scores(model, layer, xs, channels, groups=4))
+        ablation = peak_rss_mib(lambda xs=xs: ablation_scores(model, layer, xs, channels, groups=4))
         fmt = (lambda v: "n/a" if v is None else f"{v:.0f} MiB")
         print(f"    peak memory at {n:>3} images: flip pass {fmt(ours)}, ablation {fmt(ablation)}")
 

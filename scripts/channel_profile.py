@@ -15,8 +15,11 @@ from pathlib import Path
 
 import torch
 
-from poschan.experiments.seg_common import flip_ranking, load_seg_checkpoint, scene_features
+from poschan.control.ablation import SegEval
+from poschan.data.segdata import SegData
 from poschan.locate.ranking import ranking_order
+from poschan.locate.segmentation import segmenter_ranking
+from poschan.models.segmentation import load_segmenter
 
 TOP = 32
 SCENES = 300
@@ -33,9 +36,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     cpu = torch.device("cpu")
-    loaded = load_seg_checkpoint(str(args.run / "train/seed0/checkpoint.pt"), cpu)
+    checkpoint = str(args.run / "train/seed0/checkpoint.pt")
+    seg = load_segmenter(checkpoint=checkpoint)
+    data = SegData.from_meta(seg.meta, None, checkpoint)
     score = torch.tensor(json.loads((args.run / "ablate/ranking.json").read_text())["keys"]["overall"]["scores"])
-    feats = scene_features(loaded.model, loaded.data.test_set(SCENES).images, 50, cpu)
+    test = data.test_set(SCENES)
+    feats = SegEval(seg.module, seg.layer, test, batch_size=50, device=cpu).features
     pooled = feats.mean(dim=(2, 3))
     mean, spread, active = pooled.mean(0), pooled.std(0), (feats > 0).float().mean(dim=(0, 2, 3))
     order = ranking_order(score)
@@ -43,9 +49,10 @@ def main() -> None:
         print(f"{name} {TOP}: active {active[idx].mean():.2f} of positions, pooled mean {mean[idx].mean():.2f}, "
               f"sd {spread[idx].mean():.2f}")
     print(f"corr(score, sd) {corr(score, spread):.2f}, corr(score, mean) {corr(score, mean):.2f}")
-    signed = flip_ranking(loaded.model, loaded.data, region="left", count=SCENES, seed=0, batch_size=50, device=cpu)
-    left_scenes = loaded.data.rank_images(SCENES, seed=5, region="left").images
-    f = scene_features(loaded.model, left_scenes, 50, cpu)
+    signed = segmenter_ranking(seg.module, seg.layer, data, "flip", region="left", count=SCENES, seeds=[0],
+                               batch_size=50, device=cpu).scores
+    left_scenes = data.rank_images(SCENES, seed=5, region="left").images
+    f = seg.module.features(left_scenes)
     half = f.shape[-1] // 2
     for key in ("left", "right"):
         idx = ranking_order(signed[key])[:TOP]

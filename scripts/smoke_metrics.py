@@ -71,10 +71,13 @@ def main() -> int:
         args.write.write_text(json.dumps(metrics, indent=1, sort_keys=True))
         return 0
     differences = _differences(json.loads(args.compare.read_text()), metrics)
-    for line in differences[:50]:
+    added = [d for d in differences if d.endswith(": new after")]  # a new metric changes no number printed before
+    changed = [d for d in differences if d not in added]
+    for line in [*changed[:50], *added]:
         print(line)
-    print(f"{len(differences)} differences in {sum(map(len, metrics.values()))} metrics of {len(metrics)} runs")
-    return 1 if differences else 0
+    print(f"{len(changed)} changed or missing, {len(added)} new, in {sum(map(len, metrics.values()))} metrics of "
+          f"{len(metrics)} runs")
+    return 1 if changed else 0
 
 
 if __name__ == "__main__":

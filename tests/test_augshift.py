@@ -3,13 +3,13 @@ import torch
 import torch.nn.functional as F
 
 from poschan.control.augshift import AugShiftLoss
-from poschan.taps import forward_with_latent
 from poschan.data.shift_pairs import ShiftPairStream, ShiftPairTransform
 from poschan.data.sources import ImageSet
 from poschan.engine import fit
 from poschan.errors import UserError
 from poschan.models.registry import build_model
 from poschan.runtime import seeded_generator
+from poschan.taps import forward_with_latent
 
 
 def _images(b=6, c=2, h=7, w=9, seed=0):
@@ -97,18 +97,18 @@ def test_loss_with_lambda_zero_is_ce_on_both_views():
     model, x, y = _model(), torch.randn(6, 1, 16, 16), torch.tensor([0, 1, 4])
     logits = model(x)
     expected = F.cross_entropy(logits[:3], y) + F.cross_entropy(logits[3:], y)
-    assert torch.allclose(AugShiftLoss(lam=0.0)(model, x, y), expected, atol=1e-6)
+    assert torch.allclose(AugShiftLoss(lam=0.0).training_loss(model, x, y), expected, atol=1e-6)
 
 
 def test_latent_term_is_zero_for_identical_views_and_matches_mse_otherwise():
     model, v, y = _model(), torch.randn(3, 1, 16, 16), torch.tensor([0, 1, 4])
     same = torch.cat([v, v])
-    assert torch.allclose(AugShiftLoss(lam=10.0)(model, same, y), 2 * F.cross_entropy(model(v), y), atol=1e-6)
+    assert torch.allclose(AugShiftLoss(lam=10.0).training_loss(model, same, y), 2 * F.cross_entropy(model(v), y), atol=1e-6)
     x = torch.cat([v, torch.roll(v, 3, dims=-1)])
     z1, z2 = model.pooled(x).chunk(2)
     l1 = model(x)[:3]
     for latent, (a, b) in (("mse", (z1, z2)), ("normalized-mse", (F.normalize(z1), F.normalize(z2)))):
-        loss = AugShiftLoss(lam=2.0, ce="first", latent=latent)(model, x, y)
+        loss = AugShiftLoss(lam=2.0, ce="first", latent=latent).training_loss(model, x, y)
         expected = F.cross_entropy(l1, y) + 2.0 * ((a - b) ** 2).mean()
         assert float((a - b).detach().abs().max()) > 1e-4
         assert torch.allclose(loss, expected, atol=1e-6)
@@ -126,10 +126,10 @@ def test_one_backbone_forward_per_training_step():
     model = build_model("resnet18-paper", 3, 1, width=4)
     calls = []
     model.backbone.register_forward_hook(lambda m, i, out: calls.append(len(out)))
-    fit(model, stream, epochs=1, loss_fn=AugShiftLoss(lam=1.0), progress=False)
+    fit(model, stream, epochs=1, loss_fn=AugShiftLoss(lam=1.0).training_loss, progress=False)
     assert calls == [8, 8, 8]  # 3 steps, each ONE forward of the 2B = 8 concatenated views
     with pytest.raises(UserError, match="2B views"):
-        AugShiftLoss()(model, torch.zeros(3, 1, 10, 10), torch.zeros(3, dtype=torch.long))
+        AugShiftLoss().training_loss(model, torch.zeros(3, 1, 10, 10), torch.zeros(3, dtype=torch.long))
 
 
 def test_seeded_generator_depends_on_every_key():

@@ -110,3 +110,21 @@ def test_models_and_layers(capsys):
     text = capsys.readouterr().out
     assert "backbone.layer4" in text and "(1, 64, 6, 6)" in text
     assert main(["layers", "no-such-model"]) == 2
+
+
+def test_python_dash_m_poschan_runs_the_command_line():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "poschan", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "gap-study" in proc.stdout and "rank" in proc.stdout
+
+
+def test_every_public_name_resolves_and_nothing_else_is_exported():
+    import poschan
+
+    assert 15 <= len(poschan.__all__) <= 30
+    for name in poschan.__all__:
+        assert getattr(poschan, name) is not None, name
+    with pytest.raises(AttributeError):
+        poschan.no_such_name  # noqa: B018

@@ -1,4 +1,4 @@
-"""The channel-permutation controls against known answers: ChannelPermute, taps.permute_input, gap-study test-only.
+"""The channel-permutation controls against known answers: ChannelPermute, taps.permute_channels, gap-study test-only.
 
 Inputs are coded so that every value names its sample and its channel (row i, channel j holds 100 i + j), so the
 permutation a row went through can be read off the output. A uniformly random permutation of C channels gives
@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from poschan.experiments.gap_study import Config, Variant, evaluators
 from poschan.models.heads import ChannelPermute
-from poschan.taps import permute_input
+from poschan.taps import permute_channels
 
 C = 4  # 4! = 24 orders: enough draws per order for a chi-square test in a few milliseconds
 ALL_ORDERS = list(itertools.permutations(range(C)))
@@ -87,11 +87,11 @@ class Recorder(nn.Module):
 def test_permute_input_per_batch_and_per_sample():
     net = nn.Sequential(nn.Identity(), Recorder())
     torch.manual_seed(0)
-    with permute_input(net, "1"):
+    with permute_channels(net, "1", where="input"):
         for _ in range(1200):
             net(coded(3))
     assert_uniform([shared_order(x) for x in net[1].seen])
-    with permute_input(net, "1", per_sample=True):
+    with permute_channels(net, "1", per_sample=True, where="input"):
         net(coded(2400))
     orders = row_orders(net[1].seen[-1])
     assert_uniform(orders)

@@ -9,8 +9,8 @@ from torch import Tensor, nn
 from poschan.data.sources import ImageSet
 from poschan.errors import UserError
 from poschan.locate.designs import RankSpec, _same_class_partners, accumulate
-from poschan.locate.ranking import ranking_order, top_overlap
 from poschan.locate.moments import CoMoments, Moments, dimension_counts, region_cells, standardised_difference
+from poschan.locate.ranking import ranking_order, top_overlap
 
 RIGHT = [2, 7]  # channels = the content's x-coordinate (fire more when the content is on the right)
 LEFT = [9]  # channel = 1 − x-coordinate (fires more when the content is on the left)

@@ -77,3 +77,27 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert {oct((tmp_path / n).stat().st_mode & 0o777) for n in ("a.json", "b.pt", "c.png")} == {oct(0o644)}
+
+
+def test_flat_stats_spreads_each_statistic_over_four_columns_and_keeps_the_rest():
+    from poschan.tables import flat_stats
+
+    row = {"layer": "x", "acc": {"mean": 0.5, "ci95": [0.25, 0.75], "n": 3, "values": [0.25, 0.5, 0.75]}, "k": 2}
+    assert flat_stats(row) == {"layer": "x", "acc": 0.5, "acc_lo": 0.25, "acc_hi": 0.75, "acc_n": 3, "k": 2}
+
+
+def test_load_run_reads_a_finished_run_and_refuses_an_unfinished_one(tmp_path):
+    from poschan.results import load_run
+
+    run = RunDir(tmp_path / "out", {"lr": 0.1})
+    work = run.open()
+    (work / "table.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(UserError, match="unfinished run"):
+        load_run(work)
+    run.write_results("train", {"accuracy": 0.75}, [0, 1], "cpu", 1.5)
+    loaded = load_run(run.commit())
+    assert (loaded.experiment, loaded.config, loaded.metrics, loaded.seeds) == ("train", {"lr": 0.1},
+                                                                                {"accuracy": 0.75}, [0, 1])
+    assert loaded.tables == ["table"] and loaded.table() == [{"a": "1", "b": "2"}]
+    with pytest.raises(UserError, match="no table 'curves'"):
+        loaded.table("curves")

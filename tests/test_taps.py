@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from poschan.errors import UserError
-from poschan.taps import capture, get_layer, layer_names, layer_shapes, mask_channels, permute_input, pooled_features
+from poschan.taps import capture, get_layer, layer_names, layer_shapes, mask_channels, permute_channels, pooled_features
 
 
 def small_net() -> nn.Module:
@@ -85,7 +85,7 @@ def test_permute_input_changes_order_only_inside_block():
     pooled = store["3"].flatten(1)
     seen = []
     net[5].register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
-    with permute_input(net, "5", per_sample=True):
+    with permute_channels(net, "5", per_sample=True, where="input"):
         net(x)
     permuted = seen[-1]
     assert not torch.equal(permuted, pooled)
@@ -119,3 +119,33 @@ def test_mask_edits_exactly_the_named_nested_layer(mode):
     torch.testing.assert_close(store["1.0"], edited, rtol=0, atol=0)  # observers of the layer see the edit
     torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
     assert not torch.allclose(out, net(x), atol=1e-3)  # the mask matters here, so a mask elsewhere is seen
+
+
+def test_permute_channels_output_is_a_seeded_channel_permutation_removed_on_exit():
+    net = nn.Sequential(nn.Conv2d(1, 6, 3), nn.ReLU())
+    x = torch.randn(4, 1, 8, 8)
+    plain = net(x)
+    with permute_channels(net, "0", generator=torch.Generator().manual_seed(3)):
+        a = net(x)
+    with permute_channels(net, "0", generator=torch.Generator().manual_seed(3)):
+        b = net(x)
+    assert torch.equal(a, b)  # the generator decides the permutation
+    order = [int((plain[0] - a[0, c]).abs().flatten(1).sum(1).argmin()) for c in range(6)]
+    assert sorted(order) == list(range(6)) and order != list(range(6))
+    assert torch.equal(a, plain[:, order])  # one permutation shared by the batch
+    with permute_channels(net, "0", per_sample=True, generator=torch.Generator().manual_seed(0)):
+        c = net(x)
+    orders = [[int((plain[i] - c[i, k]).abs().flatten(1).sum(1).argmin()) for k in range(6)] for i in range(4)]
+    assert all(torch.equal(c[i], plain[i, o]) for i, o in enumerate(orders)) and len({tuple(o) for o in orders}) > 1
+    assert torch.equal(net(x), plain)
+
+
+def test_resolve_layers_maps_stage_and_backbone_relative_names():
+    from poschan.models.registry import build_model
+    from poschan.taps import resolve_layers
+
+    model = build_model("resnet18-paper", num_classes=3, in_chans=1, width=4)
+    assert resolve_layers(model, ["stage4", "layer3", "backbone.layer2", "layer3"]) == [
+        "backbone.layer4", "backbone.layer3", "backbone.layer2"]
+    with pytest.raises(UserError, match="layer9"):
+        resolve_layers(model, ["layer9"])

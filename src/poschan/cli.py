@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from poschan.config import PRESETS, as_dict, build_config
+from poschan.config import PRESETS, add_flags, as_dict, build_config
 from poschan.errors import UserError
 from poschan.results import RunDir
 
@@ -81,8 +81,8 @@ def _print_metrics(metrics: dict) -> None:
         print(f"{key:>16}: {_fmt(value) if isinstance(value, dict) and 'ci95' in value else value}")
 
 
-# Experiment commands: each module provides EXPERIMENT, HELP, Config (a dataclass), add_arguments(parser)
-# (flags whose dest is a Config key, default None), prepare(config) -> plan, run(plan, work, progress) -> metrics
+# Experiment commands: each module provides EXPERIMENT, HELP, Config (a dataclass whose fields declare their flags,
+# see config.setting and experiments/settings.py), prepare(config) -> plan, run(plan, work, progress) -> metrics
 # and optionally print_summary(metrics).
 EXPERIMENTS = {
     "train": "poschan.experiments.train",
@@ -138,7 +138,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             continue
         module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(p)
+        add_flags(p, module.Config)
         _add_run_args(p)
         p.set_defaults(func=_experiment_command(module))
 

@@ -1,7 +1,15 @@
-"""Typed experiment configurations resolved from defaults < preset < YAML file < command-line flags."""
+"""Typed experiment configurations resolved from defaults < preset < YAML file < command-line flags.
+
+A config field is declared once, with its flag: ``name: int = setting(3, help="...")``; ``add_flags(parser, cls)``
+makes the command-line flags of a config dataclass from its fields. A command's config class may hold
+``DEFAULTS`` (its own defaults of shared fields, the lowest layer) and ``FLAGS`` (its own flag metadata of shared
+fields, e.g. a help text); both are merged along the class's bases.
+"""
 
 from __future__ import annotations
 
+import argparse
+import copy
 import dataclasses
 import difflib
 import math
@@ -41,6 +49,13 @@ def preset_values(experiment: str, preset: str) -> dict:
     return presets[preset] or {}
 
 
+def _number(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text  # refused by _coerce, which names the key
+
+
 def _coerce(cls_name: str, key: str, hint: Any, value: Any) -> Any:
     """Check (and gently convert) ``value`` against the field's type hint."""
     origin = typing.get_origin(hint)
@@ -57,11 +72,11 @@ def _coerce(cls_name: str, key: str, hint: Any, value: Any) -> Any:
                 continue
         raise UserError(f"config key {key!r}: {value!r} is not a valid {hint}")
     if origin in (list, tuple):
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v.strip()]
+        (item,) = typing.get_args(hint)[:1] or (Any,)
+        if isinstance(value, str):  # comma-separated text (a flag): its numbers are read here
+            value = [_number(v) if item is float else v for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise UserError(f"config key {key!r}: expected a list, got {value!r}")
-        (item,) = typing.get_args(hint)[:1] or (Any,)
         items = [_coerce(cls_name, key, item, v) for v in value]
         return tuple(items) if origin is tuple else items
     if hint is Any:
@@ -83,10 +98,10 @@ def _coerce(cls_name: str, key: str, hint: Any, value: Any) -> Any:
 
 def build_config(cls: type[C], experiment: str, preset: str, config_file: str | None = None,
                  overrides: dict[str, Any] | None = None) -> C:
-    """Defaults of ``cls`` < the preset < keys of ``config_file`` < non-None ``overrides``."""
+    """Defaults of ``cls`` < its ``DEFAULTS`` < the preset < keys of ``config_file`` < non-None ``overrides``."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = copy.deepcopy(class_mapping(cls, "DEFAULTS"))
     layers: list[tuple[str, dict]] = [(f"preset {preset!r}", preset_values(experiment, preset))]
     if config_file is not None:
         path = Path(config_file)
@@ -116,3 +131,60 @@ def build_config(cls: type[C], experiment: str, preset: str, config_file: str | 
 def as_dict(config: object) -> dict:
     """A plain, YAML/JSON-ready dict of a config dataclass."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+def setting(default: Any, help: str = "", *, flag: str | None = None, cli: bool = True,
+            choices: tuple | None = None, metavar: str | None = None, negative: str | None = None,
+            negative_help: str = "") -> Any:
+    """A config field and its command-line flag: ``--field-name`` (or ``flag``); ``cli=False``: none (a run
+    argument of every command, or a key of presets and --config files only); ``negative``: a second, store_false
+    flag of a bool field. A list default is copied for every instance."""
+    metadata = {"help": help, "cli": cli, "flag": flag, "choices": choices, "metavar": metavar,
+                "negative": negative, "negative_help": negative_help}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def class_mapping(cls: type, name: str) -> dict:
+    """The dict class attribute ``name`` (DEFAULTS, FLAGS) merged along the bases of ``cls``, subclasses winning."""
+    merged: dict = {}
+    for klass in reversed(cls.__mro__):
+        merged.update(vars(klass).get(name, {}))
+    return merged
+
+
+def flag_metadata(cls: type, name: str) -> dict:
+    """The flag metadata of field ``name`` of ``cls``: the field's own, updated by the class's ``FLAGS[name]``."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return {"help": "", "cli": True, **field.metadata, **class_mapping(cls, "FLAGS").get(name, {})}
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field of config dataclass ``cls`` (``cli=False`` fields excepted), dest the field name,
+    default None (an absent flag keeps the preset): bool fields are store_true flags, int and float fields parse
+    as such, lists are comma-separated text that ``build_config`` reads."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        meta = flag_metadata(cls, field.name)
+        if not meta["cli"]:
+            continue
+        hint = hints[field.name]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: a flag gives an X
+            hint = next(h for h in typing.get_args(hint) if h is not type(None))
+        kwargs: dict[str, Any] = {"dest": field.name, "default": None, "help": meta["help"].replace("%", "%%")}
+        flag = meta.get("flag") or "--" + field.name.replace("_", "-")
+        if hint is bool:
+            parser.add_argument(flag, action="store_true", **kwargs)
+            if meta.get("negative"):
+                parser.add_argument(meta["negative"], action="store_false", dest=field.name, default=None,
+                                    help=meta.get("negative_help", "").replace("%", "%%"))
+            continue
+        if hint in (int, float):
+            kwargs["type"] = hint
+        elif hint is not str and typing.get_origin(hint) not in (list, tuple):
+            raise TypeError(f"{cls.__name__}.{field.name}: no flag for type {hint}; give it cli=False")
+        for key in ("choices", "metavar"):
+            if meta.get(key):
+                kwargs[key] = meta[key]
+        parser.add_argument(flag, **kwargs)

@@ -6,6 +6,7 @@ so ``OUT`` never holds partial results, and an interrupted run can be resumed fr
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
@@ -165,3 +166,49 @@ class RunDir:
             self.out.rmdir()  # only an empty directory can be here (checked in open)
         os.replace(self.work, self.out)
         return self.out
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run as ``load_run`` reads it: ``results.json``'s fields, and the tables and figures beside it."""
+
+    path: Path
+    experiment: str
+    config: dict
+    metrics: dict
+    seeds: list[int]
+    env: dict
+    elapsed_s: float
+
+    @property
+    def tables(self) -> list[str]:
+        """Names of the CSV tables of the run (``table``, ``curves``, ...), for :meth:`table`."""
+        return sorted(p.stem for p in self.path.glob("*.csv"))
+
+    @property
+    def figures(self) -> list[Path]:
+        return sorted(self.path.glob("*.png"))
+
+    def table(self, name: str = "table") -> list[dict[str, str]]:
+        """The rows of ``<name>.csv`` as dicts of strings (columns as written)."""
+        path = self.path / f"{name}.csv"
+        if not path.is_file():
+            raise UserError(f"run {self.path} has no table {name!r}; tables: {', '.join(self.tables) or 'none'}")
+        with path.open(newline="") as fh:
+            return list(csv.DictReader(fh))
+
+
+def load_run(path: str | Path) -> Run:
+    """The results of the finished run in directory ``path`` (one-line UserError when it is not one)."""
+    path = Path(path)
+    file = path / "results.json"
+    try:
+        data = json.loads(file.read_text())
+        return Run(path, str(data["experiment"]), dict(data["config"]), dict(data["metrics"]), list(data["seeds"]),
+                   dict(data.get("env") or {}), float(data.get("elapsed_s", 0.0)))
+    except OSError as err:
+        partial = " (an unfinished run: resume it)" if path.name.endswith(".partial") else ""
+        raise UserError(f"{path} is not a finished poschan run: cannot read {file.name}: "
+                        f"{err.strerror or err}{partial}") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{file} is not a poschan results file ({type(err).__name__}: {err})") from None

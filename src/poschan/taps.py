@@ -15,6 +15,8 @@ from torch import Tensor, nn
 
 from poschan.data.stream import BatchSource
 from poschan.errors import UserError
+from poschan.models.heads import ChannelPermute
+from poschan.runtime import eval_mode
 
 MASK_MODES = ("zero", "mean")
 
@@ -133,12 +135,21 @@ def mask_channels(
 
 
 @contextmanager
-def permute_input(model: nn.Module, layer: str, *, per_sample: bool = False) -> Iterator[None]:
-    """Inside the block, the channels of ``layer``'s input are randomly permuted on every forward pass
-    (fresh permutation from the global torch RNG; shared by the batch unless ``per_sample``)."""
-    from .models.heads import ChannelPermute
-
-    handle = get_layer(model, layer).register_forward_pre_hook(ChannelPermute(per_sample).pre_hook, prepend=True)
+def permute_channels(model: nn.Module, layer: str, *, per_sample: bool = False,
+                     generator: torch.Generator | None = None, where: str = "output") -> Iterator[None]:
+    """Inside the block, the channels (dim 1) of ``layer``'s output (``where="output"``) or of its first input
+    (``"input"``) are randomly permuted on every forward pass: one permutation per batch, or per sample with
+    ``per_sample``, drawn from ``generator`` or else the global torch RNG (see ``ChannelPermute``). Permuting the
+    pooled features of a trained network is the paper's test-time control: position read from the channel
+    order is lost, what single channels encode is not."""
+    if where not in ("output", "input"):
+        raise UserError(f"where must be 'output' or 'input', got {where!r}")
+    permute = ChannelPermute(per_sample, generator)
+    target = get_layer(model, layer)
+    if where == "input":
+        handle = target.register_forward_pre_hook(permute.pre_hook, prepend=True)
+    else:
+        handle = target.register_forward_hook(lambda _m, _inp, out: permute(out), prepend=True)
     try:
         yield
     finally:
@@ -163,10 +174,18 @@ def layer_shapes(model: nn.Module, x: Tensor) -> list[tuple[str, tuple[int, ...]
 
 
 def resolve_layers(model: nn.Module, names: Sequence[str]) -> list[str]:
-    """Dotted layer names: a stage name (e.g. ``stage2``) maps to its module in ``model.stages``; unknown names
-    fail with the closest valid ones; duplicates are dropped."""
+    """Dotted layer names: a stage name (e.g. ``stage2``) maps to its module in ``model.stages``, and a name of
+    the model's ``backbone`` (e.g. ``layer4`` of a torchvision ResNet) to ``backbone.<name>`` when the model has
+    no layer of that name itself; unknown names fail with the closest valid ones; duplicates are dropped."""
     stages = getattr(model, "stages", {})
-    full = [f"backbone.{stages[n]}" if n in stages else n for n in (n.strip() for n in names) if n]
+    modules = dict(model.named_modules())
+
+    def full_name(n: str) -> str:
+        if n in stages:
+            return f"backbone.{stages[n]}"
+        return f"backbone.{n}" if n not in modules and f"backbone.{n}" in modules else n
+
+    full = [full_name(n) for n in (n.strip() for n in names) if n]
     for name in full:
         get_layer(model, name)
     return list(dict.fromkeys(full))
@@ -179,26 +198,25 @@ def extract_pooled(model: nn.Module, source: BatchSource, layers: Sequence[str],
 
     Features stay on ``device``; the forward pass stops at the deepest requested layer.
     """
-    was_training = model.training
-    model.eval()
     chunks: dict[str, list[Tensor]] = {name: [] for name in layers}
     labels: list[Tensor] = []
-    for p in range(passes):
-        for x, y in source.epoch(p, device):
-            for name, value in pooled_features(model, x, layers).items():
-                chunks[name].append(value)
-            labels.append(y)
-    model.train(was_training)
+    with eval_mode(model):
+        for p in range(passes):
+            for x, y in source.epoch(p, device):
+                for name, value in pooled_features(model, x, layers).items():
+                    chunks[name].append(value)
+                labels.append(y)
     return {name: torch.cat(values) for name, values in chunks.items()}, torch.cat(labels)
 
 
-def forward_with_latent(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """(logits, pooled latent (B, C)) of ``x`` from ONE forward pass of a PoolNet (or a DDP wrapper of one).
+def forward_with_latent(model: nn.Module, x: Tensor, layer: str = "backbone") -> tuple[Tensor, Tensor]:
+    """(logits, pooled latent (B, C)) of ``x`` from ONE forward pass of ``model`` (or a DDP wrapper of it).
 
-    The latent is the global average of the backbone's feature map (``PoolNet.pooled``), recorded by a hook on
-    ``backbone`` while ``model(x)`` runs, so the backbone runs once and a DDP wrapper still syncs gradients.
+    The latent is the global average of ``layer``'s feature map (for a PoolNet, ``backbone``: its pooled
+    features), recorded by a hook while ``model(x)`` runs, so the network runs once and a DDP wrapper still
+    syncs gradients.
     """
     inner = getattr(model, "module", model)  # DistributedDataParallel holds the model in .module
-    with capture(inner, ["backbone"], pooled=True) as store:
+    with capture(inner, [layer], pooled=True) as store:
         logits = model(x)
-    return logits, store["backbone"]
+    return logits, store[layer]

@@ -8,14 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from poschan.cli import main
-from poschan.experiments.position_map import (
-    MapReadout,
-    fit_map_readout,
-    layer_features,
-    photo_crops,
-    score,
-    shuffle_positions,
-)
+from poschan.data.canvas import photo_crops
+from poschan.measure.map_readout import MapReadout, fit_map_readout, resized_feature_maps, score, shuffle_positions
 from poschan.measure.position_maps import TARGETS, position_maps
 from poschan.models.registry import build_model
 
@@ -69,7 +63,7 @@ def horizontal_spc(nets: str, factory: str) -> tuple[float, torch.Tensor, torch.
     torch.manual_seed(0)
     model = build_model(f"{nets}:{factory}", 1, 3, padding="circular").eval()
     images = F.avg_pool2d(torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)), 5, 1)
-    train_f, test_f = (layer_features(model, all_circular_shifts(im), ["backbone"], 28) for im in images)
+    train_f, test_f = (resized_feature_maps(model, all_circular_shifts(im), ["backbone"], 28) for im in images)
     maps = position_maps(["horizontal"], 26, 26)
     readout = fit_map_readout(train_f, maps, steps=200, batch_pixels=256, lr=1e-2,
                               generator=torch.Generator().manual_seed(0))

@@ -16,6 +16,7 @@ from torch import nn
 from poschan.cli import main
 from poschan.data.fingerprint import image_fingerprint
 from poschan.data.sources import load_dataset
+from poschan.locate.ranking import ChannelRanking
 from poschan.models.registry import build_model
 
 THIS = Path(__file__).as_posix()
@@ -55,10 +56,15 @@ def test_smoke_contract(tmp_path, method):
     m = data["metrics"]
     assert (m["n_images"], m["split"], m["eval_split"], m["channels"]) == (12, "test", "train", 6)
     ranking = json.loads((out / "ranking.json").read_text())
-    assert {k: ranking[k] for k in ("layer", "channels", "method", "data", "split", "n_images")} == {
-        "layer": "backbone.2", "channels": 6, "method": method, "data": "fashion-mnist", "split": "test",
-        "n_images": 12}
-    assert ranking["images"] == image_fingerprint(load_dataset("fashion-mnist", "test", limit=12).images)
+    assert {k: ranking[k] for k in ("schema", "layer", "channels", "method", "n_images", "seeds")} == {
+        "schema": "poschan-ranking/1", "layer": "backbone.2", "channels": 6, "method": method, "n_images": 12,
+        "seeds": [0]}
+    assert {k: ranking["data"][k] for k in ("source", "split", "eval_split")} == {
+        "source": "fashion-mnist", "split": "test", "eval_split": "train"}
+    assert ranking["data"]["images"] == image_fingerprint(load_dataset("fashion-mnist", "test", limit=12).images)
+    loaded = ChannelRanking.load(out / "ranking.json")
+    assert loaded.top("overall" if method != "dimest" else "position", 6).tolist() == m["top"][
+        "overall" if method != "dimest" else "position"]
     assert set(ranking["keys"]) == KEYS[method] == set(m["top"]) == set(m["null"])
     for key, entry in ranking["keys"].items():
         order, scores = entry["order"], entry["scores"]
@@ -123,7 +129,7 @@ def test_image_folder_ranked_on_its_train_split_for_its_test_split(tmp_path):
                      "--data", f"folder:{folder}", "--split", "train", "--eval-split", "test", "--method", "flip")
     assert (data["metrics"]["n_images"], data["metrics"]["split"]) == (4, "train")
     train = load_dataset(f"folder:{folder}", "train", image_size=32)
-    assert json.loads((out / "ranking.json").read_text())["images"] == image_fingerprint(train.images)
+    assert json.loads((out / "ranking.json").read_text())["data"]["images"] == image_fingerprint(train.images)
 
 
 def _empty_folder(tmp_path: Path) -> str:

@@ -49,7 +49,8 @@ def test_ablate_contract(ablated):
         assert statistic_ok(row["ranked"]) and statistic_ok(row["random"])
         assert row["random"]["n"] == 5 and row["ranked"]["n"] == 1  # smoke: one ranking seed, five random draws
     ranking = json.loads((ablated / "ranking.json").read_text())
-    assert ranking["split"] == "rank" and ranking["channels"] == m["channels"]
+    assert ranking["schema"] == "poschan-ranking/1" and ranking["layer"] == m["layer"] == "backbone"
+    assert ranking["data"]["split"] == "rank" and ranking["channels"] == m["channels"]
     assert sorted(ranking["keys"]["overall"]["order"]) == list(range(m["channels"]))
     for name in ("reliance.png", "overlays.png", "table.csv"):
         assert (ablated / name).is_file()
@@ -103,8 +104,12 @@ def test_bad_checkpoints(tmp_path, capsys):
 def test_bad_rankings_regions_and_counts(trained, ablated, tmp_path, capsys):
     ckpt = ["--checkpoint", str(trained / "seed0/checkpoint.pt")]
     ranking = json.loads((ablated / "ranking.json").read_text())
-    for change, message in (({"fingerprint": "0" * 16}, "another model"), ({"channels": 7}, "7 channels"),
-                            ({"split": "test"}, "evaluation split")):
+    seven = {"keys": {k: {"scores": v["scores"][:7]} for k, v in ranking["keys"].items()},
+             "per_seed": {s: {k: v[:7] for k, v in group.items()} for s, group in ranking["per_seed"].items()}}
+    for change, message in (({"weights": "0" * 16}, "other weights"), (seven, "7 channels"),
+                            ({"layer": "backbone.layer4"}, "layer 'backbone.layer4'"),
+                            ({"data": {**ranking["data"], "split": "test"}}, "evaluation split"),
+                            ({"schema": None}, "not a poschan ranking file")):
         path = tmp_path / f"ranking-{message.split()[-1]}.json"
         path.write_text(json.dumps({**ranking, **change}))
         assert message in run_bad(tmp_path, ["ablate", *ckpt, "--ranking", str(path)], capsys)
@@ -141,7 +146,7 @@ def test_real_dataset_by_path_end_to_end(tmp_path):
     assert state["meta"]["data"] == spec and state["meta"]["segmentation"]["num_classes"] == 21
     ckpt = ["--checkpoint", str(train / "seed0/checkpoint.pt")]
     assert main(["ablate", *SMALL, *ckpt, "--rank-scenes", "8", "--test-size", "6", "--out", str(tmp_path / "a")]) == 0
-    assert json.loads((tmp_path / "a/ranking.json").read_text())["split"] == "train"
+    assert json.loads((tmp_path / "a/ranking.json").read_text())["data"]["split"] == "train"
     assert main(["attack", *SMALL, *ckpt, "--region", "left", "--rank-scenes", "8", "--test-size", "6",
                  "--out", str(tmp_path / "b")]) == 0
     methods = {r["method"] for r in json.loads((tmp_path / "b/results.json").read_text())["metrics"]["attack"]}

@@ -15,10 +15,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import poschan.control.attack
 from poschan.cli import main
 from poschan.data.scenes import SceneSpec
+from poschan.data.segdata import EvalSet, SegData
 from poschan.experiments import attack
-from poschan.experiments.seg_common import EvalSet, SegData
 from poschan.models.segmentation import SegSpec, build_segmenter
 from poschan.stats import summarize
 
@@ -149,10 +150,11 @@ def ablated(ref, tmp_path_factory) -> Path:
 def test_ablate_reports_the_miou_of_the_channels_it_names(ref, ablated):
     m = metrics(ablated)
     ranking = json.loads((ablated / "ranking.json").read_text())
-    orders = ranking["seed_orders"]
-    assert sorted(orders) == ["0", "1"] and all(sorted(o) == list(range(CHANNELS)) for o in orders.values())
+    orders = {seed: top(scores["overall"], CHANNELS) for seed, scores in ranking["per_seed"].items()}
+    assert sorted(orders) == ["0", "1"] and orders["0"] != orders["1"]  # each seed ranks its own scenes
     overall = ranking["keys"]["overall"]
     assert overall["order"] == top(overall["scores"], CHANNELS)
+    assert ranking["layer"] == "backbone" and ranking["channels"] == CHANNELS and ranking["method"] == "flip"
     assert m["channels"] == CHANNELS and m["mode"] == "zero" and m["test_images"] == TEST
     assert m["random_seeds"] == 5 and m["ranking"] == {"source": "ranking.json", "seeds": [0, 1]}
 
@@ -191,7 +193,7 @@ def test_ablate_applies_a_reused_ranking_in_its_own_order(ref, ablated, tmp_path
     for name, order in (("known", known), ("reversed", known[::-1])):
         path = tmp_path / f"{name}.json"
         scores = [float(CHANNELS - order.index(c)) for c in range(CHANNELS)]
-        path.write_text(json.dumps({**record, "seed_orders": {"0": order},
+        path.write_text(json.dumps({**record, "per_seed": {"0": {"overall": scores}},
                                     "keys": {**record["keys"], "overall": {"order": order, "scores": scores}}}))
         out = tmp_path / name
         assert main(["ablate", *RUN, *EVAL, "--checkpoint", ref.checkpoint, "--n", ",".join(COUNTS),
@@ -207,7 +209,8 @@ def test_ablate_applies_a_reused_ranking_in_its_own_order(ref, ablated, tmp_path
 def attacked(ref, tmp_path_factory) -> SimpleNamespace:
     """An attack run on ``right`` and ``cell:3``, with the rankings it computed and its PGD calls recorded."""
     out = tmp_path_factory.mktemp("attack") / "run"
-    calls: dict[str, list] = {"flip_ranking": [], "shift_ranking": [], "masked_pgd": []}
+    calls: dict[str, list] = {"segmenter_ranking": [], "masked_pgd": []}
+    where = {"segmenter_ranking": attack, "masked_pgd": poschan.control.attack}  # the modules that call them
 
     def spy(name: str, real):
         def wrapper(*args, **kwargs):
@@ -217,8 +220,8 @@ def attacked(ref, tmp_path_factory) -> SimpleNamespace:
         return wrapper
 
     with pytest.MonkeyPatch.context() as mp:
-        for name in calls:
-            mp.setattr(attack, name, spy(name, getattr(attack, name)))
+        for name, module in where.items():
+            mp.setattr(module, name, spy(name, getattr(module, name)))
         assert main(["attack", *RUN, *EVAL, "--checkpoint", ref.checkpoint, "--region", "right,cell:3",
                      "--n", "25%", "--grid", "3", "--eps", str(EPS), "--pgd-steps", "3", "--pgd-size", str(PGD_SIZE),
                      "--seeds", "0", "--out", str(out)]) == 0
@@ -229,12 +232,17 @@ def expected_channels(attacked: SimpleNamespace, region: str, method: str, n: in
     """Top ``n`` of the score of the ranked region: ``region`` itself, or its mirror for the ``-opposite`` control."""
     base, _, control = method.partition("-")
     key = MIRROR[region] if control else region
-    if base == "flip":
-        (scores,) = [r for _, kw, r in attacked.flip_ranking if kw["region"] == FLIP_SCENES[region] and kw["seed"] == 0]
-    else:
-        (scores,) = [r for _, kw, r in attacked.shift_ranking if kw["seed"] == 0]
+    side = FLIP_SCENES[region] if base == "flip" else None
+    (ranking,) = [r for args, kw, r in attacked.segmenter_ranking if args[3] == base and kw["region"] == side]
+    assert kw_seeds(attacked, base) == [0]
+    scores = ranking.per_seed[0]
     assert top(scores["overall"].tolist(), n) != top(scores[key].tolist(), n)  # a region-blind attack would differ
     return top(scores[key].tolist(), n)
+
+
+def kw_seeds(attacked: SimpleNamespace, method: str) -> list[int]:
+    (seeds,) = {tuple(kw["seeds"]) for args, kw, _ in attacked.segmenter_ranking if args[3] == method}
+    return list(seeds)
 
 
 def check_row(row: dict, clean: tuple[float, float], after: list[tuple[float, float]]) -> None:

@@ -32,7 +32,7 @@ def test_builtin_models_answer_the_contract(name, channels, size):
         assert model.pooled(x).shape == (2, channels)
     assert isinstance(model, PoolNet) and model.num_features == channels
     assert model.in_chans == 1 and model.num_classes == 5 and model.input_norm is None
-    for stage, module_name in model.stages.items():
+    for module_name in model.stages.values():
         model.backbone.get_submodule(module_name)
 
 

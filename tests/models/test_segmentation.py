@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from poschan.control.ablation import SegEval
 from poschan.data.regions import region_mask
 from poschan.errors import UserError
-from poschan.experiments.seg_common import evaluate_features
 from poschan.metrics.segmentation import confusion, miou
 from poschan.models.segmentation import (
     SegNet,
@@ -90,10 +90,11 @@ def test_planted_left_channel_changes_only_the_left_half():
     left = region_mask("left", 16)
     assert torch.equal(clean, labels)
     assert (attacked[:, left] == 0).all() and torch.equal(attacked[:, ~left], clean[:, ~left])
-    feats = model.features(x).detach()
-    kill_left = lambda f: masked(f, torch.tensor([0]))  # noqa: E731
-    meter = evaluate_features(model, feats, labels, 2, torch.device("cpu"), kill_left, {"in": left, "out": ~left})
-    assert meter.miou("in") == 0.0 and meter.miou("out") == 1.0 and 0 < meter.miou() < 1
+    for fast in (True, False):  # cached features decoded, and the masking hook
+        ev = SegEval(model, model.feature_layer, (x, labels), batch_size=2, device="cpu", fast=fast)
+        assert (ev.features is not None) == fast
+        meter = ev.meter([0], regions={"in": left, "out": ~left})
+        assert meter.miou("in") == 0.0 and meter.miou("out") == 1.0 and 0 < meter.miou() < 1
 
 
 def test_whole_image_region_miou_equals_full_miou():
@@ -134,3 +135,40 @@ def test_torchvision_deeplabv3_resnet50_builds_offline():
         assert model.features(x).shape[1] == 2048
         with mask_channels(model, model.feature_layer, list(range(100))):
             assert model(x).shape == (1, 5, 64, 64)
+
+
+@pytest.mark.parametrize("name", ["tv:deeplabv3_resnet50", "tv:deeplabv3_resnet101", "tv:fcn_resnet50",
+                                  "tv:lraspp_mobilenet_v3_large"])
+def test_torchvision_segmenters_build_offline_with_their_default_layer(name):
+    from poschan.models.segmentation import IMAGENET_NORM, TV_SEGMENTERS, build_segmentation_model, logits_of
+    from poschan.taps import capture
+
+    seg = build_segmentation_model(name, 5)
+    assert (seg.layer, seg.in_chans, seg.input_norm) == (TV_SEGMENTERS[name[3:]], 3, IMAGENET_NORM)
+    assert not hasattr(seg.module, "aux_classifier") or seg.module.aux_classifier is None
+    with torch.no_grad(), capture(seg.module.eval(), [seg.layer]) as store:
+        out = logits_of(seg.module(torch.randn(1, 3, 64, 64)))
+    assert out.shape == (1, 5, 64, 64) and store[seg.layer].dim() == 4
+    assert store[seg.layer].shape[1] == (960 if "lraspp" in name else 2048)
+
+
+def test_load_segmenter_same_arguments_same_fingerprint(tmp_path):
+    from poschan.models.segmentation import load_segmenter
+
+    factory = tmp_path / "seg_factory.py"
+    factory.write_text("from torch import nn\n\ndef make():\n"
+                       "    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1))\n")
+    name = f"{factory}:make"
+    a, b = (load_segmenter(model=name, num_classes=3, layer="1", seed=0) for _ in range(2))
+    assert a.fingerprint() == b.fingerprint() != load_segmenter(model=name, num_classes=3, layer="1", seed=1).fingerprint()
+    assert (a.in_chans, a.input_norm, a.layer) == (1, None, "1") and not a.module.training
+    state = {**a.module.state_dict(), "aux_classifier.0.weight": torch.zeros(1)}  # an auxiliary head is dropped
+    torch.save(state, tmp_path / "w.pt")
+    loaded = load_segmenter(model=name, num_classes=3, layer="1", weights=tmp_path / "w.pt", seed=7)
+    assert loaded.fingerprint() == a.fingerprint()
+    with pytest.raises(UserError, match="needs --layer"):
+        load_segmenter(model=name, num_classes=3)
+    with pytest.raises(UserError, match="--checkpoint or --model is required"):
+        load_segmenter()
+    with pytest.raises(UserError, match="unknown torchvision segmentation model 'tv:unet'"):
+        load_segmenter(model="tv:unet", num_classes=3)

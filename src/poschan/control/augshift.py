@@ -14,7 +14,6 @@ of side S, each view a crop of side s at an offset uniform in [0, S - s]^2; S / 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -26,45 +25,48 @@ CE_MODES = ("both", "first")
 LATENT_LOSSES = ("mse", "normalized-mse")
 
 
-@dataclass(frozen=True)
-class AugShiftLoss:
-    """Engine loss ``(model, x, y) -> loss`` for ``x = cat([view1, view2])`` (2B images, ONE forward) and y (B,).
+class AugShiftLoss(nn.Module):
+    """The AugShift objective over ``(logits, latents, targets)`` of the two views of B images, any model:
+    ``logits`` (2B, K) and ``latents`` (2B, C) of ``cat([view1, view2])``, ``targets`` (B,).
 
     loss = CE(logits1, y) [+ CE(logits2, y) when ce == "both"] + lam * latent(z1, z2), where latent is the MSE
-    of the pooled latents ("mse") or of their L2-normalised versions ("normalized-mse"). lam = 0 with ce "both"
-    is plain two-view shift augmentation.
+    of the latents ("mse") or of their L2-normalised versions ("normalized-mse"). lam = 0 with ce "both" is plain
+    two-view shift augmentation. ``training_loss`` is the same objective as a training-engine loss
+    ``(model, x, y)``, the latents being the pooled output of ``layer`` (see ``poschan.taps.forward_with_latent``).
     """
 
-    lam: float = 1.0
-    ce: str = "both"
-    latent: str = "mse"
+    def __init__(self, lam: float = 1.0, ce: str = "both", latent: str = "mse", layer: str = "backbone"):
+        super().__init__()
+        if not (math.isfinite(lam) and lam >= 0):
+            raise UserError(f"lambda must be a finite number >= 0, got {lam}")
+        if ce not in CE_MODES:
+            raise UserError(f"unknown ce {ce!r}; allowed: {', '.join(CE_MODES)}")
+        if latent not in LATENT_LOSSES:
+            raise UserError(f"unknown latent loss {latent!r}; allowed: {', '.join(LATENT_LOSSES)}")
+        self.lam, self.ce, self.latent, self.layer = lam, ce, latent, layer
 
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.lam) and self.lam >= 0):
-            raise UserError(f"lambda must be a finite number >= 0, got {self.lam}")
-        if self.ce not in CE_MODES:
-            raise UserError(f"unknown ce {self.ce!r}; allowed: {', '.join(CE_MODES)}")
-        if self.latent not in LATENT_LOSSES:
-            raise UserError(f"unknown latent loss {self.latent!r}; allowed: {', '.join(LATENT_LOSSES)}")
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        if len(x) != 2 * len(y):
-            raise UserError(f"AugShiftLoss needs 2B views for B labels (cat([view1, view2])), "
-                            f"got {len(x)} and {len(y)}")
-        logits, z = forward_with_latent(model, x)
-        return self.combine(logits, z, y)
-
-    def combine(self, logits: Tensor, z: Tensor, y: Tensor) -> Tensor:
-        """The loss from the (2B, K) logits and (2B, C) latents of cat([view1, view2])."""
+    def forward(self, logits: Tensor, latents: Tensor, targets: Tensor) -> Tensor:
+        if len(logits) != 2 * len(targets) or len(latents) != len(logits):
+            raise UserError(f"AugShiftLoss needs the logits and latents of 2B views (cat([view1, view2])) for B "
+                            f"targets, got {len(logits)}, {len(latents)} and {len(targets)}")
         l1, l2 = logits.chunk(2)
-        loss = F.cross_entropy(l1, y)
+        loss = F.cross_entropy(l1, targets)
         if self.ce == "both":
-            loss = loss + F.cross_entropy(l2, y)
+            loss = loss + F.cross_entropy(l2, targets)
         if self.lam:
-            loss = loss + self.lam * self.latent_term(*z.chunk(2))
+            loss = loss + self.lam * self.latent_term(*latents.chunk(2))
         return loss
 
     def latent_term(self, z1: Tensor, z2: Tensor) -> Tensor:
         if self.latent == "normalized-mse":
             z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
         return F.mse_loss(z1, z2)
+
+    def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """Engine loss for ``x = cat([view1, view2])`` (2B images, ONE forward) and ``y`` (B,)."""
+        if len(x) != 2 * len(y):
+            raise UserError(f"AugShiftLoss needs 2B views for B labels (cat([view1, view2])), got {len(x)} and {len(y)}")
+        return self(*forward_with_latent(model, x, self.layer), y)
+
+    def extra_repr(self) -> str:
+        return f"lam={self.lam}, ce={self.ce!r}, latent={self.latent!r}, layer={self.layer!r}"

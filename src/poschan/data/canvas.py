@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.transforms.v2.functional import rgb_to_grayscale
+from torchvision.transforms.v2.functional import resized_crop, rgb_to_grayscale
 
 from poschan.data.sources import photo_bank
 from poschan.errors import UserError
@@ -165,3 +165,23 @@ def _index(rows: Tensor, cols: Tensor, c: int) -> tuple[Tensor, ...]:
     batch = torch.arange(b, device=rows.device).view(b, 1, 1, 1)
     chan = torch.arange(c, device=rows.device).view(1, c, 1, 1)
     return batch, chan, rows[:, None, :, None], cols[:, None, None, :]
+
+
+def photo_crops(photos: Tensor, n: int, side: int, *, generator: torch.Generator,
+                min_zoom: float = 0.25) -> Tensor:
+    """(n, C, side, side): per sample a random photo of ``photos`` (P, C, S, S), a random square crop of
+    side zoom·S (zoom uniform in [min_zoom, 1]) at a random place, resized, and random left-right and
+    top-bottom flips (so that the photos' content carries no position on average)."""
+    size = photos.shape[-1]
+    which = torch.randint(len(photos), (n,), generator=generator)
+    zoom = min_zoom + (1 - min_zoom) * torch.rand(n, generator=generator)
+    corner = torch.rand(n, 2, generator=generator)
+    flips = torch.rand(n, 2, generator=generator) < 0.5
+    crops = []
+    for i in range(n):
+        k = max(1, round(float(zoom[i]) * size))
+        top, left = (int(c * (size - k + 1)) for c in corner[i])  # torch.rand is < 1
+        x = resized_crop(photos[which[i]], top, left, k, k, [side, side], antialias=True)
+        x = x.flip(-1) if flips[i, 0] else x
+        crops.append(x.flip(-2) if flips[i, 1] else x)
+    return torch.stack(crops)

@@ -247,3 +247,18 @@ def _check_items(items: ImageSet) -> None:
     if items.images.shape[1:] != (1, ITEM_SIDE, ITEM_SIDE) or len(items.classes) != NUM_CLASSES - 1:
         raise UserError(f"scene items must be 1×{ITEM_SIDE}×{ITEM_SIDE} images of 10 classes (Fashion-MNIST), "
                         f"got {tuple(items.images.shape[1:])} with {len(items.classes)} classes")
+
+
+def load_scenes(split: str = "test", count: int = 200, *, seed: int = 0, data_root: str | None = None,
+                **spec: object) -> tuple[Tensor, Tensor]:
+    """``count`` Fashion-MNIST scenes whose items come from ``split`` (train, rank or test: disjoint images), as
+    (images (N, 1, S, S) normalised with Fashion-MNIST's mean/std, masks (N, S, S) class ids, 0 = background);
+    the same ``seed`` gives the same scenes. ``spec``: SceneSpec fields (side, min_items, max_items,
+    layout_prior, layout, grouping, region)."""
+    try:
+        scene_spec = SceneSpec(**spec)
+    except TypeError:
+        fields = ", ".join(f.name for f in dataclasses.fields(SceneSpec))
+        raise UserError(f"unknown scene setting among {', '.join(spec)}; allowed: {fields}") from None
+    scene_spec.validate()
+    return fixed_scenes(scene_items(split, data_root), scene_spec, count, seed)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import DataLoader
 
 from poschan.errors import UserError
 
@@ -88,13 +89,49 @@ class ImageSet:
         """The set as a model expects it: ``in_chans`` channels, re-normalised with the model's ``input_norm``
         (e.g. a pretrained network's mean/std) when it has one."""
         out = self.with_channels(in_chans)
-        if input_norm is None:
+        if input_norm is None or (tuple(input_norm[0]), tuple(input_norm[1])) == (tuple(out.mean), tuple(out.std)):
             return out
         mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in input_norm)
         old_mean, old_std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in (out.mean, out.std))
         images = ((out.images * old_std + old_mean) - mean) / std
         return ImageSet(images, out.labels, out.classes, tuple(input_norm[0]), tuple(input_norm[1]), out.name,
                         out.split)
+
+
+def as_image_set(images: object, labels: Tensor | None = None, *, name: str = "images",
+                 split: str = "given") -> ImageSet:
+    """An ImageSet of images a user holds: an ImageSet (returned as it is), a (N, C, H, W) tensor, a dataset whose
+    items are images or (image, label) pairs, or a DataLoader (any iterable of such batches). The images are taken
+    as the model's input (already normalised: mean 0, std 1 per channel); labels default to 0."""
+    if isinstance(images, ImageSet):
+        return images
+    if isinstance(images, Tensor):
+        x, y = images, labels
+    else:
+        xs, ys = [], []
+        is_loader = isinstance(images, DataLoader)
+        items = images if is_loader else (images[i] for i in range(len(images)))  # type: ignore[arg-type]
+        try:
+            for item in items:
+                x_i, y_i = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, None)
+                xs.append(torch.as_tensor(x_i) if is_loader else torch.as_tensor(x_i).unsqueeze(0))
+                if y_i is not None:
+                    ys.append(torch.as_tensor(y_i).reshape(-1))
+        except TypeError:
+            raise UserError(f"images must be a (N, C, H, W) tensor, a dataset or a DataLoader, got "
+                            f"{type(images).__name__}") from None
+        if not xs:
+            raise UserError("no images given")
+        x = torch.cat(xs)
+        y = labels if labels is not None else (torch.cat(ys) if len(ys) == len(xs) else None)
+    if x.dim() != 4 or not x.is_floating_point():
+        raise UserError(f"images must be float (N, C, H, W), got {tuple(x.shape)} {x.dtype}")
+    y = torch.zeros(len(x), dtype=torch.int64) if y is None else torch.as_tensor(y, dtype=torch.int64).reshape(-1)
+    if len(y) != len(x):
+        raise UserError(f"need one label per image, got {len(y)} labels for {len(x)} images")
+    c = x.shape[1]
+    classes = tuple(str(k) for k in range(int(y.max()) + 1)) if len(y) else ()
+    return ImageSet(x.float().cpu(), y.cpu(), classes, (0.0,) * c, (1.0,) * c, name, split)
 
 
 def match_channels(x: Tensor, channels: int) -> Tensor:
@@ -287,3 +324,28 @@ def _folder(path: str, split: str, limit: int | None, image_size: int) -> ImageS
     labels = torch.tensor(data.targets[:n])
     return _image_set(images, labels, tuple(data.classes), IMAGENET_MEAN, IMAGENET_STD,
                       f"folder:{path}", split, None)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def load_images(path: str | Path, size: int = 224, *, limit: int | None = None) -> ImageSet:
+    """Every image file in or below the folder ``path`` (sorted by path), as RGB ``size``×``size`` images
+    normalised with ImageNet mean/std (``ImageSet.for_model`` re-normalises them for a model's own statistics);
+    labels are 0. For labelled splits use ``load_dataset("folder:PATH", split)``."""
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms import v2
+
+    folder = Path(path)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    if not files:
+        raise UserError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in or below {str(path)!r}")
+    if size < 1:
+        raise UserError(f"size must be >= 1, got {size}")
+    resize = v2.Resize((size, size), antialias=True)
+    try:
+        images = torch.stack([resize(decode_image(str(f), mode=ImageReadMode.RGB)) for f in files[:limit]])
+    except RuntimeError as err:
+        raise UserError(f"cannot decode an image in {str(path)!r}: {err}") from None
+    return _image_set(images, torch.zeros(len(images), dtype=torch.int64), ("image",), IMAGENET_MEAN, IMAGENET_STD,
+                      f"images:{path}", "all", None)

@@ -12,59 +12,55 @@ first ``pgd_size`` test scenes (its drops are measured against the clean mIoU of
 mIoU is measured inside R and outside it on the fixed test scenes, before and after; drop = clean − after;
 selectivity = mean drop inside / mean drop outside (null when the outside drop is below 0.001: undefined).
 Ranked methods and PGD are repeated over ``seeds`` (each seed draws its own rank scenes / PGD start).
+
+The segmenter: a `seg-train` checkpoint, or ``--model`` / ``--weights`` / ``--layer`` (any segmentation network,
+poschan.models.segmentation.load_segmenter). The method is ``poschan.control.attack.region_attack``; the
+rankings (poschan.locate.segmentation) are saved as ``ranking_flip_<side>.json`` / ``ranking_shift.json``.
 """
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
-from torch import Tensor
 
-from poschan.control.pgd import masked_pgd
+from poschan.config import setting
+from poschan.control.ablation import SegEval, channel_counts
+from poschan.control.attack import MIN_OUTSIDE_DROP, AttackArm, region_attack
 from poschan.data.canvas import canvas_side
-from poschan.data.regions import check_region, opposite, region_box, region_mask
+from poschan.data.regions import check_region, region_box, region_mask
 from poschan.data.scenes import ITEM_SIDE
 from poschan.errors import UserError
-from poschan.experiments.seg_common import (
-    EvalSet,
-    LoadedModel,
-    SegEvalConfig,
-    add_eval_arguments,
-    describe,
-    evaluate_features,
-    flip_ranking,
-    load_seg_checkpoint,
-    parse_counts,
-    scene_features,
-    shift_ranking,
-)
-from poschan.locate.ranking import ranking_order
-from poschan.metrics.segmentation import ConfusionMeter
+from poschan.experiments.seg_common import LoadedModel, describe, load_model
+from poschan.experiments.settings import GridSettings, MethodsSettings, SegEvalSettings
+from poschan.locate.ranking import ChannelRanking
+from poschan.locate.segmentation import segmenter_ranking
 from poschan.report.segmentation_figures import overlays, region_heatmap
 from poschan.runtime import resolve_device
 from poschan.stats import summarize
 from poschan.tables import write_csv
-from poschan.taps import masked
 
 EXPERIMENT = "attack"
 HELP = "region-specific attack: zero one region's position channels (and masked PGD); mIoU inside vs outside"
 METHODS = ("flip", "shift", "flip-opposite", "shift-opposite", "random", "pgd")
 FLIP_SIDES = {"left": "left", "right": "left", "top": "top", "bottom": "top"}  # region -> where the rank scenes lie
-MIN_OUTSIDE_DROP = 1e-3
 
 
 @dataclass
-class Config(SegEvalConfig):
-    region: list[str] = field(default_factory=lambda: ["left", "right"])
-    n: list[str] = field(default_factory=lambda: ["25%"])
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    grid: int = 3
-    eps: float = 0.1
-    pgd_steps: int = 10
-    pgd_size: int = 500  # PGD runs on the first pgd_size test scenes (its clean mIoU too): a full backward per step
+class Config(GridSettings, MethodsSettings, SegEvalSettings):
+    DEFAULTS: ClassVar[dict] = {"n": ["25%"], "methods": list(METHODS)}
+    FLAGS: ClassVar[dict] = {"methods": {"help": f"subset of {','.join(METHODS)}"},
+                             "grid": {"help": "k of the k×k grid of cell:I regions and of the shift ranking"}}
+
+    region: list[str] = setting(["left", "right"],
+                                "regions, comma-separated: left, right, top, bottom, center, q1..q4, cell:I")
+    eps: float = setting(0.1, "PGD L∞ budget in raw intensity units (images in [0, 1])")
+    pgd_steps: int = setting(10, "PGD steps")
+    # PGD runs on the first pgd_size test scenes (its clean mIoU too): a full backward per step
+    pgd_size: int = setting(500, "test scenes attacked by PGD (the first N)")
 
     def validate(self) -> None:
         super().validate()
@@ -84,153 +80,90 @@ class Config(SegEvalConfig):
 class AttackPlan:
     config: Config
     loaded: LoadedModel
-    channels: int
     counts: list[int]
-    test: EvalSet
     device: torch.device
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_eval_arguments(p)
-    p.add_argument("--region", type=lambda s: [v for v in s.split(",") if v.strip()],
-                   help="regions, comma-separated: left, right, top, bottom, center, q1..q4, cell:I")
-    p.add_argument("--methods", type=lambda s: [v for v in s.split(",") if v.strip()],
-                   help=f"subset of {','.join(METHODS)}")
-    p.add_argument("--grid", type=int, help="k of the k×k grid of cell:I regions and of the shift ranking")
-    p.add_argument("--eps", type=float, help="PGD L∞ budget in raw intensity units (images in [0, 1])")
-    p.add_argument("--pgd-steps", dest="pgd_steps", type=int, help="PGD steps")
-    p.add_argument("--pgd-size", dest="pgd_size", type=int, help="test scenes attacked by PGD (the first N)")
 
 
 def prepare(config: Config) -> AttackPlan:
     config.validate()
     device = resolve_device(config.device)
-    loaded = load_seg_checkpoint(config.checkpoint, device, config.data_root)
-    side = loaded.data.scenes.side
+    loaded = load_model(config, device)
+    data = loaded.data
+    side = data.scenes.side
     for r in config.region:
         y0, y1, x0, x1 = region_box(r, side, config.grid)
         if y1 <= y0 or x1 <= x0:
             raise UserError(f"region {r!r} is empty on a {side}×{side} scene")
-    if loaded.data.synthetic and any(m.startswith("shift") for m in config.methods):
+        if data.synthetic and r in FLIP_SIDES and any(m.startswith("flip") for m in config.methods):
+            dataclasses.replace(data.scenes, region=FLIP_SIDES[r]).validate()  # rank scenes: items in that half
+    if data.synthetic and any(m.startswith("shift") for m in config.methods):
         canvas_side(config.grid, ITEM_SIDE, side)  # the shift ranking pastes items in a grid×grid layout
-    test = loaded.data.test_set(config.test_size)
-    with torch.no_grad():
-        channels = loaded.model.features(test.images[:1].to(device)).shape[1]
-    return AttackPlan(config, loaded, channels, parse_counts(config.n, channels), test, device)
+    return AttackPlan(config, loaded, channel_counts(config.n, loaded.channels), device)
 
 
 class _Rankings:
-    """Channel scores per (method, seed), computed on first use."""
+    """The ChannelRanking of each (method, side), computed on first use (every seed) and saved beside the results."""
 
-    def __init__(self, plan: AttackPlan):
-        self.plan, self.cache = plan, {}
+    def __init__(self, plan: AttackPlan, work: Path):
+        self.plan, self.work, self.cache = plan, work, {}
 
-    def scores(self, method: str, region: str, seed: int) -> Tensor | None:
+    def get(self, method: str, region: str) -> ChannelRanking | None:
         c, loaded = self.plan.config, self.plan.loaded
-        if method == "flip":
-            if region not in FLIP_SIDES:
-                return None
-            key = ("flip", FLIP_SIDES[region], seed)
-            if key not in self.cache:
-                self.cache[key] = flip_ranking(loaded.model, loaded.data, region=FLIP_SIDES[region],
-                                               count=c.rank_scenes, seed=seed, batch_size=c.batch_size,
-                                               device=self.plan.device)
-        else:
-            key = ("shift", "", seed)
-            if key not in self.cache:
-                self.cache[key] = shift_ranking(loaded.model, loaded.data, grid=c.grid, count=c.rank_scenes,
-                                                seed=seed, batch_size=c.batch_size, device=self.plan.device)
-        scores = self.cache[key]
-        return None if scores is None else scores.get(region)
+        seg = loaded.segmenter
+        if method == "flip" and region not in FLIP_SIDES:
+            return None
+        side = FLIP_SIDES[region] if method == "flip" else None
+        if (method, side) not in self.cache:
+            ranking = segmenter_ranking(seg.module, seg.layer, loaded.data, method, region=side, grid=c.grid,
+                                        count=c.rank_scenes, seeds=c.seeds, batch_size=c.batch_size,
+                                        device=self.plan.device, in_chans=seg.in_chans, input_norm=seg.input_norm,
+                                        model_name=seg.name)
+            if ranking is not None:
+                ranking.save(self.work / f"ranking_{method}{'_' + side if side else ''}.json")
+            self.cache[(method, side)] = ranking
+        return self.cache[(method, side)]
 
 
-def _in_out(plan: AttackPlan, feats: Tensor, masks: Tensor, inside: Tensor, edit=None) -> tuple[float, float]:
-    """mIoU inside and outside the region of the head's predictions from (edited) cached features."""
-    meter = evaluate_features(plan.loaded.model, feats, masks, plan.config.batch_size, plan.device, edit,
-                              {"in": inside, "out": ~inside})
-    return meter.miou("in"), meter.miou("out")
-
-
-def _pgd_in_out(plan: AttackPlan, inside: Tensor, seed: int) -> tuple[float, float, Tensor]:
-    """mIoU inside / outside after masked PGD on the first ``pgd_size`` test scenes; also the adversarial
-    predictions of the first 4."""
-    c, model = plan.config, plan.loaded.model
-    mean, std = (torch.tensor(v, device=plan.device).view(-1, 1, 1) for v in (plan.test.mean, plan.test.std))
-    generator = torch.Generator().manual_seed(seed)
-    meter = ConfusionMeter(model.num_classes, {"in": inside, "out": ~inside})
-    first = None
-    for i in range(0, min(c.pgd_size, len(plan.test.images)), c.batch_size):
-        end = min(i + c.batch_size, c.pgd_size)
-        x, y = plan.test.images[i:end].to(plan.device), plan.test.masks[i:end]
-        adv = masked_pgd(model, x, y.to(plan.device), inside.to(plan.device), eps=c.eps / std, steps=c.pgd_steps,
-                         lower=(0 - mean) / std, upper=(1 - mean) / std, generator=generator)
-        with torch.no_grad():
-            pred = model(adv).argmax(1).cpu()
-        meter.update(pred, y)
-        first = pred[:4] if first is None else first
-    return meter.miou("in"), meter.miou("out"), first
-
-
-def _row(region: str, n: int | None, method: str, clean: tuple[float, float], after: list[tuple[float, float]]) -> dict:
-    ins, outs = [a[0] for a in after], [a[1] for a in after]
-    drop_in = summarize([clean[0] - v for v in ins])
-    drop_out = summarize([clean[1] - v for v in outs])
+def _row(arm: AttackArm) -> dict:
+    ins, outs = [a[0] for a in arm.after], [a[1] for a in arm.after]
+    drop_in = summarize(arm.drop_in)
+    drop_out = summarize(arm.drop_out)
     selectivity = drop_in["mean"] / drop_out["mean"] if drop_out["mean"] >= MIN_OUTSIDE_DROP else None
-    return {"region": region, "n": n, "method": method, "miou_in_clean": clean[0], "miou_out_clean": clean[1],
-            "miou_in": summarize(ins), "miou_out": summarize(outs), "drop_in": drop_in, "drop_out": drop_out,
-            "selectivity": selectivity}
+    row = {"region": arm.region, "n": arm.n, "method": arm.method, "miou_in_clean": arm.clean[0],
+           "miou_out_clean": arm.clean[1], "miou_in": summarize(ins), "miou_out": summarize(outs), "drop_in": drop_in,
+           "drop_out": drop_out, "selectivity": selectivity}
+    return row if arm.method == "pgd" else {**row, "channels": arm.channels}
 
 
 def run(plan: AttackPlan, work: Path, *, progress: bool = True) -> dict:
-    c, model = plan.config, plan.loaded.model
-    side = plan.loaded.data.scenes.side
-    feats = scene_features(model, plan.test.images, c.batch_size, plan.device)
-    rankings = _Rankings(plan)
+    c, loaded = plan.config, plan.loaded
+    seg, test = loaded.segmenter, loaded.model_test
+    side = loaded.data.scenes.side
+    ev = SegEval(seg.module, seg.layer, test, batch_size=c.batch_size, device=plan.device)
+    rankings = _Rankings(plan, work)
+    bases = [b for b in ("flip", "shift") if any(m.partition("-")[0] == b for m in c.methods)]
     rows = []
     for region in c.region:
-        inside = region_mask(region, side, c.grid)
-        clean = _in_out(plan, feats, plan.test.masks, inside)
-        examples = {"clean": None}
-        for n in plan.counts:
-            for method in c.methods:
-                if method == "pgd":
-                    continue
-                if method == "random":
-                    draws = [torch.randperm(plan.channels, generator=torch.Generator().manual_seed(1000 * n + r))[:n]
-                             for r in range(c.random_seeds)]
-                else:
-                    base, _, control = method.partition("-")
-                    target = opposite(region, c.grid) if control else region
-                    if target is None:
-                        continue
-                    scored = [rankings.scores(base, target, s) for s in c.seeds]
-                    if any(s is None for s in scored):
-                        continue
-                    draws = [ranking_order(s)[:n] for s in scored]
-                after = [_in_out(plan, feats, plan.test.masks, inside, lambda f, d=d: masked(f, d)) for d in draws]
-                rows.append({**_row(region, n, method, clean, after), "channels": [d.tolist() for d in draws]})
-                if method in ("flip", "shift") and method not in examples:
-                    with torch.no_grad():
-                        f = masked(feats[:4].to(plan.device), draws[0])
-                        examples[method] = model.decode(f, plan.test.masks.shape[-2:]).argmax(1).cpu()
-        if "pgd" in c.methods:
-            results = [_pgd_in_out(plan, inside, s) for s in c.seeds]
-            subset = slice(0, c.pgd_size)
-            clean_subset = _in_out(plan, feats[subset], plan.test.masks[subset], inside)
-            rows.append(_row(region, None, "pgd", clean_subset, [(r[0], r[1]) for r in results]))
-            examples["pgd"] = results[0][2]
-        with torch.no_grad():
-            examples["clean"] = model.decode(feats[:4].to(plan.device), plan.test.masks.shape[-2:]).argmax(1).cpu()
-        overlays(plan.test.images[:4], plan.test.masks[:4], examples, work / f"overlays_{region.replace(':', '')}.png",
-                 class_names=plan.test.classes, region=inside)
+        result = region_attack(seg.module, seg.layer, {b: rankings.get(b, region) for b in bases}, ev, region,
+                               plan.counts, grid=c.grid, methods=c.methods, random_draws=c.random_seeds,
+                               pgd_eps=c.eps, pgd_steps=c.pgd_steps, pgd_size=c.pgd_size, pgd_seeds=c.seeds,
+                               mean=test.mean, std=test.std, examples=4)
+        rows += [_row(arm) for arm in result.arms]
+        examples = {"clean": result.clean_examples}
+        for arm in result.arms:
+            if arm.method in ("flip", "shift", "pgd") and arm.method not in examples:
+                examples[arm.method] = arm.examples
+        overlays(loaded.test.images[:4], loaded.test.masks[:4], examples,
+                 work / f"overlays_{region.replace(':', '')}.png", class_names=loaded.test.classes,
+                 region=region_mask(region, side, c.grid))
     write_csv(work / "table.csv", [{"region": r["region"], "n": r["n"], "method": r["method"],
                                     "miou_in_clean": r["miou_in_clean"], "miou_in": r["miou_in"]["mean"],
                                     "miou_out_clean": r["miou_out_clean"], "miou_out": r["miou_out"]["mean"],
                                     "drop_in": r["drop_in"]["mean"], "drop_out": r["drop_out"]["mean"],
                                     "selectivity": r["selectivity"]} for r in rows])
-    region_heatmap(rows, work / "regions.png", title=f"{model.spec.model} · {describe(plan.loaded.data)}")
-    return {"attack": rows, "channels": plan.channels, "test_images": len(plan.test.images), "eps": c.eps,
-            "pgd_steps": c.pgd_steps, "seeds": list(c.seeds), "random_seeds": c.random_seeds}
+    region_heatmap(rows, work / "regions.png", title=f"{loaded.label()} · {describe(loaded.data)}")
+    return {"attack": rows, "channels": loaded.channels, "layer": seg.layer, "test_images": len(test.images),
+            "eps": c.eps, "pgd_steps": c.pgd_steps, "seeds": list(c.seeds), "random_seeds": c.random_seeds}
 
 
 def print_summary(metrics: dict) -> None:

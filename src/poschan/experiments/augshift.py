@@ -14,27 +14,38 @@ two crops), and accuracy along the diagonal offsets (d, d), d = 0..S - s.
 
 from __future__ import annotations
 
-import argparse
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from poschan.config import setting
 from poschan.control.augshift import AugShiftLoss
 from poschan.data.shift_pairs import ShiftPairStream, ShiftPairTransform
 from poschan.engine import cross_entropy_loss, fit
 from poschan.errors import UserError
-from poschan.runtime import resolve_device
 from poschan.experiments import train
-from poschan.experiments.arguments import FOLDER_HELP, add_model_arguments, add_training_arguments
+from poschan.experiments.settings import (
+    CanvasSideSettings,
+    DataSettings,
+    MethodsSettings,
+    ModelSettings,
+    PaddingSettings,
+    PretrainedSettings,
+    RunSettings,
+    TrainingSettings,
+    WidthSettings,
+)
 from poschan.metrics.classification import accuracy
 from poschan.metrics.invariance import invariance_metrics
 from poschan.models.antialias import antialias
 from poschan.report.augshift_figures import augshift_figures
+from poschan.runtime import resolve_device
 from poschan.stats import summarize
-from poschan.tables import write_csv
+from poschan.tables import flat_stats, write_csv
 
 EXPERIMENT = "augshift"
 HELP = "AugShift vs baseline, shift augmentation and BlurPool: accuracy, consistency, fidelity, latent distance"
@@ -50,24 +61,20 @@ EVAL_BATCH = 256
 
 
 @dataclass
-class Config(train.TrainingSettings):
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    lam: float = 1.0
-    lambdas: list[float] = field(default_factory=list)
-    ce: str = "both"
-    latent: str = "mse"
-    crop: int = 32
-    canvas: int | None = None
-    max_shift: int | None = None
-    filt_size: int = 3
-    data: str = "fashion-mnist"
-    data_root: str | None = None
-    model: str = "resnet18-paper"
-    width: int = 64
-    padding: str = "zeros"
-    pretrained: bool = False
-    weights: str | None = None
-    test_passes: int = 5
+class Config(RunSettings, TrainingSettings, PaddingSettings, PretrainedSettings, WidthSettings, ModelSettings,
+             DataSettings, CanvasSideSettings, MethodsSettings):
+    DEFAULTS: ClassVar[dict] = {"methods": list(METHODS), "test_passes": 5}
+    FLAGS: ClassVar[dict] = {"methods": {"help": f"comma-separated, from: {', '.join(METHODS)}"},
+                             "canvas": {"help": "canvas side S (default round(s * 256 / 224))"},
+                             "test_passes": {"help": "random shift pairs per test image"}}
+
+    lam: float = setting(1.0, "weight of the latent loss (default 1)", flag="--lambda", metavar="LAMBDA")
+    lambdas: list[float] = setting([], "lambda sweep of method augshift, e.g. 0.1,1,10")
+    ce: str = setting("both", "cross-entropy on both views (both) or on the first only (first)")
+    latent: str = setting("mse", "latent loss: mse or normalized-mse")
+    crop: int = setting(32, "view side s in pixels (default 32)")
+    max_shift: int | None = setting(None, "circular consistency rolls (default S - s)")
+    filt_size: int = setting(3, "BlurPool filter size: 3 or 5")
 
     def validate(self) -> None:
         if not self.methods:
@@ -117,30 +124,6 @@ def train_config(c: Config) -> train.Config:
                         pretrained=c.pretrained, weights=c.weights, epochs=c.epochs, batch_size=c.batch_size,
                         lr=c.lr, betas=list(c.betas), train_size=c.train_size, test_size=c.test_size,
                         test_passes=c.test_passes, seeds=list(c.seeds), device=c.device, preset=c.preset)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--methods", help=f"comma-separated, from: {', '.join(METHODS)}")
-    p.add_argument("--lambda", dest="lam", type=float, metavar="LAMBDA", help="weight of the latent loss (default 1)")
-    p.add_argument("--lambdas", type=_floats, help="lambda sweep of method augshift, e.g. 0.1,1,10")
-    p.add_argument("--ce", help="cross-entropy on both views (both) or on the first only (first)")
-    p.add_argument("--latent", help="latent loss: mse or normalized-mse")
-    p.add_argument("--crop", type=int, help="view side s in pixels (default 32)")
-    p.add_argument("--canvas", type=int, help="canvas side S (default round(s * 256 / 224))")
-    p.add_argument("--max-shift", dest="max_shift", type=int, help="circular consistency rolls (default S - s)")
-    p.add_argument("--filt-size", dest="filt_size", type=int, help="BlurPool filter size: 3 or 5")
-    p.add_argument("--data", help=f"fashion-mnist (default), cifar10, {FOLDER_HELP}")
-    add_model_arguments(p)
-    p.add_argument("--padding", help="zeros, none, circular, reflect, replicate, partial")
-    add_training_arguments(p)
-    p.add_argument("--test-passes", dest="test_passes", type=int, help="random shift pairs per test image")
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
 
 
 @dataclass
@@ -202,7 +185,7 @@ def train_run(plan: Plan, r: Recipe, seed: int, run_dir: Path, *, progress: bool
 
     history = fit(model, source, epochs=c.epochs, lr=c.lr, betas=tuple(c.betas), seed=seed, device=device,
                   checkpoint=run_dir / "checkpoint.pt", log_csv=run_dir / "metrics.csv", evaluate=evaluate,
-                  loss_fn=r.loss or cross_entropy_loss, progress=progress, desc=f"{run_dir.parent.name} seed {seed}",
+                  loss_fn=r.loss.training_loss if r.loss is not None else cross_entropy_loss, progress=progress, desc=f"{run_dir.parent.name} seed {seed}",
                   tensorboard=run_dir / "tensorboard")
     return model, history
 
@@ -245,9 +228,9 @@ def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:
     if plan.sweep:
         metrics["lambda_sweep"] = [{"lambda": lam, **stats(plan.runs[r])} for lam, r in plan.sweep.items()]
     write_csv(work / "table.csv",
-              [_flat({"method": m, "lambda": _lam(r)}, methods[m]) for m, r in plan.methods.items()])
+              [flat_stats({"method": m, "lambda": _lam(r), **methods[m]}) for m, r in plan.methods.items()])
     if plan.sweep:
-        write_csv(work / "lambda_sweep.csv", [_flat({"lambda": row["lambda"]}, row) for row in metrics["lambda_sweep"]])
+        write_csv(work / "lambda_sweep.csv", [flat_stats(row) for row in metrics["lambda_sweep"]])
     write_csv(work / "runs.csv", raw)
     write_csv(work / "shift_curve.csv", curve_rows)
     augshift_figures(metrics, work)
@@ -256,15 +239,6 @@ def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:
 
 def _lam(r: Recipe) -> float | str:
     return r.loss.lam if r.loss is not None else ""
-
-
-def _flat(head: dict, stats: dict) -> dict:
-    row = dict(head)
-    for k in METRICS:
-        s = stats[k]
-        row.update({k: s["mean"], f"{k}_lo": s["ci95"][0], f"{k}_hi": s["ci95"][1]})
-    row["n"] = stats[METRICS[0]]["n"]
-    return row
 
 
 def _budget(plan: Plan) -> dict:

@@ -8,24 +8,32 @@ evaluated with a permutation inserted.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from poschan.config import setting
 from poschan.data.stream import CanvasStream
 from poschan.errors import UserError
 from poschan.experiments import train
-from poschan.experiments.arguments import add_model_arguments, add_training_arguments
+from poschan.experiments.settings import (
+    BackgroundSettings,
+    DataSettings,
+    ModelSettings,
+    PaddingsSettings,
+    PretrainedSettings,
+    RunSettings,
+    TrainingSettings,
+    WidthSettings,
+)
 from poschan.metrics.classification import accuracy
-from poschan.models.padding import PADDING_MODES
 from poschan.report.gap_figures import gap_figures
 from poschan.stats import summarize
-from poschan.tables import write_csv
-from poschan.taps import permute_input
+from poschan.tables import flat_stats, write_csv
+from poschan.taps import permute_channels
 
 EXPERIMENT = "gap-study"
 HELP = "GAPNet vs PermuteNet: location/semantic accuracy from pooled features across heads, paddings, grids"
@@ -58,22 +66,17 @@ class Variant:
 
 
 @dataclass
-class Config(train.TrainingSettings):
-    model: str = "resnet18-paper"
-    width: int = 64
-    pretrained: bool = False
-    weights: str | None = None
-    data: str = "fashion-mnist"
-    data_root: str | None = None
-    background: str = "mean"
-    design: str = "full"
-    tasks: list[str] = field(default_factory=lambda: ["location", "semantic"])
-    heads: list[str] = field(default_factory=lambda: ["gap-fc", "gapnet"])
-    paddings: list[str] = field(default_factory=lambda: list(PADDING_MODES))
-    grids: list[int] = field(default_factory=lambda: [3, 5, 7])
-    permutes: list[str] = field(default_factory=lambda: ["per-batch", "per-sample"])
-    stage: str | None = "stage3"
-    stage_permutes: list[str] = field(default_factory=lambda: ["per-batch", "per-sample"])
+class Config(RunSettings, TrainingSettings, PaddingsSettings, BackgroundSettings, DataSettings, PretrainedSettings,
+             WidthSettings, ModelSettings):
+    design: str = setting("full", "full (cross product) or subset (designed subset)")
+    tasks: list[str] = setting(["location", "semantic"], "comma-separated: location,semantic")
+    heads: list[str] = setting(["gap-fc", "gapnet"], "comma-separated: gap-fc,gapnet")
+    grids: list[int] = setting([3, 5, 7], "comma-separated grid sizes, e.g. 3,5")
+    permutes: list[str] = setting(["per-batch", "per-sample"],
+                                  "trained permutations after pooling: per-batch,per-sample")
+    stage: str | None = setting("stage3", "stage to permute before as well (e.g. stage3)")
+    stage_permutes: list[str] = setting(["per-batch", "per-sample"], "trained permutations before the stage",
+                                        cli=False)
 
     def validate(self) -> None:
         if self.design not in ("full", "subset"):
@@ -115,20 +118,6 @@ def variants(c: Config) -> list[Variant]:
     return list(dict.fromkeys(chosen))
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model_arguments(p)
-    p.add_argument("--data", help="fashion-mnist (default), cifar10, folder:PATH")
-    p.add_argument("--background", help="canvas fill: mean, black, noise, photo")
-    p.add_argument("--design", help="full (cross product) or subset (designed subset)")
-    p.add_argument("--tasks", help="comma-separated: location,semantic")
-    p.add_argument("--heads", help="comma-separated: gap-fc,gapnet")
-    p.add_argument("--paddings", help="comma-separated padding modes")
-    p.add_argument("--grids", help="comma-separated grid sizes, e.g. 3,5")
-    p.add_argument("--permutes", help="trained permutations after pooling: per-batch,per-sample")
-    p.add_argument("--stage", help="stage to permute before as well (e.g. stage3)")
-    add_training_arguments(p)
-
-
 @dataclass
 class Plan:
     config: Config
@@ -164,7 +153,7 @@ def prepare(config: Config) -> Plan:
 
 def _test_only(layer_of: Callable[[nn.Module], str]) -> train.Evaluator:
     def score(model: nn.Module, test: CanvasStream, passes: int, device: torch.device) -> float:
-        with permute_input(model, layer_of(model)):
+        with permute_channels(model, layer_of(model), where="input"):
             return accuracy(model, test, passes=passes, device=device)
 
     return score
@@ -210,17 +199,11 @@ def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:
             rows.append(_row(v, permute, where, values, 1 / tp.num_classes))
         if progress:
             print(f"{v.key}: " + ", ".join(f"{n} {sum(x) / len(x):.3f}" for n, x in finals.items()), flush=True)
-    write_csv(work / "table.csv", [_flat(r) for r in rows])
+    write_csv(work / "table.csv", [flat_stats(r) for r in rows])
     write_csv(work / "curves.csv", curves)
     gap_figures(rows, curves, work)
     return {"rows": rows, "permute_meanings": PERMUTE_MEANINGS, "n_train": len(next(iter(plan.plans.values())).train_set),
             "n_test": len(next(iter(plan.plans.values())).test_set)}
-
-
-def _flat(row: dict) -> dict:
-    acc = row["accuracy"]
-    return {**{k: v for k, v in row.items() if k != "accuracy"}, "accuracy": acc["mean"],
-            "ci95_lo": acc["ci95"][0], "ci95_hi": acc["ci95"][1], "n": acc["n"]}
 
 
 def print_summary(metrics: dict) -> None:

@@ -11,34 +11,49 @@ do as a control: with zero padding its features still carry position near the bo
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-from torchvision.transforms.v2.functional import resized_crop
+from torch import Tensor
 from tqdm.auto import tqdm
 
+from poschan.config import setting
+from poschan.data.canvas import photo_crops
 from poschan.data.sources import PHOTOS, load_dataset
 from poschan.errors import UserError
-from poschan.experiments.arguments import add_model_arguments
-from poschan.measure.position_maps import GAUSSIAN_SIGMA, TARGETS, mae, position_maps, spc
+from poschan.experiments.settings import (
+    ImageSizeSettings,
+    LayersSettings,
+    LearningRateSettings,
+    ModelSettings,
+    PaddingsSettings,
+    PretrainedSettings,
+    RunSettings,
+    WidthSettings,
+)
+from poschan.measure.map_readout import (
+    KERNEL,
+    fit_map_readout,
+    readout_size,
+    resized_feature_maps,
+    score,
+    shuffle_positions,
+)
+from poschan.measure.position_maps import GAUSSIAN_SIGMA, TARGETS, mae, position_maps
 from poschan.models.padding import PADDING_MODES
 from poschan.models.poolnet import PoolNet
 from poschan.models.registry import build_model
 from poschan.report.position_figures import position_map_figure, spc_bars
 from poschan.runtime import resolve_device, seeded_init
 from poschan.stats import summarize
-from poschan.tables import write_csv
+from poschan.tables import flat_stats, write_csv
 from poschan.taps import capture, resolve_layers
 
 EXPERIMENT = "position-map"
 HELP = "read a fixed position map out of frozen features with a padding-free readout (SPC/MAE), per padding mode"
-KERNEL = 3  # the readout's conv (valid, padding 0), as the paper's PosENet readout
-MIN_ZOOM = 0.25  # smallest photo crop, as a fraction of the photo side
 PHOTO_SIDE = 256  # resolution of the photo bank the crops are taken from
 _PRETRAINED_MODELS = ("efficientnet-lite0",)  # models with packaged weights (see models.registry)
 # Test photos by default: every third photo (PHOTOS[2::3]), so that train and test photos are disjoint.
@@ -46,29 +61,32 @@ DEFAULT_TEST_PHOTOS = list(PHOTOS[2::3])
 
 
 @dataclass
-class Config:
+class Config(RunSettings, LearningRateSettings, ImageSizeSettings, PaddingsSettings, LayersSettings, PretrainedSettings,
+             WidthSettings, ModelSettings):
     """Resolved settings of one position-map run (defaults < preset < --config < flags)."""
 
-    model: str = "efficientnet-lite0"
-    pretrained: bool | None = None  # None: the packaged weights where the model has them (and no --weights)
-    weights: str | None = None
-    width: int = 64
-    layers: list[str] = field(default_factory=lambda: ["stage1", "stage2", "stage3", "stage4"])
-    paddings: list[str] = field(default_factory=lambda: ["zeros", "circular"])
-    targets: list[str] = field(default_factory=lambda: list(TARGETS))
-    sigma: float = GAUSSIAN_SIGMA
-    image_size: int = 128
-    feature_size: int = 28
-    train_images: int = 128
-    test_images: int = 64
-    test_photos: list[str] = field(default_factory=lambda: list(DEFAULT_TEST_PHOTOS))
-    steps: int = 300
-    batch_pixels: int = 1024
-    lr: float = 3e-3
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    device: str = "cpu"
-    preset: str = "quick"
-    data_root: str | None = None
+    # pretrained None: the packaged weights where the model has them (and no --weights)
+    DEFAULTS: ClassVar[dict] = {"model": "efficientnet-lite0", "pretrained": None,
+                                "layers": ["stage1", "stage2", "stage3", "stage4"], "paddings": ["zeros", "circular"],
+                                "image_size": 128, "lr": 3e-3}
+    FLAGS: ClassVar[dict] = {
+        "pretrained": {"negative": "--no-pretrained",
+                       "negative_help": "random init even where packaged weights exist (default: packaged weights "
+                                        "if any)"},
+        "layers": {"help": "comma-separated layers: the model's stage names (stage1..stage4) or dotted names from "
+                           "`poschan layers MODEL`"},
+        "paddings": {"help": f"comma-separated backbone paddings: {', '.join(PADDING_MODES)}"},
+        "lr": {"help": "learning rate of the readout (Adam)"},
+    }
+
+    targets: list[str] = setting(list(TARGETS), f"comma-separated position maps: {', '.join(TARGETS)}")
+    sigma: float = setting(GAUSSIAN_SIGMA, "gaussian target sigma, as a fraction of the map side")
+    feature_size: int = setting(28, "side every feature map is resized to")
+    train_images: int = setting(128, "training crops per seed")
+    test_images: int = setting(64, "test crops per seed")
+    test_photos: list[str] = setting(list(DEFAULT_TEST_PHOTOS), "comma-separated photo names held out for testing")
+    steps: int = setting(300, "readout training steps (Adam)")
+    batch_pixels: int = setting(1024, "(image, pixel) samples per readout step")
 
     def __post_init__(self) -> None:
         if self.pretrained is None:
@@ -76,7 +94,7 @@ class Config:
 
     def validate(self) -> None:
         for key in ("width", "image_size", "train_images", "test_images", "steps", "batch_pixels"):
-            if getattr(self, key) < 1:
+            if getattr(self, key) is None or getattr(self, key) < 1:
                 raise UserError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.feature_size < KERNEL + 1:
             raise UserError(f"feature_size must be >= {KERNEL + 1} (the readout is a {KERNEL}x{KERNEL} valid conv), "
@@ -121,25 +139,6 @@ class Plan:
     input_norm: tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) of that normalisation
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model_arguments(p)
-    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
-                   help="random init even where packaged weights exist (default: packaged weights if any)")
-    p.add_argument("--layers", help="comma-separated layers: the model's stage names (stage1..stage4) or dotted "
-                   "names from `poschan layers MODEL`")
-    p.add_argument("--paddings", help=f"comma-separated backbone paddings: {', '.join(PADDING_MODES)}")
-    p.add_argument("--targets", help=f"comma-separated position maps: {', '.join(TARGETS)}")
-    p.add_argument("--sigma", type=float, help="gaussian target sigma, as a fraction of the map side")
-    p.add_argument("--image-size", dest="image_size", type=int, help="input side in pixels")
-    p.add_argument("--feature-size", dest="feature_size", type=int, help="side every feature map is resized to")
-    p.add_argument("--train-images", dest="train_images", type=int, help="training crops per seed")
-    p.add_argument("--test-images", dest="test_images", type=int, help="test crops per seed")
-    p.add_argument("--test-photos", dest="test_photos", help="comma-separated photo names held out for testing")
-    p.add_argument("--steps", type=int, help="readout training steps (Adam)")
-    p.add_argument("--batch-pixels", dest="batch_pixels", type=int, help="(image, pixel) samples per readout step")
-    p.add_argument("--lr", type=float)
-
-
 def build_backbones(config: Config, seed: int) -> dict[str, PoolNet]:
     """One frozen eval-mode model per padding mode, all with the same weights (random init drawn from ``seed``)."""
     models: dict[str, PoolNet] = {}
@@ -151,122 +150,6 @@ def build_backbones(config: Config, seed: int) -> dict[str, PoolNet]:
                 model.load_state_dict(next(iter(models.values())).state_dict())
             models[padding] = model.eval().requires_grad_(False)
     return models
-
-
-def photo_crops(photos: Tensor, n: int, side: int, *, generator: torch.Generator,
-                min_zoom: float = MIN_ZOOM) -> Tensor:
-    """(n, C, side, side): per sample a random photo of ``photos`` (P, C, S, S), a random square crop of
-    side zoom·S (zoom uniform in [min_zoom, 1]) at a random place, resized, and random left-right and
-    top-bottom flips (so that the photos' content carries no position on average)."""
-    size = photos.shape[-1]
-    which = torch.randint(len(photos), (n,), generator=generator)
-    zoom = min_zoom + (1 - min_zoom) * torch.rand(n, generator=generator)
-    corner = torch.rand(n, 2, generator=generator)
-    flips = torch.rand(n, 2, generator=generator) < 0.5
-    crops = []
-    for i in range(n):
-        k = max(1, round(float(zoom[i]) * size))
-        top, left = (int(c * (size - k + 1)) for c in corner[i])  # torch.rand is < 1
-        x = resized_crop(photos[which[i]], top, left, k, k, [side, side], antialias=True)
-        x = x.flip(-1) if flips[i, 0] else x
-        crops.append(x.flip(-2) if flips[i, 1] else x)
-    return torch.stack(crops)
-
-
-@torch.no_grad()
-def layer_features(model: nn.Module, x: Tensor, layers: Sequence[str], size: int, *, batch_size: int = 64,
-                   device: torch.device | str = "cpu") -> Tensor:
-    """(N, ΣC, size, size): the maps of ``layers`` for images ``x``, each resized bilinearly to size², stacked."""
-    chunks = []
-    with capture(model, layers) as store:
-        for batch in x.split(batch_size):
-            model(batch.to(device))
-            maps = [F.interpolate(store[name], size=(size, size), mode="bilinear", align_corners=False)
-                    for name in layers]
-            chunks.append(torch.cat(maps, dim=1))
-    return torch.cat(chunks)
-
-
-def shuffle_positions(features: Tensor, generator: torch.Generator) -> Tensor:
-    """The features with their H·W positions permuted at random, independently per image (all channels alike)."""
-    n, c, h, w = features.shape
-    order = torch.rand(n, h * w, generator=generator).argsort(dim=1).to(features.device)
-    flat = features.reshape(n, c, h * w)
-    return flat.gather(2, order[:, None, :].expand(n, c, h * w)).reshape(n, c, h, w)
-
-
-class MapReadout(nn.Module):
-    """Per-channel standardisation, one KERNEL×KERNEL conv with padding 0 (one output per target), sigmoid.
-
-    Output channels do not share parameters, so with a loss summed over targets (and Adam's per-parameter
-    steps) training all targets at once equals training one readout per target on the same samples.
-    """
-
-    def __init__(self, mean: Tensor, std: Tensor, outputs: int, generator: torch.Generator):
-        super().__init__()
-        self.register_buffer("mean", mean.view(1, -1, 1, 1))
-        self.register_buffer("std", std.view(1, -1, 1, 1))
-        self.conv = nn.Conv2d(len(mean), outputs, KERNEL, padding=0, device=mean.device)
-        with torch.no_grad():
-            w = torch.empty(self.conv.weight.shape)
-            nn.init.xavier_uniform_(w, generator=generator)  # as the paper's readout
-            self.conv.weight.copy_(w)
-            self.conv.bias.zero_()
-
-    def standardise(self, features: Tensor) -> Tensor:
-        return (features - self.mean) / self.std
-
-    def forward(self, features: Tensor) -> Tensor:
-        """(N, T, H-KERNEL+1, W-KERNEL+1) maps in (0, 1) for (N, C, H, W) features."""
-        return torch.sigmoid(self.conv(self.standardise(features)))
-
-    def forward_patches(self, patches: Tensor) -> Tensor:
-        """(S, T): what ``forward`` outputs at the windows given as standardised (S, KERNEL, KERNEL, C) patches."""
-        weight = self.conv.weight.permute(0, 2, 3, 1).reshape(len(self.conv.weight), -1)
-        return torch.sigmoid(patches.reshape(len(patches), -1) @ weight.T + self.conv.bias)
-
-
-def fit_map_readout(features: Tensor, maps: Tensor, *, steps: int, batch_pixels: int, lr: float,
-                    generator: torch.Generator) -> MapReadout:
-    """A MapReadout trained with Adam on MSE to output ``maps`` (T, h, w) (its output size) for every image.
-
-    Each step uses ``batch_pixels`` random (image, output pixel) samples, gathered as patches of the
-    standardised features: the same objective as convolving whole maps, but as the pixels of one image are
-    strongly correlated, random pixels of many images make better steps per unit of compute (on a CPU, a better
-    fit than whole-map batches in the same time).
-    """
-    n, c, h, w = features.shape
-    readout = MapReadout(features.mean(dim=(0, 2, 3)), features.std(dim=(0, 2, 3)).clamp(min=1e-6), len(maps),
-                         generator)
-    out_h, out_w = h - KERNEL + 1, w - KERNEL + 1
-    if maps.shape[-2:] != (out_h, out_w):
-        raise ValueError(f"maps must be {out_h}x{out_w} (the readout's output size), got {tuple(maps.shape[-2:])}")
-    flat = readout.standardise(features).permute(0, 2, 3, 1).reshape(-1, c)  # one row per (image, y, x)
-    maps = maps.to(features.device)
-    window = torch.arange(KERNEL, device=features.device)
-    opt = torch.optim.Adam(readout.parameters(), lr=lr)
-    for _ in range(steps):
-        image, y, x = (torch.randint(size, (batch_pixels,), generator=generator).to(features.device)
-                       for size in (n, out_h, out_w))
-        rows = (image[:, None, None] * h + y[:, None, None] + window[:, None]) * w + x[:, None, None] + window
-        patches = flat.index_select(0, rows.reshape(-1)).view(batch_pixels, KERNEL, KERNEL, c)
-        loss = F.mse_loss(readout.forward_patches(patches), maps[:, y, x].T)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return readout.eval()
-
-
-def readout_size(feature_size: int) -> int:
-    """Side of the readout's output map (a valid KERNEL×KERNEL conv)."""
-    return feature_size - KERNEL + 1
-
-
-def score(pred: Tensor, maps: Tensor) -> list[tuple[float, float]]:
-    """Per target: (SPC, MAE) averaged over the images of ``pred`` (N, T, h, w) against ``maps`` (T, h, w)."""
-    maps = maps.to(pred.device)
-    return [(float(spc(pred[:, t], maps[t]).mean()), float(mae(pred[:, t], maps[t]).mean()))
-            for t in range(len(maps))]
 
 
 def prepare(config: Config) -> Plan:
@@ -320,7 +203,7 @@ def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:
         train_x = photo_crops(plan.train_photos, c.train_images, c.image_size, generator=data)
         test_x = photo_crops(plan.test_photos, c.test_images, c.image_size, generator=data)
         for padding, model in _backbones(plan, seed).items():
-            train_f, test_f = (layer_features(model.to(device), x, plan.layers, c.feature_size, device=device)
+            train_f, test_f = (resized_feature_maps(model.to(device), x, plan.layers, c.feature_size, device=device)
                                for x in (train_x, test_x))
             shuffle = torch.Generator().manual_seed(seed)
             shuffled = (shuffle_positions(train_f, shuffle), shuffle_positions(test_f, shuffle))
@@ -336,7 +219,7 @@ def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:
             shown_input = (test_x[0] * std + mean).clamp(0, 1)
     bar.close()
     rows, controls = _rows(scores, "readout"), _rows(scores, "shuffled")
-    write_csv(work / "table.csv", [_table_row(row) for row in [*rows, *controls]])
+    write_csv(work / "table.csv", [flat_stats({"features": row.get("control", "readout"), **row}) for row in [*rows, *controls]])
     position_map_figure(shown_input, maps, c.targets, shown, work / "position_maps.png",
                         title=f"{c.model}{' (pretrained)' if c.pretrained else ''} · layers {', '.join(c.layers)}")
     spc_bars(rows, controls, work / "spc.png", title=f"{c.model} · SPC per padding and target")
@@ -351,14 +234,6 @@ def _rows(scores: dict[tuple[str, str, str], list[tuple[float, float]]], kind: s
     return [{"padding": padding, "target": target, **extra, "spc": summarize([v[0] for v in values]),
              "mae": summarize([v[1] for v in values])}
             for (k, padding, target), values in scores.items() if k == kind]
-
-
-def _table_row(row: dict) -> dict:
-    """A flat table.csv line of a metrics row."""
-    stats = {f"{m}_{s}": v for m in ("spc", "mae")
-             for s, v in zip(("mean", "lo", "hi"), (row[m]["mean"], *row[m]["ci95"]))}
-    return {"features": row.get("control", "readout"), "padding": row["padding"], "target": row["target"],
-            "n": row["spc"]["n"], **stats}
 
 
 def print_summary(metrics: dict) -> None:

@@ -13,27 +13,41 @@ canvases from the test split; ``photos`` (17 real photographs, one split) is spl
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from poschan.config import setting
 from poschan.data.fingerprint import check_disjoint
 from poschan.data.sources import ImageSet, load_dataset
 from poschan.data.stream import CanvasStream
 from poschan.errors import UserError
-from poschan.experiments.arguments import add_canvas_arguments, add_model_arguments
+from poschan.experiments.settings import (
+    BatchSettings,
+    CanvasSettings,
+    DataSettings,
+    LayersSettings,
+    ModelSettings,
+    PaddingSettings,
+    PretrainedSettings,
+    RunSettings,
+    TaskSettings,
+    TestSizeSettings,
+    TrainSizeSettings,
+    WidthSettings,
+)
 from poschan.measure.readout import DEFAULT_C, fit_readout, permute_features, readout_accuracy
 from poschan.models.poolnet import PoolNet
 from poschan.models.registry import build_model
 from poschan.report.probe_figures import PROBE_VARIANTS, probe_accuracy
 from poschan.runtime import resolve_device, seeded_generator, seeded_init
 from poschan.stats import summarize
-from poschan.tables import write_csv
+from poschan.tables import flat_stats, write_csv
 from poschan.taps import extract_pooled, pooled_features, resolve_layers
 
 EXPERIMENT = "probe"
@@ -42,30 +56,19 @@ TEST_SEED_OFFSET = 10_000  # test draws use their own seeds, never the training 
 
 
 @dataclass
-class Config:
-    task: str = "location"
-    grid: int = 3
-    canvas: int | None = None
-    background: str = "mean"
-    data: str = "fashion-mnist"
-    data_root: str | None = None
-    model: str = "efficientnet-lite0"
-    width: int = 64
-    padding: str = "zeros"
-    pretrained: bool = False
-    weights: str | None = None
-    layers: list[str] = field(default_factory=list)  # empty: every stage of the model, then "backbone"
-    train_size: int = 2000  # canvases per seed
-    test_size: int = 1000
-    batch_size: int = 200
-    readout_c: float = DEFAULT_C
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    device: str = "cpu"
-    preset: str = "paper"
+class Config(RunSettings, BatchSettings, TestSizeSettings, TrainSizeSettings, LayersSettings, PaddingSettings,
+             PretrainedSettings, WidthSettings, ModelSettings, DataSettings, CanvasSettings, TaskSettings):
+    DEFAULTS: ClassVar[dict] = {"model": "efficientnet-lite0", "train_size": 2000, "test_size": 1000, "batch_size": 200}
+    FLAGS: ClassVar[dict] = {"train_size": {"help": "training canvases per seed"},
+                             "test_size": {"help": "test canvases per seed"},
+                             "batch_size": {"help": "canvases per forward pass"}}
+
+    readout_c: float = setting(DEFAULT_C,
+                               f"inverse L2 strength of the logistic-regression readout (default {DEFAULT_C})")
 
     def validate(self) -> None:
         for key in ("train_size", "test_size", "batch_size", "width"):
-            if getattr(self, key) < 1:
+            if getattr(self, key) is None or getattr(self, key) < 1:
                 raise UserError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.readout_c <= 0:
             raise UserError(f"readout_c (inverse L2 strength of the readout) must be > 0, got {self.readout_c}")
@@ -90,19 +93,6 @@ class ProbePlan:
     channels: dict[str, int]
     num_classes: int
     device: torch.device
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_canvas_arguments(p)
-    add_model_arguments(p)
-    p.add_argument("--padding", help="zeros, none, circular, reflect, replicate, partial")
-    p.add_argument("--layers", help="comma-separated layer names (see `poschan layers`) or stage names "
-                                    "(stage1..); default: every stage and backbone")
-    p.add_argument("--train-size", dest="train_size", type=int, help="training canvases per seed")
-    p.add_argument("--test-size", dest="test_size", type=int, help="test canvases per seed")
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="canvases per forward pass")
-    p.add_argument("--readout-c", dest="readout_c", type=float,
-                   help=f"inverse L2 strength of the logistic-regression readout (default {DEFAULT_C})")
 
 
 def split_sets(config: Config) -> tuple[ImageSet, ImageSet]:
@@ -191,19 +181,10 @@ def run(plan: ProbePlan, work: Path, *, progress: bool = True) -> dict:
              **{key: summarize([r[key] for r in per_seed if r["layer"] == layer]) for key in PROBE_VARIANTS},
              "chance": chance} for layer in plan.layers]
     write_csv(work / "per_seed.csv", per_seed)
-    write_csv(work / "table.csv", [_flat(row) for row in rows])
+    write_csv(work / "table.csv", [flat_stats(row) for row in rows])
     probe_accuracy(rows, [layer_label(plan.model, r["layer"]) for r in rows], work / "probe.png", chance=chance,
                    title=f"{c.task} readout · {c.model}{' (pretrained)' if c.pretrained else ''} · {c.data}")
     return {"layers": rows, "n_train": c.train_size, "n_test": c.test_size}
-
-
-def _flat(row: dict) -> dict:
-    flat = {"layer": row["layer"], "channels": row["channels"], "chance": row["chance"]}
-    for key in PROBE_VARIANTS:
-        stat = row[key]
-        flat |= {f"{key}_mean": stat["mean"], f"{key}_lo": stat["ci95"][0], f"{key}_hi": stat["ci95"][1],
-                 f"{key}_n": stat["n"]}
-    return flat
 
 
 def print_summary(metrics: dict) -> None:

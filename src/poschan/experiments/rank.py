@@ -18,28 +18,44 @@ by content, except two official splits of Fashion-MNIST / CIFAR-10). ``photos`` 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
+from torch import nn
 
-from poschan.data.fingerprint import check_disjoint, image_fingerprint, trusted_disjoint
+from poschan.config import setting
+from poschan.data.fingerprint import check_disjoint, trusted_disjoint
 from poschan.data.sources import ImageSet, load_dataset
 from poschan.errors import UserError
-from poschan.experiments.arguments import FOLDER_HELP, add_model_arguments
-from poschan.experiments.probe import resolve_layers
+from poschan.experiments.settings import (
+    BatchSettings,
+    CanvasSettings,
+    CheckpointSettings,
+    DataSettings,
+    HeadSettings,
+    ImageSizeSettings,
+    LayerSettings,
+    ModelSettings,
+    PaddingSettings,
+    PretrainedSettings,
+    RunSettings,
+    WidthSettings,
+)
 from poschan.locate.designs import FLIP_INPUTS, METHODS, RankSpec, Tally, accumulate
+from poschan.locate.rank import ranking_from_tallies
 from poschan.locate.ranking import ranking_order, top_overlap
-from poschan.models.poolnet import PoolNet
 from poschan.models.registry import build_model
+from poschan.models.segmentation import TV_SEGMENTERS, load_segmenter
+
+SEG_MODELS = tuple(f"tv:{name}" for name in TV_SEGMENTERS)
 from poschan.report.ranking_figures import cell_heatmap, sorted_scores
-from poschan.results import atomic_write_text
 from poschan.runtime import resolve_device, seeded_init
 from poschan.stats import summarize
 from poschan.tables import write_csv
+from poschan.taps import resolve_layers
 
 EXPERIMENT = "rank"
 HELP = "rank the channels of a model's named layer by the position they encode (flip, shift, dimest), one pass"
@@ -47,32 +63,31 @@ _AS_IS = ("photos", "folder:")  # flip_input auto: photographs are flipped as th
 
 
 @dataclass
-class Config:
-    method: str = "flip"
-    layer: str = "backbone"
-    data: str = "fashion-mnist"
-    split: str = "train"
-    eval_split: str | None = None
-    data_root: str | None = None
-    limit: int | None = None  # the first N images of the split; null: all
-    image_size: int | None = None  # photos / folder:PATH only (default 32)
-    grid: int = 3
-    canvas: int | None = None
-    background: str = "mean"
-    flip_input: str = "auto"  # canvas, image, or auto: image for photos and folder:PATH, canvas otherwise
-    semantic_pairs: str = "item"
-    model: str = "efficientnet-lite0"
-    width: int = 64
-    padding: str = "zeros"
-    head: str = "gap-fc"
-    num_classes: int = 10  # only to build the model's head (must match a checkpoint given with --weights)
-    pretrained: bool = False
-    weights: str | None = None
-    batch_size: int = 64
-    top_n: int = 10
-    seeds: list[int] = field(default_factory=lambda: [0])
-    device: str = "cpu"
-    preset: str = "paper"
+class Config(RunSettings, BatchSettings, HeadSettings, PaddingSettings, PretrainedSettings, WidthSettings,
+             ModelSettings, CanvasSettings, ImageSizeSettings, DataSettings, LayerSettings, CheckpointSettings):
+    DEFAULTS: ClassVar[dict] = {"model": "efficientnet-lite0", "batch_size": 64, "seeds": [0]}
+    FLAGS: ClassVar[dict] = {"image_size": {"help": "side of photos / folder images (default 32)"},
+                             "grid": {"help": "k of the k×k canvas grid"},
+                             "background": {"help": "canvas fill: mean or black"},
+                             "head": {"help": "gap-fc or gapnet (to load a checkpoint)"},
+                             "checkpoint": {"help": "rank a seg-train checkpoint's segmenter (default layer: its "
+                                                    "feature layer); the ranking feeds `ablate --ranking`"},
+                             "layer": {"help": "one layer name (see `poschan layers`) or stage name (stage1..); a "
+                                               "segmenter's default is the layer ablate and attack mask"}}
+
+    method: str = setting("flip", f"{', '.join(METHODS)} (see poschan.ranking)")
+    split: str = setting("train", "the split to rank on: train/test (photos: train, test, all; folder: a sub-folder)")
+    eval_split: str | None = setting(None, "the split a later evaluation uses; may share no image")
+    limit: int | None = setting(None, "use the first N images of the split (default: all)")
+    # flip_input auto: image for photos and folder:PATH, canvas otherwise
+    flip_input: str = setting("auto", "flip: canvas, image or auto")
+    semantic_pairs: str = setting("item", "dimest: item (same image) or class")
+    # num_classes only builds the model's head (must match a checkpoint given with --weights)
+    num_classes: int = setting(10, "classes of the head (to load a checkpoint); of a segmentation --model, the classes "
+                                   "it predicts (11 for Fashion-MNIST scenes)")
+    segmenter: bool = setting(False, f"--model is a segmentation network ({', '.join(SEG_MODELS)} are always), "
+                                     "loaded as ablate and attack load it")
+    top_n: int = setting(10, "length of the top lists (default 10)")
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -106,31 +121,12 @@ class RankPlan:
     config: Config
     spec: RankSpec
     images: ImageSet
-    model: PoolNet
+    model: nn.Module
     layer: str
     channels: int
     device: torch.device
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model_arguments(p)
-    p.add_argument("--method", help=f"{', '.join(METHODS)} (see poschan.ranking)")
-    p.add_argument("--layer", help="one layer name (see `poschan layers`) or stage name (stage1..)")
-    p.add_argument("--data", help=f"fashion-mnist (default), cifar10, photos, {FOLDER_HELP}")
-    p.add_argument("--split", help="the split to rank on: train/test (photos: train, test, all; folder: a sub-folder)")
-    p.add_argument("--eval-split", dest="eval_split", help="the split a later evaluation uses; may share no image")
-    p.add_argument("--limit", type=int, help="use the first N images of the split")
-    p.add_argument("--image-size", dest="image_size", type=int, help="side of photos / folder images (default 32)")
-    p.add_argument("--grid", type=int, help="k of the k×k canvas grid")
-    p.add_argument("--canvas", type=int, help="canvas side in pixels (default: grid × image side)")
-    p.add_argument("--background", help="canvas fill: mean or black")
-    p.add_argument("--flip-input", dest="flip_input", help="flip: canvas, image or auto")
-    p.add_argument("--semantic-pairs", dest="semantic_pairs", help="dimest: item (same image) or class")
-    p.add_argument("--padding", help="zeros, none, circular, reflect, replicate, partial")
-    p.add_argument("--head", help="gap-fc or gapnet (to load a checkpoint)")
-    p.add_argument("--num-classes", dest="num_classes", type=int, help="classes of the head (to load a checkpoint)")
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="images per step")
-    p.add_argument("--top-n", dest="top_n", type=int, help="length of the top lists (default 10)")
+    in_chans: int | None = None  # how the model takes images (see ImageSet.for_model)
+    input_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 def load_split(c: Config) -> ImageSet:
@@ -140,7 +136,7 @@ def load_split(c: Config) -> ImageSet:
 
 def _accumulate(plan: RankPlan, images: ImageSet, seed: int, progress: bool) -> Tally:
     return accumulate(plan.model, plan.layer, images, plan.spec, seed=seed, batch_size=plan.config.batch_size,
-                      device=plan.device, in_chans=plan.model.in_chans, input_norm=plan.model.input_norm,
+                      device=plan.device, in_chans=plan.in_chans, input_norm=plan.input_norm,
                       progress=progress)
 
 
@@ -151,12 +147,23 @@ def prepare(config: Config) -> RankPlan:
     images = load_split(config)
     if config.eval_split is not None and not trusted_disjoint(config.data, config.split, config.eval_split):
         check_disjoint(load_split(dataclasses.replace(config, split=config.eval_split, limit=None)), images)
-    with seeded_init(config.seeds[0]):  # random-init weights: a function of the first seed
-        model = build_model(config.model, config.num_classes, images.channels, width=config.width, head=config.head,
-                            padding=config.padding, pretrained=config.pretrained, weights=config.weights)
-    model.eval().requires_grad_(False).to(device)
-    (layer,) = resolve_layers(model, [config.layer])
-    plan = RankPlan(config, config.spec(), images, model, layer, 0, device)
+    if config.checkpoint or config.segmenter or config.model in SEG_MODELS:
+        # the segmenter exactly as ablate / attack load it, so its ranking's weights fingerprint matches theirs
+        seg = load_segmenter(checkpoint=config.checkpoint or None, model=None if config.checkpoint else config.model,
+                             weights=config.weights, num_classes=config.num_classes,
+                             layer=None if config.layer == "backbone" else config.layer, seed=config.seeds[0])
+        model, in_chans, input_norm = seg.module, seg.in_chans, seg.input_norm
+        model.to(device)
+        (layer,) = resolve_layers(model, [seg.layer])
+    else:
+        with seeded_init(config.seeds[0]):  # random-init weights: a function of the first seed
+            model = build_model(config.model, config.num_classes, images.channels, width=config.width,
+                                head=config.head, padding=config.padding, pretrained=config.pretrained,
+                                weights=config.weights)
+        model.eval().requires_grad_(False).to(device)
+        in_chans, input_norm = model.in_chans, model.input_norm
+        (layer,) = resolve_layers(model, [config.layer])
+    plan = RankPlan(config, config.spec(), images, model, layer, 0, device, in_chans, input_norm)
     if len(images) >= 3:  # fewer fail in accumulate below with the count
         images = images.subset(3)
     tally = _accumulate(plan, images, 0, False)  # canvas fit, 4-D layer, channel count
@@ -171,15 +178,13 @@ def run(plan: RankPlan, work: Path, *, progress: bool = True) -> dict:
     real, null = pooled.real.scores(), pooled.null.scores()
     orders = {key: ranking_order(s) for key, s in real.items()}
     n = min(c.top_n, plan.channels)
-    ranking = {"model": c.model, "layer": plan.layer, "channels": plan.channels, "method": c.method, "data": c.data,
-               "split": c.split, "eval_split": c.eval_split, "n_images": len(plan.images),
-               "images": image_fingerprint(plan.images.images), "seeds": list(c.seeds),
-               "design": dataclasses.asdict(plan.spec),
-               "keys": {key: {"order": orders[key].tolist(), "scores": real[key].tolist()} for key in real}}
-    atomic_write_text(work / "ranking.json", json.dumps(ranking) + "\n")
+    ranking = ranking_from_tallies(plan.model, plan.layer, plan.images, plan.spec, list(c.seeds), tallies,
+                                   c.checkpoint or c.model)
+    ranking.data["eval_split"] = c.eval_split
+    ranking.save(work / "ranking.json")
     write_csv(work / "table.csv", [{"channel": ch, **{key: float(s[ch]) for key, s in real.items()}}
                                    for ch in range(plan.channels)])
-    title = f"{c.method} · {c.model}{' (pretrained)' if c.pretrained else ''} · {plan.layer} · {c.data}/{c.split}"
+    title = f"{c.method} · {c.checkpoint or c.model}{' (pretrained)' if c.pretrained else ''} · {plan.layer} · {c.data}/{c.split}"
     plotted = [key for key in real if not key.startswith("cell:")]
     sorted_scores({key: (real[key], null[key]) for key in plotted}, work / "scores.png", title=title)
     if c.method == "shift":

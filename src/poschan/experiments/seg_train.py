@@ -8,32 +8,35 @@ from the train items; the test scenes are fixed and drawn from the test items (r
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from poschan.config import setting
+from poschan.control.ablation import SegEval
+from poschan.data.segdata import EvalSet, SegData
 from poschan.data.segsets import IGNORE_INDEX
 from poschan.engine import fit
 from poschan.errors import UserError
-from poschan.experiments.arguments import add_training_arguments
-from poschan.experiments.seg_common import (
-    EvalSet,
-    SegData,
-    add_scene_arguments,
-    describe,
-    evaluate_features,
-    scene_features,
-    scene_spec,
-    scores,
+from poschan.experiments.seg_common import describe, scene_spec
+from poschan.experiments.settings import (
+    DataSettings,
+    FitSettings,
+    ModelSettings,
+    PaddingSettings,
+    RunSettings,
+    SceneSettings,
+    WidthSettings,
 )
 from poschan.models.segmentation import SEG_MODELS, SegSpec, build_segmenter, load_segmenter_state
+from poschan.models.weights import read_state_dict
 from poschan.report.figures import learning_curves
-from poschan.results import atomic_torch_save, read_tensor_file
-from poschan.runtime import resolve_device
+from poschan.results import atomic_torch_save
+from poschan.runtime import eval_mode, resolve_device
 from poschan.stats import summarize
 from poschan.tables import write_csv
 
@@ -42,31 +45,21 @@ HELP = "train a DeepLabv3-style segmenter over a dilated backbone on Fashion-MNI
 
 
 @dataclass
-class Config:
-    data: str = "scenes"
-    side: int = 96
-    min_items: int = 1
-    max_items: int = 4
-    layout_prior: float = 0.0
-    layout: str = "left-right"
-    grouping: str = "confusable"
-    data_root: str | None = None
-    model: str = "resnet18-paper"
-    width: int = 64
-    padding: str = "zeros"
-    dilate_last: int = 1
-    aspp_channels: int = 256
-    atrous_rates: list[int] = field(default_factory=lambda: [2, 4, 6])
-    weights: str | None = None
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 1e-3
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    train_size: int | None = None  # training scenes per epoch (default 50000; real data: the first N train images)
-    test_size: int | None = None  # test scenes (default 2000; real data: the first N val images)
-    seeds: list[int] = field(default_factory=lambda: [0])
-    device: str = "cpu"
-    preset: str = "paper"
+class Config(RunSettings, FitSettings, PaddingSettings, WidthSettings, ModelSettings, SceneSettings, DataSettings):
+    DEFAULTS: ClassVar[dict] = {"data": "scenes", "batch_size": 32, "betas": [0.9, 0.999], "seeds": [0]}
+    FLAGS: ClassVar[dict] = {
+        "data": {"help": "scenes (Fashion-MNIST scenes, default), voc:PATH or cityscapes:PATH"},
+        "model": {"help": f"backbone: {', '.join(SEG_MODELS)}"},
+        "width": {"help": "width multiplier of resnet18-paper (64 = full)"},
+        "weights": {"help": "state dict to start from (tv:deeplabv3_resnet50: torchvision key names)"},
+        "epochs": {"help": "training epochs (0: evaluate --weights as they are)"},
+        "train_size": {"help": "training scenes per epoch (default 50000; real data: the first N train images)"},
+        "test_size": {"help": "test scenes (default 2000; real data: the first N val images)"},
+    }
+
+    dilate_last: int = setting(1, "stages with dilation instead of stride")
+    aspp_channels: int = setting(256, "width of the ASPP head")
+    atrous_rates: list[int] = setting([2, 4, 6], "dilation rates of the ASPP branches", cli=False)
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.epochs < 0:
@@ -103,18 +96,6 @@ class SegTrainPlan:
     device: torch.device
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="scenes (Fashion-MNIST scenes, default), voc:PATH or cityscapes:PATH")
-    add_scene_arguments(p)
-    p.add_argument("--model", help=f"backbone: {', '.join(SEG_MODELS)}")
-    p.add_argument("--width", type=int, help="width multiplier of resnet18-paper (64 = full)")
-    p.add_argument("--padding", help="zeros, none, circular, reflect, replicate, partial")
-    p.add_argument("--dilate-last", dest="dilate_last", type=int, help="stages with dilation instead of stride")
-    p.add_argument("--aspp-channels", dest="aspp_channels", type=int, help="width of the ASPP head")
-    p.add_argument("--weights", help="state dict to start from (tv:deeplabv3_resnet50: torchvision key names)")
-    add_training_arguments(p)
-
-
 def _pixel_cross_entropy(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)
 
@@ -139,20 +120,15 @@ def prepare(config: Config) -> SegTrainPlan:
 
 
 def _load_weights(model: nn.Module, path: str) -> None:
-    state = read_tensor_file(path, "weights file")
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    load_segmenter_state(model, state, path)
+    load_segmenter_state(model, read_state_dict(path), path)
 
 
 def evaluate(model: nn.Module, plan: SegTrainPlan) -> dict:
     """mIoU and pixel accuracy on the fixed test scenes."""
-    was_training = model.training
-    model.eval()
     images = _as_model_input(plan.test.images, plan.seg.in_chans)
-    feats = scene_features(model, images, plan.config.batch_size * 2, plan.device)
-    result = scores(evaluate_features(model, feats, plan.test.masks, plan.config.batch_size * 2, plan.device))
-    model.train(was_training)
+    with eval_mode(model):
+        result = SegEval(model, model.feature_layer, (images, plan.test.masks), batch_size=plan.config.batch_size * 2,
+                         device=plan.device).scores()
     return {"test_miou": result["miou"], "test_pixel_accuracy": result["pixel_accuracy"]}
 
 

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from poschan.config import setting
 from poschan.data.fingerprint import check_disjoint
 from poschan.data.sources import ImageSet, load_dataset
 from poschan.data.stream import CanvasStream
 from poschan.engine import fit
 from poschan.errors import UserError
-from poschan.runtime import resolve_device
-from poschan.experiments.arguments import add_canvas_arguments, add_model_arguments, add_training_arguments
+from poschan.experiments.settings import (
+    CanvasSettings,
+    DataSettings,
+    HeadSettings,
+    ModelSettings,
+    PaddingSettings,
+    PretrainedSettings,
+    RunSettings,
+    TaskSettings,
+    TrainingSettings,
+    WidthSettings,
+)
 from poschan.metrics.classification import accuracy
 from poschan.models.registry import build_model
 from poschan.report.figures import learning_curves
+from poschan.runtime import resolve_device
 from poschan.stats import summarize
 from poschan.tables import write_csv
 
@@ -30,38 +42,12 @@ Evaluator = Callable[[nn.Module, CanvasStream, int, torch.device], float]  # (mo
 
 
 @dataclass
-class TrainingSettings:
-    """The training and run settings every training experiment's Config has (the paper's protocol)."""
+class Config(RunSettings, TrainingSettings, HeadSettings, PaddingSettings, PretrainedSettings, WidthSettings,
+             ModelSettings, DataSettings, CanvasSettings, TaskSettings):
+    DEFAULTS: ClassVar[dict] = {"seeds": [0]}
 
-    epochs: int = 20
-    batch_size: int = 48
-    lr: float = 1e-3
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
-    train_size: int | None = None
-    test_size: int | None = None
-    test_passes: int = 1
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    device: str = "cpu"
-    preset: str = "paper"
-
-
-@dataclass
-class Config(TrainingSettings):
-    task: str = "location"
-    grid: int = 3
-    canvas: int | None = None
-    background: str = "mean"
-    data: str = "fashion-mnist"
-    data_root: str | None = None
-    model: str = "resnet18-paper"
-    width: int = 64
-    head: str = "gap-fc"
-    padding: str = "zeros"
-    permute: str = "none"
-    permute_per_sample: bool = False
-    pretrained: bool = False
-    weights: str | None = None
-    seeds: list[int] = field(default_factory=lambda: [0])
+    permute: str = setting("none", "none, pooled, stage1..stage4 (random channel permutation, train and test)")
+    permute_per_sample: bool = setting(False, "a new permutation for every image (default: one per batch)")
 
     def validate(self) -> None:
         for key in ("grid", "epochs", "batch_size", "test_passes", "width"):
@@ -89,16 +75,6 @@ class TrainPlan:
     test_set: ImageSet
     make_model: Callable[[], nn.Module]
     num_classes: int
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_canvas_arguments(p)
-    add_model_arguments(p)
-    p.add_argument("--head", help="gap-fc or gapnet")
-    p.add_argument("--padding", help="zeros, none, circular, reflect, replicate, partial")
-    p.add_argument("--permute", help="none, pooled, stage1..stage4 (random channel permutation, train and test)")
-    p.add_argument("--permute-per-sample", dest="permute_per_sample", action="store_true", default=None)
-    add_training_arguments(p)
 
 
 def load_data(config: Config) -> tuple[ImageSet, ImageSet]:

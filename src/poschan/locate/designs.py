@@ -59,6 +59,7 @@ from poschan.data.canvas import canvas_side, hflip, make_background, paste_in_gr
 from poschan.data.sources import ImageSet
 from poschan.errors import UserError
 from poschan.locate.moments import CoMoments, DiffSums, Moments, dimension_counts, region_cells, standardised_difference
+from poschan.runtime import eval_mode
 from poschan.taps import pooled_features
 
 METHODS = ("flip", "shift", "dimest")
@@ -382,14 +383,10 @@ def accumulate(model: nn.Module, layer: str, images: ImageSet, spec: RankSpec, *
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=generator)
     design: _Design = _DESIGNS[spec.method](_Items(images, spec, in_chans, input_norm, device), order, generator)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for start in tqdm(range(0, n, batch_size), desc=f"rank {spec.method}", leave=False,
                           disable=None if progress else True):
             pos = torch.arange(start, min(start + batch_size, n))
             feats = pooled_features(model, design.inputs(pos), [layer])[layer]
             design.update(pos, feats.detach().cpu().double())
-    finally:
-        model.train(was_training)
     return design.close()

@@ -19,7 +19,6 @@ from poschan.data.segsets import IGNORE_INDEX
 from poschan.errors import UserError
 
 
-
 def confusion(pred: Tensor, target: Tensor, num_classes: int, mask: Tensor | None = None) -> Tensor:
     """(K, K) int64 confusion of ``pred`` against ``target`` (same shape, ints in 0..K-1) over the pixels where
     ``mask`` (bool, broadcastable to them: (S, S) or (B, S, S)) is True; all pixels when ``mask`` is None.

@@ -18,20 +18,22 @@ HEADS = ("gap-fc", "gapnet")
 class ChannelPermute(nn.Module):
     """Randomly permute dim 1 (channels) of a (B, C) or (B, C, H, W) tensor: the paper's PermuteNet.
 
-    Every forward draws a fresh permutation from the global torch RNG on ``x``'s device, in train
-    AND eval mode. One permutation is shared by the whole batch (as in the paper) unless
-    ``per_sample``, which draws one per sample. No parameters.
+    Every forward draws a fresh permutation, in train AND eval mode, from ``generator`` (then moved to ``x``'s
+    device) or, without one, from the global torch RNG on ``x``'s device. One permutation is shared by the whole
+    batch (as in the paper) unless ``per_sample``, which draws one per sample. No parameters.
     """
 
-    def __init__(self, per_sample: bool = False):
+    def __init__(self, per_sample: bool = False, generator: torch.Generator | None = None):
         super().__init__()
         self.per_sample = per_sample
+        self.generator = generator
 
     def forward(self, x: Tensor) -> Tensor:
         b, c = x.shape[:2]
+        where = x.device if self.generator is None else self.generator.device
         if not self.per_sample:
-            return x[:, torch.randperm(c, device=x.device)]
-        order = torch.rand(b, c, device=x.device).argsort(dim=1)
+            return x[:, torch.randperm(c, device=where, generator=self.generator).to(x.device)]
+        order = torch.rand(b, c, device=where, generator=self.generator).argsort(dim=1).to(x.device)
         return x.gather(1, order.view(b, c, *[1] * (x.dim() - 2)).expand_as(x))
 
     def pre_hook(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:

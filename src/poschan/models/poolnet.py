@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from poschan.errors import UserError
+from poschan.runtime import eval_mode
 
 PROBE_SIZE = 64
 
@@ -16,10 +17,8 @@ def probe_feature_map(backbone: nn.Module, in_chans: int, what: str) -> torch.Si
     Raises UserError when the forward fails or does not return a 4-D (B, C, H, W) tensor;
     ``what`` names the model in that message.
     """
-    was_training = backbone.training
-    backbone.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(backbone):
             out = backbone(torch.zeros(1, in_chans, PROBE_SIZE, PROBE_SIZE))
     except Exception as err:  # user code: any failure becomes one clear line
         reason = (str(err).splitlines() or [""])[0]
@@ -27,8 +26,6 @@ def probe_feature_map(backbone: nn.Module, in_chans: int, what: str) -> torch.Si
             f"{what}: forward on a 1x{in_chans}x{PROBE_SIZE}x{PROBE_SIZE} image failed "
             f"({type(err).__name__}: {reason}); a backbone must map images to a (B, C, H, W) feature map"
         ) from err
-    finally:
-        backbone.train(was_training)
     if not isinstance(out, Tensor) or out.dim() != 4:
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise UserError(f"{what}: the backbone returned {got}; it must return a 4-D (B, C, H, W) feature map")
@@ -43,11 +40,10 @@ def replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
 
 def set_in_chans(module: nn.Module, in_chans: int) -> None:
     """Replace the first nn.Conv2d of ``module`` by a freshly initialised one taking ``in_chans`` channels."""
-    for name, conv in module.named_modules():
-        if isinstance(conv, nn.Conv2d):
-            break
-    else:
+    first = next(((n, m) for n, m in module.named_modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
         raise UserError(f"cannot set in_chans={in_chans}: the model has no nn.Conv2d")
+    name, conv = first
     if conv.in_channels == in_chans:
         return
     if type(conv) is not nn.Conv2d or conv.groups != 1:
@@ -62,7 +58,7 @@ class PoolNet(nn.Module):
     Attributes: ``backbone``, ``head``, ``in_chans``, ``num_classes``, ``num_features`` (C of the
     feature map), ``stages`` (stage name -> dotted name of a module inside ``backbone``, e.g.
     {"stage1": "layer1"}; dotted names of the whole model are "backbone.<name>"), ``input_norm``
-    ((mean, std) per channel the pretrained weights expect, or None).
+    ((mean, std) per input channel the architecture's published weights expect, or None).
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, in_chans: int, num_classes: int,

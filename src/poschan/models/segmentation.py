@@ -9,21 +9,41 @@ features``. Models:
   + 3×3 conv-BN-ReLU + 1×1 classifier, as torchvision's DeepLabHead (whose width is fixed at 256).
 - ``tv:deeplabv3_resnet50``: torchvision's DeepLabv3-ResNet50 (no auxiliary head, no download); user weights by
   path, with torchvision's key names (``classifier.*`` is read as ``head.*``; ``aux_classifier.*`` ignored).
+
+Any other segmentation network is a ``Segmenter``: a module whose forward gives (B, K, H, W) logits (or a dict
+with key "out", as torchvision's segmentation models return), the layer whose channels are ranked and masked, and
+how images enter it. ``load_segmenter`` builds one from a `seg-train` checkpoint, a torchvision segmentation model
+(``tv:deeplabv3_resnet50``, ``tv:deeplabv3_resnet101``, ``tv:fcn_resnet50``, ``tv:lraspp_mobilenet_v3_large``;
+never downloaded, weights by path) or a user's ``FILE.py:factory``: the one way every command gets a segmenter,
+so a ranking's weights fingerprint matches the module a later evaluation builds from the same arguments.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from poschan.data.sources import IMAGENET_MEAN, IMAGENET_STD
 from poschan.errors import UserError
 from poschan.models.padding import convert_padding
+from poschan.models.registry import load_factory
 from poschan.models.resnet_paper import resnet18_paper
+from poschan.models.weights import read_state_dict, weights_fingerprint
+from poschan.results import read_tensor_file
+from poschan.runtime import seeded_init
 
 SEG_MODELS = ("resnet18-paper", "tv:deeplabv3_resnet50")
+# torchvision segmentation models `load_segmenter` builds (weights=None, weights_backbone=None: never a download)
+# and the layer ranked and masked by default: the backbone's last stage (lraspp: block 16 of MobileNetV3's
+# features, 960 channels at output stride 16, the "high" input of the LR-ASPP head).
+TV_SEGMENTERS = {"deeplabv3_resnet50": "backbone.layer4", "deeplabv3_resnet101": "backbone.layer4",
+                 "fcn_resnet50": "backbone.layer4", "lraspp_mobilenet_v3_large": "backbone.16"}
+IMAGENET_NORM = (IMAGENET_MEAN, IMAGENET_STD)  # the input normalisation of torchvision's segmentation models
+InputNorm = tuple[tuple[float, ...], tuple[float, ...]]
 
 
 @dataclass
@@ -122,3 +142,133 @@ def spec_from_dict(d: dict, source: str) -> SegSpec:
         raise UserError(f"{source}: not a poschan segmentation checkpoint ({err})") from None
     spec.validate()
     return spec
+
+
+# ---- any segmentation network ------------------------------------------------------------------------------------
+
+@dataclass
+class Segmenter:
+    """A segmentation network ready to evaluate: ``module(x)`` gives (B, K, H, W) logits (or ``{"out": logits}``);
+    ``layer`` names the layer whose channels are ranked and masked; images enter with ``in_chans`` channels,
+    normalised with ``input_norm`` ((mean, std); None: the data's own normalisation, as the model was trained).
+    ``meta``: the model and data settings a `seg-train` checkpoint records (None for other models)."""
+
+    module: nn.Module
+    layer: str
+    name: str
+    num_classes: int
+    in_chans: int
+    input_norm: InputNorm | None = None
+    meta: dict | None = None
+    source: str = ""
+
+    def fingerprint(self) -> str:
+        """The weights fingerprint a ranking of this module records (``weights_fingerprint(self.module)``)."""
+        return weights_fingerprint(self.module)
+
+
+def logits_of(output: Tensor | dict) -> Tensor:
+    """The (B, K, H, W) logits of a segmenter's forward output (a tensor, or a dict with key "out")."""
+    if isinstance(output, dict):
+        if "out" not in output:
+            raise UserError(f"the segmenter returned a dict without key 'out' (keys {', '.join(map(str, output))})")
+        output = output["out"]
+    if not isinstance(output, Tensor) or output.dim() != 4:
+        shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise UserError(f"a segmenter must return (B, K, H, W) logits or a dict with key 'out', got {shape}")
+    return output
+
+
+def _load_state(module: nn.Module, path: str | Path, name: str) -> None:
+    """Load the state dict in ``path`` into ``module`` (``aux_classifier.*`` keys dropped); one-line UserErrors."""
+    state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("aux_classifier.")}
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        reason = " ".join(str(err).split())[:300]
+        raise UserError(f"weights {str(path)!r} do not fit {name}: {reason}") from None
+
+
+def _first_conv_channels(module: nn.Module) -> int | None:
+    return next((m.in_channels for m in module.modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def build_segmentation_model(name: str, num_classes: int, weights: str | Path | None = None, *,
+                             layer: str | None = None) -> Segmenter:
+    """A segmentation network by name, with ``num_classes`` outputs, weights from a state-dict file (else random
+    initialisation: seed the global RNG before, or use ``load_segmenter``).
+
+    ``tv:NAME`` (NAME in TV_SEGMENTERS): torchvision's model built with ``weights=None, weights_backbone=None``
+    and no auxiliary head (``aux_classifier.*`` keys of a weights file are dropped); it takes ImageNet-normalised
+    RGB; ``layer`` defaults to TV_SEGMENTERS[NAME]. ``FILE.py:FACTORY`` / ``MODULE:FACTORY``: the module
+    ``FACTORY()`` returns (see ``models.registry.load_factory``), whose forward must give (B, K, H, W) logits (or a
+    dict with key "out"); ``layer`` is required; its input channels are those of its first convolution and images
+    enter with the data's normalisation.
+    """
+    if num_classes < 1:
+        raise UserError(f"num_classes must be >= 1, got {num_classes}")
+    if name.startswith("tv:"):
+        arch = name.removeprefix("tv:")
+        if arch not in TV_SEGMENTERS:
+            raise UserError(f"unknown torchvision segmentation model {name!r}; allowed: "
+                            f"{', '.join('tv:' + a for a in TV_SEGMENTERS)}")
+        import torchvision.models.segmentation as tvseg
+
+        module = getattr(tvseg, arch)(weights=None, weights_backbone=None, num_classes=num_classes)
+        in_chans, norm, layer = 3, IMAGENET_NORM, layer or TV_SEGMENTERS[arch]
+    elif ":" in name:
+        if not layer:
+            raise UserError(f"model {name!r} needs --layer NAME: the layer whose channels are ranked and masked "
+                            "(see `poschan layers`)")
+        module = load_factory(name)
+        in_chans, norm = _first_conv_channels(module) or 3, None
+    else:
+        raise UserError(f"unknown segmentation model {name!r}; use a seg-train checkpoint, "
+                        f"{', '.join('tv:' + a for a in TV_SEGMENTERS)} or FILE.py:FACTORY")
+    if weights is not None:
+        _load_state(module, weights, name)
+    return Segmenter(module, layer, name, num_classes, in_chans, norm, None, str(weights or name))
+
+
+def load_segmentation_checkpoint(path: str | Path) -> Segmenter:
+    """The SegNet of a checkpoint written by `poschan seg-train` (pickled code and other files refused); its
+    ``meta`` holds the data settings it was trained on."""
+    if not Path(path).is_file():
+        raise UserError(f"checkpoint {str(path)!r} not found")
+    state = read_tensor_file(path, "checkpoint")
+    meta = state.get("meta") if isinstance(state, dict) else None
+    if not isinstance(meta, dict) or not {"segmentation", "scenes"} <= set(meta) or not isinstance(state.get("model"),
+                                                                                                   dict):
+        raise UserError(f"{path} is not a poschan segmentation checkpoint (written by `poschan seg-train`)")
+    spec = spec_from_dict(meta["segmentation"], str(path))
+    model = build_segmenter(spec)
+    load_segmenter_state(model, state["model"], str(path))
+    return Segmenter(model, model.feature_layer, spec.model, spec.num_classes, spec.in_chans, None, meta, str(path))
+
+
+def load_segmenter(*, checkpoint: str | Path | None = None, model: str | None = None,
+                   weights: str | Path | None = None, num_classes: int | None = None, layer: str | None = None,
+                   seed: int = 0) -> Segmenter:
+    """THE way a command gets a segmenter (in eval mode, gradients off, on the CPU): from a `seg-train`
+    ``checkpoint`` (its own classes and data settings; ``layer`` defaults to its feature layer), or by ``model``
+    name with ``num_classes`` and optional ``weights`` (see ``build_segmentation_model``). A model without weights
+    is randomly initialised as a function of ``seed``. Two calls with the same arguments give modules with the
+    same ``weights_fingerprint``, so a ranking made of one is accepted for the other."""
+    if (checkpoint is None) == (model is None):
+        raise UserError("give a seg-train checkpoint (--checkpoint) or a segmentation model (--model), not both"
+                        if checkpoint is not None else
+                        "--checkpoint or --model is required: a seg-train checkpoint (e.g. RUN/seed0/checkpoint.pt), "
+                        f"{', '.join('tv:' + a for a in TV_SEGMENTERS)} or FILE.py:FACTORY")
+    if checkpoint is not None:
+        if weights is not None:
+            raise UserError("--weights goes with --model; a seg-train checkpoint holds its own weights")
+        seg = load_segmentation_checkpoint(checkpoint)
+        if layer:
+            seg.layer = layer
+    else:
+        if num_classes is None:
+            raise UserError(f"model {model!r} needs num_classes (the classes of the data)")
+        with seeded_init(seed):
+            seg = build_segmentation_model(model, num_classes, weights, layer=layer)
+    seg.module.eval().requires_grad_(False)
+    return seg

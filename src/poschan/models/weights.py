@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-
+import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from poschan.errors import UserError
+from poschan.models.poolnet import PoolNet
 from poschan.results import read_tensor_file
+
+# Top-level modules holding a torchvision / timm classifier's head (besides timm's pretrained_cfg['classifier']
+# and torchvision's aux* heads); a backbone never has them.
+HEAD_MODULES = ("fc", "classifier", "heads", "head", "head_dist", "AuxLogits")
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -37,3 +43,93 @@ def read_state_dict(path: str | Path, what: str = "weights file") -> dict[str, T
         raise UserError(f"{what} {str(path)!r} does not hold a state dict (a dict of tensors, or one under key "
                         "'model' or 'state_dict')")
     return obj
+
+
+def load_weights(model: PoolNet, path: str | Path) -> list[str]:
+    """Load the state dict in ``path`` into ``model``; return the classifier keys dropped from it (sorted).
+
+    Accepted: a state dict of the whole PoolNet, of its backbone, or of the classifier the backbone was cut from
+    (a torchvision or timm checkpoint as users have it). From a classifier, keys under a head module
+    (HEAD_MODULES, aux*, timm's ``pretrained_cfg['classifier']``) that the backbone lacks are dropped and named
+    in a warning; the rest is taken in the backbone's naming as it is, without the one top-level module all its
+    keys share (torchvision's ``features.``), or under the one the backbone's keys share (``net.`` of timm's
+    FeatureForward), and must then match the backbone's keys and shapes exactly. Else: a one-line UserError.
+    """
+    state = read_state_dict(path)
+    whole = model.state_dict()
+    if set(state) == set(whole):
+        _load(model, state, whole, path)
+        return []
+    backbone = model.backbone.state_dict()
+    is_head = _head_rule(model.backbone)
+    tried = []
+    for rename in _renamings(state, backbone, is_head):
+        renamed, dropped = {}, []
+        for key, value in state.items():
+            if is_head(key) and rename(key) not in backbone:
+                dropped.append(key)
+            else:
+                renamed[rename(key)] = value
+        if set(renamed) == set(backbone):
+            _load(model.backbone, renamed, backbone, path)
+            if dropped:
+                dropped.sort()
+                shown = ", ".join(dropped[:6]) + (f", ... ({len(dropped)} in all)" if len(dropped) > 6 else "")
+                warnings.warn(f"weights {str(path)!r}: dropped the classifier's head keys {shown}; the model keeps "
+                              "its own head", stacklevel=2)
+            return dropped
+        tried.append(set(renamed))
+    expected, got, what = max([(set(whole), set(state), "model"), *((set(backbone), t, "backbone") for t in tried)],
+                              key=lambda c: len(c[0] & c[1]))
+    missing, unexpected = sorted(expected - got), sorted(got - expected)
+    raise UserError(f"weights {str(path)!r} match neither the model nor its backbone (closest: the {what}): "
+                    f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}")
+
+
+def _head_rule(backbone: nn.Module) -> Callable[[str], bool]:
+    """Whether a classifier's key belongs to its head (timm: also the backbone's pretrained_cfg['classifier'])."""
+    cfg = next((m.pretrained_cfg for m in backbone.modules() if isinstance(getattr(m, "pretrained_cfg", None), dict)),
+               {})
+    named = cfg.get("classifier") or ()
+    prefixes = (named,) if isinstance(named, str) else tuple(named)
+
+    def is_head(key: str) -> bool:
+        top = key.split(".", 1)[0]
+        return (top in HEAD_MODULES or top.lower().startswith("aux")
+                or any(key == p or key.startswith(p + ".") for p in prefixes))
+
+    return is_head
+
+
+def _shared_top(keys: Iterable[str]) -> str:
+    """``"name."`` when every key lies under the one top-level module ``name``, else ``""``."""
+    tops = {key.split(".", 1)[0] if "." in key else "" for key in keys}
+    return f"{tops.pop()}." if len(tops) == 1 and "" not in tops else ""
+
+
+def _renamings(state: dict[str, Tensor], backbone: dict[str, Tensor],
+               is_head: Callable[[str], bool]) -> list[Callable[[str], str]]:
+    """Key renamings from a checkpoint's naming to the backbone's: as is, without the top-level module all its
+    non-head keys share (torchvision: ``features.``), under the one all backbone keys share (FeatureForward: ``net.``)."""
+    renamings: list[Callable[[str], str]] = [lambda key: key]
+    inner = _shared_top(key for key in state if not is_head(key))
+    if inner:
+        renamings.append(lambda key: key.removeprefix(inner))
+    outer = _shared_top(backbone)
+    if outer:
+        renamings.append(lambda key: outer + key)
+    return renamings
+
+
+def _load(target: nn.Module, state: dict[str, Tensor], expected: dict[str, Tensor], path: str | Path) -> None:
+    """``target.load_state_dict(state)`` once every shape matches ``expected`` (target's state); else a UserError."""
+    wrong = [key for key, value in state.items() if value.shape != expected[key].shape]
+    if wrong:
+        key = wrong[0]
+        got, want = tuple(state[key].shape), tuple(expected[key].shape)
+        stem = next(k for k, v in expected.items() if v.dim() == 4) if len(want) == 4 else None
+        hint = (f" (the model takes {want[1]}-channel images, the file {got[1]}-channel ones)"
+                if key == stem and got[:1] + got[2:] == want[:1] + want[2:] else "")
+        raise UserError(f"weights {str(path)!r} do not fit the model: size mismatch for {key}: {got} in the file, "
+                        f"{want} in the model{hint} ({len(wrong)} tensors differ)")
+    target.load_state_dict(state)

@@ -1,0 +1,261 @@
+"""Channel ablation of any segmenter: mIoU with a set of channels of a named layer masked, against as many random
+channels.
+
+A segmenter is any ``nn.Module`` whose forward gives per-pixel logits (B, K, H, W), or a dict with key "out" (as
+torchvision's segmentation models). Channels are masked by the one rule of poschan (``poschan.taps.masked``):
+through the ``mask_channels`` hook on the layer, or, for poschan's own ``SegNet`` masked at its feature layer,
+on its backbone features computed once and decoded per mask (the same numbers, bit for bit, in less time).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from poschan.data.segdata import segmentation_pairs
+from poschan.data.segsets import IGNORE_INDEX
+from poschan.errors import UserError
+from poschan.locate.ranking import ChannelRanking
+from poschan.metrics.segmentation import ConfusionMeter, miou, pixel_accuracy
+from poschan.models.segmentation import SegNet, logits_of
+from poschan.runtime import eval_mode
+from poschan.taps import capture, check_mask_mode, get_layer, mask_channels, masked
+
+Channels = Sequence[int] | Tensor | None
+
+
+def channel_counts(values: Sequence[int | str] | int | str, channels: int) -> list[int]:
+    """``["5%", "10", 3, ...]`` -> channel counts (a percentage of ``channels``, rounded, at least 1)."""
+    counts = []
+    for v in [values] if isinstance(values, (int, str)) else values:
+        text = str(v).strip()
+        try:
+            n = max(1, round(float(text[:-1]) / 100 * channels)) if text.endswith("%") else int(text)
+        except ValueError:
+            raise UserError(f"--n takes channel counts or percentages like 5%,10%,25%, got {text!r}") from None
+        if not 1 <= n <= channels:
+            raise UserError(f"N = {text} is outside 1..{channels} (the channel count of the feature layer)")
+        counts.append(n)
+    return counts
+
+
+def random_channels(channels: int, n: int, draws: int) -> list[Tensor]:
+    """The random control: ``draws`` sets of ``n`` of ``channels`` channels, draw r from a generator seeded with
+    1000·n + r (the same sets for every model, command and run)."""
+    return [torch.randperm(channels, generator=torch.Generator().manual_seed(1000 * n + r))[:n] for r in range(draws)]
+
+
+def _default_device(model: nn.Module) -> torch.device:
+    return next(model.parameters(), torch.empty(0)).device
+
+
+class SegEval:
+    """Fixed images and masks evaluated by one segmenter with channels of one layer masked.
+
+    ``data``: a pair (images (N, C, H, W) as the model takes them, masks (N, H, W) class ids, IGNORE_INDEX not
+    scored), an EvalSet, a dataset of (image, mask) pairs or a DataLoader. Build one to reuse it across calls of
+    ``ablation_curve`` / ``region_attack`` (pass it as their ``data``): a SegNet masked at its ``feature_layer``
+    then computes its features once. ``fast=False`` forces the hook path.
+    """
+
+    def __init__(self, model: nn.Module, layer: str, data: object, *, batch_size: int = 64,
+                 device: torch.device | str | None = None, fast: bool = True):
+        if batch_size < 1:
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
+        get_layer(model, layer)
+        self.model, self.layer, self.batch_size = model, layer, batch_size
+        self.device = torch.device(device) if device is not None else _default_device(model)
+        self.images, self.masks = segmentation_pairs(data)
+        if not len(self.images):
+            raise UserError("no images given")
+        self.features: Tensor | None = None
+        with torch.no_grad(), eval_mode(model):
+            if fast and isinstance(model, SegNet) and layer == model.feature_layer:
+                self.features = torch.cat([model.features(self.images[i:i + batch_size].to(self.device)).cpu()
+                                           for i in range(0, len(self.images), batch_size)])
+                self.channels = self.features.shape[1]
+                self.num_classes = model.num_classes
+            else:
+                with capture(model, [layer]) as store:
+                    logits = logits_of(model(self.images[:1].to(self.device)))
+                fmap = store[layer]
+                if not isinstance(fmap, Tensor) or fmap.dim() != 4:
+                    raise UserError(f"layer {layer!r} does not output a (B, C, H, W) feature map; pick a "
+                                    "convolutional layer")
+                self.channels, self.num_classes = fmap.shape[1], logits.shape[1]
+        labels = self.masks[self.masks != IGNORE_INDEX]
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise UserError(f"the masks hold class ids up to {int(labels.max())}, the segmenter predicts "
+                            f"{self.num_classes} classes")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @torch.no_grad()
+    def predict(self, channels: Channels = None, *, mode: str = "zero", means: Tensor | None = None,
+                index: Tensor | slice | None = None) -> Tensor:
+        """(n, H, W) argmax labels (on the CPU) of the images ``index`` (all when None) with ``channels`` masked."""
+        return torch.cat([pred for pred, _ in self._batches(channels, mode, means, index)])
+
+    @torch.no_grad()
+    def meter(self, channels: Channels = None, *, mode: str = "zero", means: Tensor | None = None,
+              regions: Mapping[str, Tensor] | None = None, index: Tensor | slice | None = None) -> ConfusionMeter:
+        """Confusions ("all", and one per pixel region of ``regions``: (H, W) bool) of the images ``index``
+        (batches of ``batch_size`` from its first image) with ``channels`` (None or empty: none) masked."""
+        meter = ConfusionMeter(self.num_classes, dict(regions or {}))
+        for pred, target in self._batches(channels, mode, means, index):
+            meter.update(pred, target)
+        return meter
+
+    def scores(self, channels: Channels = None, **kwargs) -> dict[str, float]:
+        """``{"miou", "pixel_accuracy"}`` over the images (see ``meter``)."""
+        m = self.meter(channels, **kwargs)
+        return {"miou": m.miou(), "pixel_accuracy": m.pixel_accuracy()}
+
+    def _batches(self, channels: Channels, mode: str, means: Tensor | None, index: Tensor | slice | None):
+        check_mask_mode(mode, means)
+        idx = None if channels is None else torch.as_tensor(channels, dtype=torch.long).flatten()
+        if idx is not None and not len(idx):
+            idx = None
+        index = slice(None) if index is None else index
+        masks = self.masks[index]
+        size = masks.shape[-2:]
+        with eval_mode(self.model):
+            if self.features is not None:
+                feats = self.features[index]
+                for i in range(0, len(feats), self.batch_size):
+                    f = feats[i:i + self.batch_size].to(self.device)
+                    if idx is not None:
+                        f = masked(f, idx, mode=mode, means=means)
+                    yield self.model.decode(f, size).argmax(1).cpu(), masks[i:i + self.batch_size]
+                return
+            images = self.images[index]
+            hook = (mask_channels(self.model, self.layer, idx, mode=mode, means=means) if idx is not None
+                    else nullcontext())
+            with hook:
+                for i in range(0, len(images), self.batch_size):
+                    logits = logits_of(self.model(images[i:i + self.batch_size].to(self.device)))
+                    yield logits.argmax(1).cpu(), masks[i:i + self.batch_size]
+
+
+def evaluation(model: nn.Module, layer: str, data: object, *, batch_size: int = 64,
+               device: torch.device | str | None = None) -> SegEval:
+    """``data`` itself when it is a SegEval of ``model`` and ``layer``, else a new SegEval."""
+    if isinstance(data, SegEval):
+        if data.model is not model or data.layer != layer:
+            raise UserError(f"the prepared evaluation is of layer {data.layer!r} of another model; build a SegEval "
+                            "of this model and layer")
+        return data
+    return SegEval(model, layer, data, batch_size=batch_size, device=device)
+
+
+@torch.no_grad()
+def channel_means(model: nn.Module, layer: str, images: Tensor, *, batch_size: int = 64,
+                  device: torch.device | str | None = None) -> Tensor:
+    """(C,) mean of ``layer``'s output over ``images`` (as the model takes them) and positions: the fill of mask
+    mode ``mean``."""
+    device = torch.device(device) if device is not None else _default_device(model)
+    maps = []
+    with eval_mode(model), capture(model, [layer]) as store:
+        for i in range(0, len(images), batch_size):
+            model(images[i:i + batch_size].to(device))
+            maps.append(store[layer].cpu())
+    return torch.cat(maps).mean(dim=(0, 2, 3))
+
+
+def ranked_orders(ranking: ChannelRanking | Tensor | Sequence[int], key: str = "overall") -> dict[int, Tensor]:
+    """Ranking seed -> channel order (best first): each seed of a ChannelRanking that keeps per-seed scores (in its
+    order), else its pooled order as seed 0; a plain order (tensor or list of channels) as seed 0."""
+    if isinstance(ranking, ChannelRanking):
+        if ranking.per_seed:
+            return {seed: ranking.order(key, seed=seed) for seed in ranking.per_seed}
+        return {0: ranking.order(key)}
+    order = torch.as_tensor(ranking)
+    if order.dim() != 1 or order.is_floating_point():
+        raise UserError("a ranking is a ChannelRanking or a channel order (a 1-D list of channel indices)")
+    return {0: order.long()}
+
+
+@dataclass
+class AblationPoint:
+    """Masking ``n`` channels: per ranking seed (``ranked_*``) and per random draw (``random_*``)."""
+
+    n: int
+    ranked_channels: list[list[int]]
+    ranked_miou: list[float]
+    ranked_pixel_accuracy: list[float]
+    random_channels: list[list[int]]
+    random_miou: list[float]
+    random_pixel_accuracy: list[float]
+    ranked_drop: list[float] = field(default_factory=list)  # clean mIoU − ranked mIoU
+    random_drop: list[float] = field(default_factory=list)
+
+    @property
+    def drop_ratio(self) -> float | None:
+        """Mean ranked drop / mean random drop (None when the random drop is not positive)."""
+        ranked = math.fsum(self.ranked_drop) / len(self.ranked_drop)
+        random = math.fsum(self.random_drop) / len(self.random_drop) if self.random_drop else 0.0
+        return ranked / random if random > 0 else None
+
+
+@dataclass
+class AblationCurve:
+    """mIoU of a segmenter as more of its top-ranked channels of ``layer`` are masked, and as many random ones."""
+
+    layer: str
+    channels: int
+    mode: str
+    key: str
+    seeds: list[int]  # the ranking seeds of ranked_*
+    miou_clean: float
+    pixel_accuracy_clean: float
+    points: list[AblationPoint]
+    miou_clean_folds: list[float] = field(default_factory=list)
+    pixel_accuracy_clean_folds: list[float] = field(default_factory=list)
+
+
+def ablation_curve(model: nn.Module, layer: str, ranking: ChannelRanking | Tensor | Sequence[int], data: object,
+                   n: Sequence[int | str] | int | str = ("5%", "10%", "25%", "50%"), *, random_draws: int = 5,
+                   mode: str = "zero", means: Tensor | None = None, key: str = "overall", folds: int = 1,
+                   batch_size: int = 64, device: torch.device | str | None = None) -> AblationCurve:
+    """mIoU of ``model`` on ``data`` with the top-N channels of ``layer`` masked (``mode`` zero, or mean: each
+    channel replaced by ``means``, see ``channel_means``), for every N of ``n`` (counts or percentages of the
+    layer's channels), against ``random_draws`` sets of N random channels (``random_channels``).
+
+    ``ranking``: a ChannelRanking of this layer (score ``key``; one top-N per ranking seed when it keeps per-seed
+    scores) or a channel order. ``data``: (images, masks) as the model takes them, a dataset / DataLoader of
+    (image, mask) pairs, or a prepared ``SegEval``. Clean scores: over all images, the confusions of ``folds``
+    consecutive folds summed (each fold's scores kept too); drops are clean − masked, per seed or draw.
+    """
+    if random_draws < 0 or folds < 1:
+        raise UserError(f"random_draws must be >= 0 and folds >= 1, got {random_draws} and {folds}")
+    check_mask_mode(mode, means)
+    ev = evaluation(model, layer, data, batch_size=batch_size, device=device)
+    if isinstance(ranking, ChannelRanking) and ranking.channels != ev.channels:
+        raise UserError(f"the ranking has {ranking.channels} channels, layer {layer!r} has {ev.channels}")
+    orders = ranked_orders(ranking, key)
+    if any(len(o) != ev.channels for o in orders.values()):
+        raise UserError(f"a channel order must list all {ev.channels} channels of layer {layer!r}")
+    if folds > len(ev):
+        raise UserError(f"need at least as many images as folds, got {len(ev)} images and folds={folds}")
+    fold_meters = [ev.meter(index=f) for f in torch.arange(len(ev)).chunk(folds)]
+    whole = sum((m.confusions["all"] for m in fold_meters), torch.zeros_like(fold_meters[0].confusions["all"]))
+    clean = miou(whole)
+    points = []
+    for count in channel_counts(n, ev.channels):
+        ranked_sets = [order[:count] for order in orders.values()]
+        random_sets = random_channels(ev.channels, count, random_draws)
+        ranked = [ev.scores(c, mode=mode, means=means) for c in ranked_sets]
+        random = [ev.scores(c, mode=mode, means=means) for c in random_sets]
+        points.append(AblationPoint(
+            count, [c.tolist() for c in ranked_sets], [r["miou"] for r in ranked],
+            [r["pixel_accuracy"] for r in ranked], [c.tolist() for c in random_sets], [r["miou"] for r in random],
+            [r["pixel_accuracy"] for r in random], [clean - r["miou"] for r in ranked],
+            [clean - r["miou"] for r in random]))
+    return AblationCurve(layer, ev.channels, mode, key, list(orders), clean, pixel_accuracy(whole), points,
+                         [m.miou() for m in fold_meters], [m.pixel_accuracy() for m in fold_meters])

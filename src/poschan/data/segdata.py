@@ -1,0 +1,155 @@
+"""Where a segmenter's images and masks come from: Fashion-MNIST scenes or a real dataset by path, split into
+train / rank / evaluation images; and (images, masks) pairs from whatever a user holds."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from poschan.data.scenes import NUM_CLASSES, SceneSpec, SceneStream, class_names, fixed_scenes, scene_items
+from poschan.data.segsets import SEGSET_CLASSES, load_segset, parse_segset
+from poschan.data.sources import ImageSet
+from poschan.data.stream import TensorStream
+from poschan.errors import UserError
+
+TEST_SEED = 20_211  # the evaluation scenes: fixed, the same for every command and seed
+RANK_SEED_OFFSET = 7_000  # rank scenes of ranking seed s are drawn with seed RANK_SEED_OFFSET + s
+InputNorm = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per input channel
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    images: Tensor  # (N, C, S, S), normalised with mean/std
+    masks: Tensor  # (N, S, S) class ids or IGNORE_INDEX
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]  # per-channel intensity normalisation, for PGD's raw-intensity budget and range
+    std: tuple[float, ...]
+
+    def for_model(self, in_chans: int, input_norm: InputNorm | None) -> EvalSet:
+        """The set as a model takes it (see ``ImageSet.for_model``): the same object when nothing changes."""
+        as_set = ImageSet(self.images, torch.zeros(len(self.images), dtype=torch.long), self.classes, self.mean,
+                          self.std, "eval", "eval")
+        converted = as_set.for_model(in_chans, input_norm)
+        if converted is as_set:
+            return self
+        return dataclasses.replace(self, images=converted.images, mean=tuple(converted.mean),
+                                   std=tuple(converted.std))
+
+
+@dataclass(frozen=True)
+class SegData:
+    """Where a segmenter's images come from: Fashion-MNIST scenes (``source`` "scenes", drawn by ``scenes``), or a
+    real dataset by path ("voc:PATH", "cityscapes:PATH"), resized and centre-cropped to ``scenes.side``.
+
+    Splits: scenes train / rank / test are built from disjoint Fashion-MNIST images; a real dataset trains and
+    ranks on its ``train`` split and is evaluated on ``val``. Real images are ranked as they are: a region of the
+    flip ranking cannot be imposed on them (the paper's protocol), and the shift ranking (items pasted in cells)
+    needs scenes.
+    """
+
+    source: str
+    scenes: SceneSpec
+    data_root: str | None = None
+
+    @classmethod
+    def from_meta(cls, meta: dict, data_root: str | None, source: str = "checkpoint") -> SegData:
+        """The data settings a `seg-train` checkpoint records under "meta" (keys "data", "scenes")."""
+        try:
+            data = cls(str(meta.get("data", "scenes")), SceneSpec(**meta["scenes"]), data_root)
+        except (KeyError, TypeError) as err:
+            raise UserError(f"{source}: unreadable data settings ({err})") from None
+        data.validate()
+        return data
+
+    @property
+    def synthetic(self) -> bool:
+        return self.source == "scenes"
+
+    @property
+    def rank_split(self) -> str:
+        return "rank" if self.synthetic else "train"
+
+    @property
+    def eval_split(self) -> str:
+        return "test" if self.synthetic else "val"
+
+    def validate(self) -> None:
+        if not self.synthetic:
+            parse_segset(self.source)
+        self.scenes.validate()
+
+    def test_set(self, count: int) -> EvalSet:
+        """The fixed evaluation images: test scenes (seed TEST_SEED), or the first ``count`` val images."""
+        if self.synthetic:
+            items = scene_items("test", self.data_root)
+            images, masks = fixed_scenes(items, self.scenes, count, TEST_SEED)
+            return EvalSet(images, masks, class_names(items), tuple(items.mean), tuple(items.std))
+        data = load_segset(self.source, "val", self.scenes.side, limit=count)
+        return EvalSet(data.images, data.masks, data.classes, tuple(data.mean), tuple(data.std))
+
+    def rank_images(self, count: int, seed: int, region: str | None = None) -> ImageSet:
+        """Images to rank channels on (never the evaluation split): ``count`` rank scenes of ranking seed ``seed``
+        with every item in ``region`` (None: as trained), or the first ``count`` train images of a real dataset."""
+        if self.synthetic:
+            spec = dataclasses.replace(self.scenes, region=region)
+            spec.validate()
+            items = scene_items("rank", self.data_root)
+            images, _ = fixed_scenes(items, spec, count, RANK_SEED_OFFSET + seed)
+            mean, std = items.mean, items.std
+        else:
+            data = load_segset(self.source, "train", self.scenes.side, limit=count)
+            images, mean, std = data.images, data.mean, data.std
+        return ImageSet(images, torch.zeros(len(images), dtype=torch.long), ("image",), tuple(mean), tuple(std),
+                        self.source, self.rank_split)
+
+    def rank_items(self, count: int) -> ImageSet:
+        """The first ``count`` rank-split items, to paste into the cells of a scene canvas (scenes only)."""
+        if not self.synthetic:
+            raise UserError(f"{self.source} has no items to paste into cells; the shift ranking needs scenes")
+        return scene_items("rank", self.data_root, limit=count)
+
+    def train_source(self, count: int, batch_size: int, seed: int):
+        """Training batches (images, masks): scenes redrawn every epoch, or the shuffled train split."""
+        if self.synthetic:
+            return SceneStream(scene_items("train", self.data_root), self.scenes, count, batch_size, seed)
+        data = load_segset(self.source, "train", self.scenes.side, limit=count)
+        return TensorStream(data.images, data.masks, batch_size, seed)
+
+    def num_classes(self) -> int:
+        return NUM_CLASSES if self.synthetic else len(SEGSET_CLASSES[parse_segset(self.source)[0]])
+
+
+def segmentation_pairs(data: object) -> tuple[Tensor, Tensor]:
+    """``(images (N, C, H, W) float, masks (N, H, W) int64)`` of what a user holds: a pair of tensors, an EvalSet,
+    a dataset whose items are (image, mask) pairs, or a DataLoader of such batches. The images are taken as the
+    model's input (already normalised)."""
+    if isinstance(data, EvalSet):
+        return data.images, data.masks
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        images, masks = data
+    else:
+        xs, ys = [], []
+        is_loader = isinstance(data, DataLoader)
+        try:
+            items = data if is_loader else (data[i] for i in range(len(data)))  # type: ignore[index, arg-type]
+            for item in items:
+                x, y = item
+                x, y = torch.as_tensor(x), torch.as_tensor(y)
+                xs.append(x if is_loader else x.unsqueeze(0))
+                ys.append(y if is_loader else y.unsqueeze(0))
+        except (TypeError, ValueError):
+            raise UserError("data must be a pair (images (N, C, H, W), masks (N, H, W)), a dataset of (image, mask) "
+                            f"pairs or a DataLoader of such batches, got {type(data).__name__}") from None
+        if not xs:
+            raise UserError("no images given")
+        images, masks = torch.cat(xs), torch.cat(ys)
+    if images.dim() != 4 or not images.is_floating_point():
+        raise UserError(f"images must be float (N, C, H, W), got {tuple(images.shape)} {images.dtype}")
+    if masks.shape != (images.shape[0], *images.shape[2:]) or masks.is_floating_point():
+        raise UserError(f"masks must be integer class ids (N, H, W) = {(images.shape[0], *images.shape[2:])}, got "
+                        f"{tuple(masks.shape)} {masks.dtype}")
+    return images, masks.long()

@@ -1,0 +1,227 @@
+"""The settings experiment commands share: one dataclass per concern, each field declared once with its flag.
+
+A command's ``Config`` composes the concerns it needs by inheritance and adds its own fields; where it needs another
+default for a shared field it says so in ``DEFAULTS`` (applied by ``build_config`` below the preset), and another
+help text in ``FLAGS``. A ``DEFAULTS`` value None where the field's type has no None means "not given: the command
+works it out" (position-map's pretrained; ablate's and attack's model, data and scenes: the checkpoint's); a user
+cannot give None. Fields come out in the reverse order of the bases (dataclass inheritance), own fields last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from poschan.config import setting
+from poschan.errors import UserError
+from poschan.models.padding import PADDING_MODES
+
+FOLDER_HELP = ("folder:PATH (one sub-folder per split: PATH/train/<class>/<image>, PATH/test/...; "
+               "splits sharing an image are refused)")
+
+
+# -- the run ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class RunSettings:
+    """Every command has these; their flags are the run arguments of the command line (cli._add_run_args)."""
+
+    seeds: list[int] = setting([0, 1, 2], "seeds (flags --seeds 0,1,2 or --seed N)", cli=False)
+    device: str = setting("cpu", "cpu, cuda, cuda:N (flag --device)", cli=False)
+    preset: str = setting("paper", "the preset the config was resolved from (flag --preset)", cli=False)
+    data_root: str | None = setting(None, "directory holding the dataset files (flag --data-root)", cli=False)
+
+
+# -- data ------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class DataSettings:
+    data: str = setting("fashion-mnist", f"fashion-mnist (default), cifar10, photos, {FOLDER_HELP}")
+
+
+@dataclass
+class TrainSizeSettings:
+    train_size: int | None = setting(None, "training images (default: all)")
+
+
+@dataclass
+class TestSizeSettings:
+    test_size: int | None = setting(None, "test images (default: all)")
+
+
+@dataclass
+class BatchSettings:
+    batch_size: int = setting(48, "images per step")
+
+
+@dataclass
+class ImageSizeSettings:
+    image_size: int | None = setting(None, "input side in pixels")
+
+
+# -- canvases: images placed in one cell of a k×k grid -----------------------------------------------------------
+
+@dataclass
+class TaskSettings:
+    task: str = setting("location", "the label: location (the cell) or semantic (the class)",
+                        choices=("location", "semantic"))
+
+
+@dataclass
+class GridSettings:
+    grid: int = setting(3, "k of the k×k grid")
+
+
+@dataclass
+class CanvasSideSettings:
+    canvas: int | None = setting(None, "canvas side in pixels (default: grid × image side)")
+
+
+@dataclass
+class BackgroundSettings:
+    background: str = setting("mean", "canvas fill: mean, black, noise, photo")
+
+
+@dataclass
+class CanvasSettings(BackgroundSettings, CanvasSideSettings, GridSettings):
+    """A k×k-grid canvas: grid, canvas, background."""
+
+
+# -- the model -------------------------------------------------------------------------------------------------------
+
+@dataclass
+class ModelSettings:
+    model: str = setting("resnet18-paper", "model name (see `poschan models`) or path/file.py:factory")
+    weights: str | None = setting(None, "state_dict file to load (never pickled code)")
+
+
+@dataclass
+class WidthSettings:
+    width: int = setting(64, "width multiplier of resnet18-paper / vgg (64 = paper)")
+
+
+@dataclass
+class PretrainedSettings:
+    pretrained: bool = setting(False, "use the model's packaged weights")
+
+
+@dataclass
+class PaddingSettings:
+    padding: str = setting("zeros", "zeros, none, circular, reflect, replicate, partial")
+
+
+@dataclass
+class PaddingsSettings:
+    paddings: list[str] = setting(list(PADDING_MODES), f"comma-separated padding modes: {', '.join(PADDING_MODES)}")
+
+
+@dataclass
+class HeadSettings:
+    head: str = setting("gap-fc", "gap-fc or gapnet")
+
+
+@dataclass
+class LayerSettings:
+    layer: str = setting("backbone", "one layer name (see `poschan layers`) or stage name (stage1..)")
+
+
+@dataclass
+class LayersSettings:
+    layers: list[str] = setting([], "comma-separated layer names (see `poschan layers`) or stage names (stage1..); "
+                                    "default: every stage and backbone")
+
+
+# -- training --------------------------------------------------------------------------------------------------------
+
+@dataclass
+class LearningRateSettings:
+    lr: float = setting(1e-3, "learning rate (Adam)")
+
+
+@dataclass
+class FitSettings(LearningRateSettings, BatchSettings, TestSizeSettings, TrainSizeSettings):
+    """Training a network with Adam (the paper's protocol by default: 20 epochs, lr 1e-3, betas (0.5, 0.999))."""
+
+    epochs: int = setting(20, "training epochs")
+    betas: list[float] = setting([0.5, 0.999], "Adam's betas", cli=False)
+
+
+@dataclass
+class TrainingSettings(FitSettings):
+    """Training and testing a classifier over seeds (the classification commands: train, gap-study, augshift)."""
+
+    test_passes: int = setting(1, "passes over the test images (random draws per pass)")
+
+
+# -- what an experiment compares -------------------------------------------------------------------------------------
+
+@dataclass
+class MethodsSettings:
+    methods: list[str] = setting([], "comma-separated methods to compare")
+
+
+# -- segmentation ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class SceneSettings:
+    """Fashion-MNIST scenes (poschan.data.scenes.SceneSpec)."""
+
+    side: int = setting(96, "scene side in pixels")
+    min_items: int = setting(1, "fewest items per scene")
+    max_items: int = setting(4, "most items per scene")
+    layout_prior: float = setting(0.0, "probability in [0, 1] that an item lies in its class's home region")
+    layout: str = setting("left-right", "left-right or top-bottom (where the home regions lie)")
+    grouping: str = setting("confusable", "halves (classes 0-4 | 5-9) or confusable (look-alike classes apart)")
+
+
+@dataclass
+class CheckpointSettings:
+    checkpoint: str = setting("", "seg-train checkpoint (RUN/seed<S>/checkpoint.pt)")
+
+
+@dataclass
+class SegEvalSettings(RunSettings, BatchSettings, TestSizeSettings, SceneSettings, DataSettings, LayerSettings,
+                      ModelSettings, CheckpointSettings):
+    """What `ablate` and `attack` share: a segmenter (a seg-train checkpoint, or a torchvision segmentation model /
+    a user's factory with its weights and layer), its data, ranking and evaluation images, channel counts.
+    Model, layer, data and scenes default to None: the checkpoint's (with --model, see the help texts)."""
+
+    DEFAULTS: ClassVar[dict] = {"test_size": 2000, "batch_size": 64, "model": None, "layer": None, "data": None,
+                                "side": None, "min_items": None, "max_items": None, "layout_prior": None,
+                                "layout": None, "grouping": None}
+    FLAGS: ClassVar[dict] = {
+        "test_size": {"help": "test images"},
+        "model": {"help": "instead of --checkpoint, a segmentation model: tv:deeplabv3_resnet50, "
+                          "tv:deeplabv3_resnet101, tv:fcn_resnet50, tv:lraspp_mobilenet_v3_large (never downloaded) "
+                          "or FILE.py:FACTORY (with --layer)"},
+        "weights": {"help": "state dict of --model (torchvision key names; never pickled code); default: random "
+                            "weights, a function of the first seed"},
+        "layer": {"help": "layer whose channels are ranked and masked (default: the checkpoint's feature layer; tv: "
+                          "backbone.layer4, lraspp backbone.16)"},
+        "data": {"help": "with --model: scenes (Fashion-MNIST scenes, default), voc:PATH or cityscapes:PATH; a "
+                         "checkpoint evaluates on its own"},
+        "side": {"help": "scene side in pixels (default: the checkpoint's; with --model 96)"},
+        "min_items": {"help": "fewest items per scene (default: the checkpoint's; with --model 1)"},
+        "max_items": {"help": "most items per scene (default: the checkpoint's; with --model 4)"},
+        "layout_prior": {"help": "probability that an item lies in its class's home region (default: the "
+                                 "checkpoint's; with --model 0)"},
+        "layout": {"help": "left-right or top-bottom (default: the checkpoint's; with --model left-right)"},
+        "grouping": {"help": "halves or confusable (default: the checkpoint's; with --model confusable)"},
+    }
+
+    random_seeds: int = setting(5, "random-channel draws per N (>= 5)")
+    rank_scenes: int = setting(2000, "rank-split images per ranking seed")
+    n: list[str] = setting(["5%", "10%", "25%", "50%"], "channel counts or percentages, e.g. 5%,10%,25%")
+
+    def validate(self) -> None:
+        if bool(self.checkpoint) == bool(self.model):
+            raise UserError("give --checkpoint or --model, not both" if self.checkpoint else
+                            "--checkpoint or --model is required: a seg-train checkpoint (e.g. RUN/seed0/checkpoint.pt), "
+                            "tv:deeplabv3_resnet50 (etc.) or FILE.py:FACTORY with --layer")
+        if self.random_seeds < 5:
+            raise UserError(f"random_seeds must be >= 5 (the random control needs a spread), got {self.random_seeds}")
+        for key in ("rank_scenes", "test_size", "batch_size"):
+            if getattr(self, key) is None or getattr(self, key) < 3:
+                raise UserError(f"{key} must be >= 3, got {getattr(self, key)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise UserError(f"seeds must be distinct and >= 0 (at least one), got {self.seeds}")

@@ -1,0 +1,67 @@
+"""Rankings of a segmenter's layer on its own kind of images: flip on scenes (optionally every item in one half) or
+on real segmentation images, shift with single items pasted in the cells of the scene canvas."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from poschan.data.segdata import InputNorm, SegData
+from poschan.data.sources import ImageSet
+from poschan.errors import UserError
+from poschan.locate.designs import RankSpec, accumulate
+from poschan.locate.rank import ranking_from_tallies
+from poschan.locate.ranking import ChannelRanking
+from poschan.runtime import eval_mode
+
+SEG_METHODS = ("flip", "shift")
+
+
+def _ranked_images(sets: Sequence[ImageSet]) -> ImageSet:
+    """One ImageSet of the distinct image sets of the seeds (a real dataset ranks the same images every seed)."""
+    distinct: list[ImageSet] = []
+    for s in sets:
+        if not any(s.images.shape == d.images.shape and torch.equal(s.images, d.images) for d in distinct):
+            distinct.append(s)
+    if len(distinct) == 1:
+        return distinct[0]
+    return dataclasses.replace(distinct[0], images=torch.cat([d.images for d in distinct]),
+                               labels=torch.cat([d.labels for d in distinct]))
+
+
+def segmenter_ranking(model: nn.Module, layer: str, data: SegData, method: str = "flip", *,
+                      region: str | None = None, grid: int = 3, count: int, seeds: Sequence[int] = (0,),
+                      batch_size: int = 64, device: torch.device | str = "cpu", in_chans: int | None = None,
+                      input_norm: InputNorm | None = None, model_name: str = "") -> ChannelRanking | None:
+    """The ChannelRanking of ``layer`` of a segmenter (any ``nn.Module``; one pass per seed through
+    ``locate.designs.accumulate``, scores pooled over the seeds, per-seed scores kept), on rank-split images
+    of ``data`` (never its evaluation split); ``in_chans`` / ``input_norm`` re-normalise the images for the model.
+
+    ``flip`` (image input): ``count`` rank images per seed, each seed its own rank scenes; ``region`` None: scenes
+    as trained (keys overall, left, right, top, bottom); "left" / "top": every item in that half, so ``left`` /
+    ``right`` rank the channels that fire for content on that side (real images are ranked as they are).
+    ``shift``: the first ``count`` rank-split items pasted in every cell of a grid×grid layout of the scene
+    canvas (black background, as the scenes); None for real data (no items to paste).
+    """
+    if method not in SEG_METHODS:
+        raise UserError(f"unknown segmenter ranking method {method!r}; allowed: {', '.join(SEG_METHODS)}")
+    if not seeds:
+        raise UserError("seeds must name at least one seed")
+    if method == "flip":
+        spec = RankSpec("flip", flip_input="image")
+        sets = [data.rank_images(count, seed, region if data.synthetic else None) for seed in seeds]
+    else:
+        if not data.synthetic:
+            return None
+        spec = RankSpec("shift", grid=grid, canvas=data.scenes.side, background="black")
+        sets = [data.rank_items(count)] * len(seeds)
+    with eval_mode(model):
+        tallies = [accumulate(model, layer, images, spec, seed=seed, batch_size=batch_size, device=device,
+                              in_chans=in_chans, input_norm=input_norm, progress=False)
+                   for seed, images in zip(seeds, sets)]
+    ranking = ranking_from_tallies(model, layer, _ranked_images(sets), spec, list(seeds), tallies, model_name)
+    ranking.data.update({"eval_split": data.eval_split, "region": region})
+    return ranking
