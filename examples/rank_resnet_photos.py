@@ -16,7 +16,7 @@ parser.add_argument("--size", type=int, default=224, help="image side fed to the
 args = parser.parse_args()
 
 model = poschan.build_model("tv:resnet18", num_classes=1000, in_chans=3, weights=args.weights)
-ranking = poschan.rank_channels(model, "backbone.layer4", poschan.load_images(args.photos, size=args.size))
+ranking = poschan.rank_channels(model, "layer4", poschan.load_images(args.photos, size=args.size))
 ranking.save(args.out)
 print("top 10 position channels of layer4:", ranking.top("overall", 10).tolist())
 print("their mean |flip difference| vs the shuffled-pair null:",

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from torchvision.transforms.functional import to_pil_image
 
 from poschan.data.sources import load_images, photo_bank
 from poschan.models.registry import build_model
@@ -27,7 +28,7 @@ def run(script: str, *args: str) -> str:
 def photos(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("photos")
     for i, img in enumerate(photo_bank(48)[:4]):
-        torchvision.io.write_png((img * 255).round().to(torch.uint8), str(folder / f"photo{i}.png"))
+        to_pil_image(img).save(folder / f"photo{i}.png")
     return folder
 
 

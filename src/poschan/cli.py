@@ -107,7 +107,7 @@ def _experiment_command(module):
 
 
 def cmd_models(_args: argparse.Namespace) -> int:
-    from .models.registry import list_models
+    from poschan.models.registry import list_models
 
     for name, description in list_models():
         print(f"{name:<28} {description}")
@@ -115,8 +115,8 @@ def cmd_models(_args: argparse.Namespace) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    from .models.registry import build_model
-    from .taps import layer_shapes
+    from poschan.models.registry import build_model
+    from poschan.taps import layer_shapes
 
     model = build_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans, width=args.width or 64,
                         pretrained=bool(args.pretrained), weights=args.weights).eval()

@@ -113,7 +113,8 @@ def as_image_set(images: object, labels: Tensor | None = None, *, name: str = "i
         items = images if is_loader else (images[i] for i in range(len(images)))  # type: ignore[arg-type]
         try:
             for item in items:
-                x_i, y_i = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, None)
+                pair = isinstance(item, (tuple, list))
+                x_i, y_i = (item[0], item[1] if len(item) > 1 else None) if pair else (item, None)
                 xs.append(torch.as_tensor(x_i) if is_loader else torch.as_tensor(x_i).unsqueeze(0))
                 if y_i is not None:
                     ys.append(torch.as_tensor(y_i).reshape(-1))
@@ -333,7 +334,7 @@ def load_images(path: str | Path, size: int = 224, *, limit: int | None = None) 
     """Every image file in or below the folder ``path`` (sorted by path), as RGB ``size``×``size`` images
     normalised with ImageNet mean/std (``ImageSet.for_model`` re-normalises them for a model's own statistics);
     labels are 0. For labelled splits use ``load_dataset("folder:PATH", split)``."""
-    from torchvision.io import ImageReadMode, decode_image
+    from PIL import Image, UnidentifiedImageError
     from torchvision.transforms import v2
 
     folder = Path(path)
@@ -342,10 +343,10 @@ def load_images(path: str | Path, size: int = 224, *, limit: int | None = None) 
         raise UserError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in or below {str(path)!r}")
     if size < 1:
         raise UserError(f"size must be >= 1, got {size}")
-    resize = v2.Resize((size, size), antialias=True)
+    to_tensor = v2.Compose([v2.ToImage(), v2.Resize((size, size), antialias=True)])
     try:
-        images = torch.stack([resize(decode_image(str(f), mode=ImageReadMode.RGB)) for f in files[:limit]])
-    except RuntimeError as err:
-        raise UserError(f"cannot decode an image in {str(path)!r}: {err}") from None
+        images = torch.stack([to_tensor(Image.open(f).convert("RGB")) for f in files[:limit]])
+    except (OSError, UnidentifiedImageError) as err:
+        raise UserError(f"cannot read an image in {str(path)!r}: {err}") from None
     return _image_set(images, torch.zeros(len(images), dtype=torch.int64), ("image",), IMAGENET_MEAN, IMAGENET_STD,
                       f"images:{path}", "all", None)

@@ -15,6 +15,7 @@ from poschan.locate.designs import RankSpec, Tally, accumulate
 from poschan.locate.ranking import ChannelRanking
 from poschan.models.weights import weights_fingerprint
 from poschan.runtime import eval_mode
+from poschan.taps import resolve_layers
 
 
 def ranking_from_tallies(model: nn.Module, layer: str, images: ImageSet, spec: RankSpec, seeds: Sequence[int],
@@ -35,8 +36,9 @@ def rank_channels(model: nn.Module, layer: str, images: object, method: str = "f
                   semantic_pairs: str = "item", labels: torch.Tensor | None = None, seeds: Sequence[int] = (0,),
                   batch_size: int = 64, device: torch.device | str | None = None,
                   progress: bool = False) -> ChannelRanking:
-    """Rank the channels of ``layer`` of ``model`` (any ``nn.Module``; a dotted name from ``named_modules``) by
-    the position their globally pooled outputs encode.
+    """Rank the channels of ``layer`` of ``model`` (any ``nn.Module``; a dotted name from ``named_modules``, or
+    for a model of ``build_model`` a stage name or a name inside its backbone) by the position their globally
+    pooled outputs encode.
 
     ``images``: a (N, C, H, W) tensor as the model takes it, a dataset of images or (image, label) pairs, a
     DataLoader, or an ImageSet (``load_images``, ``load_dataset``: re-normalised batch by batch for a model with
@@ -58,6 +60,7 @@ def rank_channels(model: nn.Module, layer: str, images: object, method: str = "f
     if not seeds:
         raise UserError("seeds must name at least one seed")
     device = device if device is not None else next(model.parameters(), torch.empty(0)).device
+    (layer,) = resolve_layers(model, [layer])
     with eval_mode(model):
         tallies = [accumulate(model, layer, data, spec, seed=s, batch_size=batch_size, device=device,
                               in_chans=in_chans, input_norm=input_norm, progress=progress) for s in seeds]
