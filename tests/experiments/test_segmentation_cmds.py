@@ -161,3 +161,32 @@ def test_given_weights_evaluated_as_they_are(trained, tmp_path, capsys):
     again = json.loads((out / "results.json").read_text())["metrics"]["miou"]["mean"]
     assert again == json.loads((trained / "results.json").read_text())["metrics"]["miou"]["mean"]
     assert "needs --weights" in run_bad(tmp_path, ["seg-train", "--epochs", "0"], capsys)
+
+
+VOC_FACTORY = '''
+from torch import nn
+
+
+def make():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 21, 1))
+'''
+
+
+def test_a_user_segmenter_on_a_real_dataset_by_path(tmp_path):
+    """--model FILE.py:factory --layer on a VOC-layout tree: evaluated on val, ranked on train, 21 classes."""
+    import numpy as np
+    from tests.data.test_segsets import _voc
+
+    rng = np.random.default_rng(1)
+    samples = [(f"s{i}", rng.integers(0, 255, (40, 48, 3), dtype=np.uint8),
+                np.where(np.arange(48)[None, :] < 24, 1 + i, 0).repeat(40, 0).astype(np.uint8)) for i in range(8)]
+    spec = _voc(tmp_path / "voc", "train", samples[:5])
+    _voc(tmp_path / "voc", "val", samples[5:])
+    (tmp_path / "net.py").write_text(VOC_FACTORY)
+    model = ["--model", f"{tmp_path / 'net.py'}:make", "--layer", "1", "--data", spec, "--side", "32"]
+    assert main(["ablate", *SMALL, *model, "--rank-scenes", "5", "--test-size", "3", "--n", "2",
+                 "--out", str(tmp_path / "a")]) == 0
+    m = json.loads((tmp_path / "a/results.json").read_text())["metrics"]
+    assert (m["layer"], m["channels"], m["test_images"]) == ("1", 8, 3)
+    ranking = json.loads((tmp_path / "a/ranking.json").read_text())
+    assert ranking["data"]["split"] == "train" and ranking["n_images"] == 5
