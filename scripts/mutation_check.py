@@ -124,6 +124,18 @@ MUTATIONS = [
              "            if False:\n", ("tests/test_bad_input_cli.py",)),
     Mutation("partial-kept-after-bad-input", "src/poschan/cli.py", "        run.discard_if_new()\n",
              "        pass\n", ("tests/test_bad_input_cli.py",)),
+    # ---- the public API
+    Mutation("head-keys-kept", "src/poschan/models/weights.py",
+             "            if is_head(key) and rename(key) not in backbone:", "            if False:",
+             ("tests/models/test_weights.py", "tests/locate/test_rank_channels.py")),
+    Mutation("plain-images-on-canvases", "src/poschan/locate/rank.py",
+             'flip_input="canvas" if canvas else "image"', 'flip_input="canvas"',
+             ("tests/locate/test_rank_channels.py",)),
+    Mutation("permute-output-untouched", "src/poschan/taps.py",
+             "lambda _m, _inp, out: permute(out)", "lambda _m, _inp, out: out", ("tests/test_taps.py",)),
+    Mutation("augshift-latent-ignored", "src/poschan/control/augshift.py",
+             "loss = loss + self.lam * self.latent_term(*latents.chunk(2))", "loss = loss + 0 * self.lam",
+             ("tests/test_augshift.py",)),
 ]
 
 
