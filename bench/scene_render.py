@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from common import interleaved
-from poschan.data.scenes import SceneSpec, render_scenes, scene_items, seeded_generator
+from poschan.data.scenes import SceneSpec, render_scenes, scene_items
 from poschan.models.segmentation import SegSpec, build_segmenter
+from poschan.runtime import seeded_generator
 
 
 def main() -> None:
