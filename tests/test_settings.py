@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 import poschan.config
+import poschan.experiments.settings
 from poschan.cli import EXPERIMENTS, build_parser, main
 from poschan.config import add_flags, build_config, class_mapping, flag_metadata, setting
 from poschan.errors import UserError
@@ -123,9 +124,10 @@ def test_position_map_keeps_its_no_pretrained_flag():
 
 def test_command_defaults_apply_below_the_preset(monkeypatch):
     probe = _config_class("probe")
-    field_defaults = {f.name: f.default for f in dataclasses.fields(probe)}
-    assert field_defaults["model"] == "resnet18-paper" and probe.DEFAULTS["model"] == "efficientnet-lite0"
-    assert _resolve("probe").model == "efficientnet-lite0"  # the command's default over the field's
+    concern = {f.name: f.default for f in dataclasses.fields(poschan.experiments.settings.ModelSettings)}
+    assert concern["model"] == "resnet18-paper" and probe.DEFAULTS["model"] == "efficientnet-lite0"
+    assert probe().model == "efficientnet-lite0" and probe().batch_size == 200  # Config() agrees with the CLI
+    assert _resolve("probe").model == "efficientnet-lite0"  # the command's default over the concern's
     assert probe.DEFAULTS["batch_size"] == 200 and _resolve("probe", preset="smoke").batch_size == 60  # preset wins
     # defaults of a concern base (SegEvalSettings) merge with the command's own
     assert class_mapping(_config_class("attack"), "DEFAULTS")["test_size"] == 2000
@@ -160,6 +162,7 @@ def test_no_field_is_declared_in_two_config_classes():
         names = {f.name for f in dataclasses.fields(cls)}
         for klass in cls.__mro__:
             own = {k for k, v in vars(klass).get("__annotations__", {}).items() if "ClassVar" not in str(v)}
+            own -= set(vars(klass).get("DEFAULTS", {}))  # a command's own default of an inherited field
             for name in own & names:
                 declared.setdefault(name, set()).add(klass)
     twice = {name: sorted(f"{k.__module__}.{k.__qualname__}" for k in classes)

@@ -98,10 +98,11 @@ def _coerce(cls_name: str, key: str, hint: Any, value: Any) -> Any:
 
 def build_config(cls: type[C], experiment: str, preset: str, config_file: str | None = None,
                  overrides: dict[str, Any] | None = None) -> C:
-    """Defaults of ``cls`` < its ``DEFAULTS`` < the preset < keys of ``config_file`` < non-None ``overrides``."""
+    """Defaults of ``cls`` (its ``DEFAULTS`` included, see ``command_defaults``) < the preset < keys of
+    ``config_file`` < non-None ``overrides``."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    values: dict[str, Any] = copy.deepcopy(class_mapping(cls, "DEFAULTS"))
+    values: dict[str, Any] = {}
     layers: list[tuple[str, dict]] = [(f"preset {preset!r}", preset_values(experiment, preset))]
     if config_file is not None:
         path = Path(config_file)
@@ -144,6 +145,30 @@ def setting(default: Any, help: str = "", *, flag: str | None = None, cli: bool 
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def command_defaults(cls: type[C]) -> type[C]:
+    """Class decorator, applied before ``@dataclass``: the class's own ``DEFAULTS`` become the defaults of the
+    fields it inherits (same type, flag metadata and position), so ``Config()`` and ``build_config`` agree and no
+    field is declared twice."""
+    inherited: dict[str, dataclasses.Field] = {}
+    for base in reversed(cls.__mro__[1:]):
+        inherited.update(getattr(base, "__dataclass_fields__", {}))
+    own = vars(cls).get("DEFAULTS", {})
+    unknown = sorted(set(own) - set(inherited))
+    if unknown:
+        raise TypeError(f"{cls.__name__}.DEFAULTS names fields it does not inherit: {unknown}")
+    annotations = dict(vars(cls).get("__annotations__", {}))
+    for name, value in own.items():
+        annotations[name] = inherited[name].type
+        metadata = inherited[name].metadata
+        if isinstance(value, (list, dict)):
+            default = dataclasses.field(default_factory=lambda v=value: copy.deepcopy(v), metadata=metadata)
+        else:
+            default = dataclasses.field(default=value, metadata=metadata)
+        setattr(cls, name, default)
+    cls.__annotations__ = annotations
+    return cls
 
 
 def class_mapping(cls: type, name: str) -> dict:

@@ -27,7 +27,7 @@ from typing import ClassVar
 
 import torch
 
-from poschan.config import setting
+from poschan.config import command_defaults, setting
 from poschan.control.ablation import SegEval, channel_counts
 from poschan.control.attack import MIN_OUTSIDE_DROP, AttackArm, region_attack
 from poschan.data.canvas import canvas_side
@@ -50,6 +50,7 @@ FLIP_SIDES = {"left": "left", "right": "left", "top": "top", "bottom": "top"}  #
 
 
 @dataclass
+@command_defaults
 class Config(GridSettings, MethodsSettings, SegEvalSettings):
     DEFAULTS: ClassVar[dict] = {"n": ["25%"], "methods": list(METHODS)}
     FLAGS: ClassVar[dict] = {"methods": {"help": f"subset of {','.join(METHODS)}"},

@@ -22,7 +22,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from poschan.config import setting
+from poschan.config import command_defaults, setting
 from poschan.control.augshift import AugShiftLoss
 from poschan.data.shift_pairs import ShiftPairStream, ShiftPairTransform
 from poschan.engine import cross_entropy_loss, fit
@@ -61,6 +61,7 @@ EVAL_BATCH = 256
 
 
 @dataclass
+@command_defaults
 class Config(RunSettings, TrainingSettings, PaddingSettings, PretrainedSettings, WidthSettings, ModelSettings,
              DataSettings, CanvasSideSettings, MethodsSettings):
     DEFAULTS: ClassVar[dict] = {"methods": list(METHODS), "test_passes": 5}

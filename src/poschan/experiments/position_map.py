@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from poschan.config import setting
+from poschan.config import command_defaults, setting
 from poschan.data.canvas import photo_crops
 from poschan.data.sources import PHOTOS, load_dataset
 from poschan.errors import UserError
@@ -61,6 +61,7 @@ DEFAULT_TEST_PHOTOS = list(PHOTOS[2::3])
 
 
 @dataclass
+@command_defaults
 class Config(RunSettings, LearningRateSettings, ImageSizeSettings, PaddingsSettings, LayersSettings, PretrainedSettings,
              WidthSettings, ModelSettings):
     """Resolved settings of one position-map run (defaults < preset < --config < flags)."""

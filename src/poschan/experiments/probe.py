@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from poschan.config import setting
+from poschan.config import command_defaults, setting
 from poschan.data.fingerprint import check_disjoint
 from poschan.data.sources import ImageSet, load_dataset
 from poschan.data.stream import CanvasStream
@@ -56,6 +56,7 @@ TEST_SEED_OFFSET = 10_000  # test draws use their own seeds, never the training 
 
 
 @dataclass
+@command_defaults
 class Config(RunSettings, BatchSettings, TestSizeSettings, TrainSizeSettings, LayersSettings, PaddingSettings,
              PretrainedSettings, WidthSettings, ModelSettings, DataSettings, CanvasSettings, TaskSettings):
     DEFAULTS: ClassVar[dict] = {"model": "efficientnet-lite0", "train_size": 2000, "test_size": 1000, "batch_size": 200}

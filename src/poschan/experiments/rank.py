@@ -26,7 +26,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from poschan.config import setting
+from poschan.config import command_defaults, setting
 from poschan.data.fingerprint import check_disjoint, trusted_disjoint
 from poschan.data.sources import ImageSet, load_dataset
 from poschan.errors import UserError
@@ -63,6 +63,7 @@ _AS_IS = ("photos", "folder:")  # flip_input auto: photographs are flipped as th
 
 
 @dataclass
+@command_defaults
 class Config(RunSettings, BatchSettings, HeadSettings, PaddingSettings, PretrainedSettings, WidthSettings,
              ModelSettings, CanvasSettings, ImageSizeSettings, DataSettings, LayerSettings, CheckpointSettings):
     DEFAULTS: ClassVar[dict] = {"model": "efficientnet-lite0", "batch_size": 64, "seeds": [0]}

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from poschan.config import setting
+from poschan.config import command_defaults, setting
 from poschan.control.ablation import SegEval
 from poschan.data.segdata import EvalSet, SegData
 from poschan.data.segsets import IGNORE_INDEX
@@ -45,6 +45,7 @@ HELP = "train a DeepLabv3-style segmenter over a dilated backbone on Fashion-MNI
 
 
 @dataclass
+@command_defaults
 class Config(RunSettings, FitSettings, PaddingSettings, WidthSettings, ModelSettings, SceneSettings, DataSettings):
     DEFAULTS: ClassVar[dict] = {"data": "scenes", "batch_size": 32, "betas": [0.9, 0.999], "seeds": [0]}
     FLAGS: ClassVar[dict] = {

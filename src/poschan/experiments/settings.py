@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from poschan.config import setting
+from poschan.config import command_defaults, setting
 from poschan.errors import UserError
 from poschan.models.padding import PADDING_MODES
 
@@ -180,6 +180,7 @@ class CheckpointSettings:
 
 
 @dataclass
+@command_defaults
 class SegEvalSettings(RunSettings, BatchSettings, TestSizeSettings, SceneSettings, DataSettings, LayerSettings,
                       ModelSettings, CheckpointSettings):
     """What `ablate` and `attack` share: a segmenter (a seg-train checkpoint, or a torchvision segmentation model /

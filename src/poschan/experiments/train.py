@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from poschan.config import setting
+from poschan.config import command_defaults, setting
 from poschan.data.fingerprint import check_disjoint
 from poschan.data.sources import ImageSet, load_dataset
 from poschan.data.stream import CanvasStream
@@ -42,6 +42,7 @@ Evaluator = Callable[[nn.Module, CanvasStream, int, torch.device], float]  # (mo
 
 
 @dataclass
+@command_defaults
 class Config(RunSettings, TrainingSettings, HeadSettings, PaddingSettings, PretrainedSettings, WidthSettings,
              ModelSettings, DataSettings, CanvasSettings, TaskSettings):
     DEFAULTS: ClassVar[dict] = {"seeds": [0]}
