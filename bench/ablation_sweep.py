@@ -1,6 +1,7 @@
-"""Ablation sweep: K channel masks evaluated on the backbone output computed once (what `poschan ablate` does)
-vs re-running the whole network K times with the masking hook (poschan.taps.mask_channels), on the same test
-scenes, quick-preset segmenter (width-16 dilated ResNet-18 + ASPP-64, 96-px scenes), one torch thread.
+"""Ablation sweep: K channel masks evaluated on the backbone output computed once (``SegEval``'s fast path, what
+`poschan ablate` and ``ablation_curve`` do for a seg-train segmenter) vs re-running the whole network K times with
+the masking hook (``SegEval(fast=False)``, the path of any other segmenter), on the same test scenes,
+quick-preset segmenter (width-16 dilated ResNet-18 + ASPP-64, 96-px scenes), one torch thread.
 
 Ideal speed-up = K·(t_backbone + t_head) / (t_backbone + K·t_head), from the two parts timed separately.
 Prints the measured speed-up, the ideal one and their ratio (target >= 0.8 of ideal). Both paths give the same
@@ -14,9 +15,9 @@ import argparse
 import torch
 
 from common import interleaved, timed
+from poschan.control.ablation import SegEval
 from poschan.data.scenes import SceneSpec, fixed_scenes, scene_items
 from poschan.models.segmentation import SegSpec, build_segmenter
-from poschan.taps import mask_channels, masked
 
 
 def main() -> None:
@@ -30,28 +31,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build_segmenter(SegSpec(width=16, aspp_channels=64)).eval().requires_grad_(False)
-    images, _ = fixed_scenes(scene_items("test", limit=2000), SceneSpec(layout_prior=0.9), args.scenes, 0)
+    images, targets = fixed_scenes(scene_items("test", limit=2000), SceneSpec(layout_prior=0.9), args.scenes, 0)
     channels = model.spec.width * 8
     generator = torch.Generator().manual_seed(0)
     masks = [torch.randperm(channels, generator=generator)[:channels // 4] for _ in range(args.k)]
     batches = images.split(args.batch_size)
 
-    @torch.no_grad()
-    def reused() -> list[torch.Tensor]:
-        out = [[] for _ in masks]
-        for x in batches:
-            f = model.features(x)
-            for i, m in enumerate(masks):
-                out[i].append(model.decode(masked(f, m), x.shape[-2:]).argmax(1))
-        return [torch.cat(o) for o in out]
+    def sweep(fast: bool) -> list[torch.Tensor]:
+        ev = SegEval(model, model.feature_layer, (images, targets), batch_size=args.batch_size, fast=fast)
+        return [ev.predict(m) for m in masks]
 
-    @torch.no_grad()
+    def reused() -> list[torch.Tensor]:
+        return sweep(fast=True)
+
     def naive() -> list[torch.Tensor]:
-        out = []
-        for m in masks:
-            with mask_channels(model, model.feature_layer, m):
-                out.append(torch.cat([model(x).argmax(1) for x in batches]))
-        return out
+        return sweep(fast=False)
 
     assert all(torch.equal(a, b) for a, b in zip(reused(), naive())), "reused and naive predictions differ"
 

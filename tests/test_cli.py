@@ -128,3 +128,16 @@ def test_every_public_name_resolves_and_nothing_else_is_exported():
         assert getattr(poschan, name) is not None, name
     with pytest.raises(AttributeError):
         poschan.no_such_name  # noqa: B018
+
+
+def test_layers_of_a_segmentation_network_are_those_ablate_masks(tmp_path, capsys):
+    from poschan.cli import main
+
+    assert main(["layers", "tv:lraspp_mobilenet_v3_large", "--num-classes", "11", "--input-size", "64"]) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["backbone.16"].strip() == "(1, 960, 4, 4)"  # lraspp's default ablate/attack layer
+    (tmp_path / "net.py").write_text("from torch import nn\n\n\ndef make():\n"
+                                     "    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 11, 1))\n")
+    assert main(["layers", f"{tmp_path / 'net.py'}:make", "--segmenter", "--input-size", "8"]) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["0"].strip() == "(1, 4, 8, 8)" and lines["1"].strip() == "(1, 11, 8, 8)"

@@ -115,12 +115,21 @@ def cmd_models(_args: argparse.Namespace) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    from poschan.models.registry import build_model
+    from poschan.models.registry import build_model, load_factory
+    from poschan.models.segmentation import TV_SEGMENTER_NAMES, build_segmentation_model, first_conv_channels
     from poschan.taps import layer_shapes
 
-    model = build_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans, width=args.width or 64,
-                        pretrained=bool(args.pretrained), weights=args.weights).eval()
-    x = torch.zeros(1, model.in_chans, args.input_size, args.input_size)
+    if args.model in TV_SEGMENTER_NAMES:  # the names and shapes ablate / attack / rank see (weights change neither)
+        seg = build_segmentation_model(args.model, args.num_classes)
+        model, in_chans = seg.module.eval(), seg.in_chans
+    elif args.segmenter:
+        model = load_factory(args.model).eval()
+        in_chans = first_conv_channels(model) or args.in_chans
+    else:
+        model = build_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans, width=args.width or 64,
+                            pretrained=bool(args.pretrained), weights=args.weights).eval()
+        in_chans = model.in_chans
+    x = torch.zeros(1, in_chans, args.input_size, args.input_size)
     for name, shape in layer_shapes(model, x):
         print(f"{name:<40} {shape}")
     return 0
@@ -153,6 +162,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--num-classes", dest="num_classes", type=int, default=10)
     p.add_argument("--in-chans", dest="in_chans", type=int, default=1)
     p.add_argument("--input-size", dest="input_size", type=int, default=84)
+    p.add_argument("--segmenter", action="store_true",
+                   help="MODEL is a segmentation network (tv:deeplabv3_resnet50 etc. always are), as ablate loads it")
     p.set_defaults(func=cmd_layers)
     return parser
 

@@ -48,9 +48,7 @@ from poschan.locate.designs import FLIP_INPUTS, METHODS, RankSpec, Tally, accumu
 from poschan.locate.rank import ranking_from_tallies
 from poschan.locate.ranking import ranking_order, top_overlap
 from poschan.models.registry import build_model
-from poschan.models.segmentation import TV_SEGMENTERS, load_segmenter
-
-SEG_MODELS = tuple(f"tv:{name}" for name in TV_SEGMENTERS)
+from poschan.models.segmentation import TV_SEGMENTER_NAMES, load_segmenter
 from poschan.report.ranking_figures import cell_heatmap, sorted_scores
 from poschan.runtime import resolve_device, seeded_init
 from poschan.stats import summarize
@@ -86,7 +84,7 @@ class Config(RunSettings, BatchSettings, HeadSettings, PaddingSettings, Pretrain
     # num_classes only builds the model's head (must match a checkpoint given with --weights)
     num_classes: int = setting(10, "classes of the head (to load a checkpoint); of a segmentation --model, the classes "
                                    "it predicts (11 for Fashion-MNIST scenes)")
-    segmenter: bool = setting(False, f"--model is a segmentation network ({', '.join(SEG_MODELS)} are always), "
+    segmenter: bool = setting(False, f"--model is a segmentation network ({', '.join(TV_SEGMENTER_NAMES)} are always), "
                                      "loaded as ablate and attack load it")
     top_n: int = setting(10, "length of the top lists (default 10)")
 
@@ -148,7 +146,7 @@ def prepare(config: Config) -> RankPlan:
     images = load_split(config)
     if config.eval_split is not None and not trusted_disjoint(config.data, config.split, config.eval_split):
         check_disjoint(load_split(dataclasses.replace(config, split=config.eval_split, limit=None)), images)
-    if config.checkpoint or config.segmenter or config.model in SEG_MODELS:
+    if config.checkpoint or config.segmenter or config.model in TV_SEGMENTER_NAMES:
         # the segmenter exactly as ablate / attack load it, so its ranking's weights fingerprint matches theirs
         seg = load_segmenter(checkpoint=config.checkpoint or None, model=None if config.checkpoint else config.model,
                              weights=config.weights, num_classes=config.num_classes,

@@ -42,6 +42,7 @@ SEG_MODELS = ("resnet18-paper", "tv:deeplabv3_resnet50")
 # features, 960 channels at output stride 16, the "high" input of the LR-ASPP head).
 TV_SEGMENTERS = {"deeplabv3_resnet50": "backbone.layer4", "deeplabv3_resnet101": "backbone.layer4",
                  "fcn_resnet50": "backbone.layer4", "lraspp_mobilenet_v3_large": "backbone.16"}
+TV_SEGMENTER_NAMES = tuple(f"tv:{arch}" for arch in TV_SEGMENTERS)  # as --model names them
 IMAGENET_NORM = (IMAGENET_MEAN, IMAGENET_STD)  # the input normalisation of torchvision's segmentation models
 InputNorm = tuple[tuple[float, ...], tuple[float, ...]]
 
@@ -189,7 +190,8 @@ def _load_state(module: nn.Module, path: str | Path, name: str) -> None:
         raise UserError(f"weights {str(path)!r} do not fit {name}: {reason}") from None
 
 
-def _first_conv_channels(module: nn.Module) -> int | None:
+def first_conv_channels(module: nn.Module) -> int | None:
+    """The input channels of ``module``'s first convolution (None without one)."""
     return next((m.in_channels for m in module.modules() if isinstance(m, nn.Conv2d)), None)
 
 
@@ -221,7 +223,7 @@ def build_segmentation_model(name: str, num_classes: int, weights: str | Path | 
             raise UserError(f"model {name!r} needs --layer NAME: the layer whose channels are ranked and masked "
                             "(see `poschan layers`)")
         module = load_factory(name)
-        in_chans, norm = _first_conv_channels(module) or 3, None
+        in_chans, norm = first_conv_channels(module) or 3, None
     else:
         raise UserError(f"unknown segmentation model {name!r}; use a seg-train checkpoint, "
                         f"{', '.join('tv:' + a for a in TV_SEGMENTERS)} or FILE.py:FACTORY")
