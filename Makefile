@@ -23,7 +23,9 @@ data:
 	@DATA_ROOT="$(DATA_ROOT)" scripts/ensure_data.sh
 
 demo: install data
-	$(POSCHAN) gap-study --preset quick $(DATA_FLAG) --out $(RUNS)/demo-$$(date +%Y%m%d-%H%M%S)
+	@run=$(RUNS)/demo-$$(date +%Y%m%d-%H%M%S) && \
+	$(POSCHAN) gap-study --preset quick $(DATA_FLAG) --out $$run && \
+	$(POSCHAN) report $$run --out $$run/report.html
 
 test: install data
 	$(PY) -m pytest -q

@@ -16,7 +16,7 @@ def test_commit_publishes_only_complete_runs(tmp_path):
     run.write_results("x", {"m": 1.0}, [0], "cpu", 0.1)
     run.commit()
     data = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert set(data) == {"experiment", "config", "metrics", "seeds", "env", "elapsed_s"}
+    assert set(data) == {"experiment", "config", "metrics", "seeds", "env", "elapsed_s", "date"}
     assert data["config"] == {"a": 1}
     assert not work.exists()
 

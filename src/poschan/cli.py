@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import shlex
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -64,7 +66,8 @@ def _run_experiment(args: argparse.Namespace, module, config) -> int:
     except UserError:
         run.discard_if_new()
         raise
-    run.write_results(module.EXPERIMENT, metrics, list(config.seeds), config.device, time.perf_counter() - began)
+    run.write_results(module.EXPERIMENT, metrics, list(config.seeds), config.device, time.perf_counter() - began,
+                      command=shlex.join(["poschan", *args.argv]))
     out = run.commit()
     getattr(module, "print_summary", _print_metrics)(metrics)
     print(f"results: {out}/results.json")
@@ -135,6 +138,25 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from poschan.report.document import section
+    from poschan.report.render import to_html, to_markdown
+    from poschan.results import atomic_write_text
+
+    out = Path(args.out)
+    fmt = args.format or ("md" if out.suffix.lower() == ".md" else "html")
+    if out.exists():
+        raise UserError(f"--out {out} already exists; choose a new file")
+    sections = [section(run) for run in args.runs]
+    text = to_markdown(sections, out, args.title) if fmt == "md" else to_html(sections, args.title)
+    try:
+        atomic_write_text(out, text)
+    except OSError as exc:
+        raise UserError(f"cannot write --out {out}: {exc.strerror or exc}") from None
+    print(f"report: {out}")
+    return 0
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or (``command`` given) one whose other experiment commands are bare names: a command
     then imports only its own module, so the CLI starts (and refuses bad input) quickly."""
@@ -165,6 +187,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--segmenter", action="store_true",
                    help="MODEL is a segmentation network (tv:deeplabv3_resnet50 etc. always are), as ablate loads it")
     p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("report", help="one self-contained HTML (or Markdown) report of finished runs: their "
+                                      "tables with intervals, figures, commands, environments and configs")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished run directories (holding results.json)")
+    p.add_argument("--out", required=True, help="report file to write (.html, or .md for Markdown); must not exist")
+    p.add_argument("--format", choices=("html", "md"), help="default: from the --out suffix")
+    p.add_argument("--title", default="poschan report")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
@@ -172,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser(argv[0] if argv and not argv[0].startswith("-") else None).parse_args(argv)
+        args.argv = argv
         return args.func(args)
     except UserError as exc:
         print(f"poschan: error: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -155,9 +156,14 @@ class RunDir:
         if self._created and self.work.exists():
             shutil.rmtree(self.work)
 
-    def write_results(self, experiment: str, metrics: dict, seeds: list[int], device: str, elapsed_s: float) -> None:
+    def write_results(self, experiment: str, metrics: dict, seeds: list[int], device: str, elapsed_s: float,
+                      command: str | None = None) -> None:
+        """``results.json``: the contract's keys, the command line that ran (when given) and the UTC date."""
         payload = {"experiment": experiment, "config": self.config, "metrics": metrics, "seeds": seeds,
-                   "env": environment(device), "elapsed_s": elapsed_s}
+                   "env": environment(device), "elapsed_s": elapsed_s,
+                   "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if command is not None:
+            payload["command"] = command
         atomic_write_text(self.work / "results.json", json.dumps(payload, indent=2) + "\n")
 
     def commit(self) -> Path:
@@ -179,6 +185,8 @@ class Run:
     seeds: list[int]
     env: dict
     elapsed_s: float
+    command: str | None = None
+    date: str | None = None
 
     @property
     def tables(self) -> list[str]:
@@ -205,7 +213,8 @@ def load_run(path: str | Path) -> Run:
     try:
         data = json.loads(file.read_text())
         return Run(path, str(data["experiment"]), dict(data["config"]), dict(data["metrics"]), list(data["seeds"]),
-                   dict(data.get("env") or {}), float(data.get("elapsed_s", 0.0)))
+                   dict(data.get("env") or {}), float(data.get("elapsed_s", 0.0)), data.get("command"),
+                   data.get("date"))
     except OSError as err:
         partial = " (an unfinished run: resume it)" if path.name.endswith(".partial") else ""
         raise UserError(f"{path} is not a finished poschan run: cannot read {file.name}: "
