@@ -9,7 +9,7 @@ DATA_FLAG := $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
 DOC_MODULES := poschan poschan.data poschan.models poschan.taps poschan.measure poschan.locate poschan.control \
                poschan.metrics poschan.stats poschan.results poschan.engine
 
-.PHONY: demo test test-slow mutation lint docs bench data chromium install
+.PHONY: demo reproduce test test-slow mutation lint docs bench data chromium install
 
 install: $(STAMP)
 
@@ -29,6 +29,9 @@ demo: install data
 	@run=$(RUNS)/demo-$$(date +%Y%m%d-%H%M%S) && \
 	$(POSCHAN) gap-study --preset quick $(DATA_FLAG) --out $$run && \
 	$(POSCHAN) report $$run --out $$run/report.html
+
+reproduce: install data
+	$(POSCHAN) reproduce --preset quick $(DATA_FLAG) --out $(RUNS)/study-quick
 
 test: install data chromium
 	$(PY) -m pytest -q

@@ -157,6 +157,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from poschan.experiments.reproduce import check_preset, run_steps, study
+
+    check_preset(args.preset)
+    out = Path(args.out)
+    report = out / "report.html"
+    if report.exists():
+        print(f"every step of {out} has finished; report: {report}")
+        return 0
+    common = [*(["--data-root", args.data_root] if args.data_root else []),
+              *(["--device", args.device] if args.device else []), *([] if args.progress else ["--no-progress"])]
+    steps = study(args.preset, out)
+    code = run_steps(steps, args.preset, out, common, run_command=main, progress=args.progress)
+    if code:
+        return code
+    runs = [str(out / step.name) for step in steps]
+    return cmd_report(argparse.Namespace(runs=runs, out=str(report), format="html",
+                                         title=f"poschan reproduce --preset {args.preset}"))
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or (``command`` given) one whose other experiment commands are bare names: a command
     then imports only its own module, so the CLI starts (and refuses bad input) quickly."""
@@ -195,6 +215,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("html", "md"), help="default: from the --out suffix")
     p.add_argument("--title", default="poschan report")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("reproduce", help="the whole study (gap-study, probe, position-map, rank, augshift, and "
+                                         "seg-train + ablate + attack over layout priors) as one resumable "
+                                         "pipeline ending with its report; re-run it to skip the finished steps")
+    p.add_argument("--preset", default="quick", help=f"size preset of every step: {', '.join(PRESETS)}")
+    p.add_argument("--out", required=True, help="study directory (one sub-folder per step, then report.html)")
+    p.add_argument("--data-root", dest="data_root", help="directory holding the dataset files")
+    p.add_argument("--device", help="cpu, cuda, cuda:N")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.set_defaults(func=cmd_reproduce)
     return parser
 
 

@@ -1,0 +1,45 @@
+"""`poschan reproduce`: the whole smoke study in one command, ending with its report; killed and re-run, it
+skips the finished steps (their results untouched), resumes the interrupted one and completes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from poschan.cli import main
+from poschan.experiments.reproduce import study
+
+
+def test_killed_study_rerun_skips_finished_steps_and_ends_with_the_report(tmp_path, capsys):
+    out = tmp_path / "study"
+    steps = [s.name for s in study("smoke", out)]
+    assert steps[:5] == ["gap-study", "probe", "position-map", "rank", "augshift"]
+    assert steps[5:] == ["seg-train-p0.9", "ablate-p0.9", "attack-p0.9"]
+    proc = subprocess.Popen([sys.executable, "-m", "poschan", "reproduce", "--preset", "smoke", "--no-progress",
+                             "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    first = out / "gap-study" / "results.json"
+    deadline = time.monotonic() + 300
+    while not first.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the study dies after its first step
+    proc.wait()
+    assert first.is_file() and not (out / "report.html").exists()
+    before = first.read_bytes()
+
+    assert main(["reproduce", "--preset", "smoke", "--no-progress", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "gap-study: finished earlier, skipped" in printed and first.read_bytes() == before
+    assert all((out / name / "results.json").is_file() for name in steps)
+    assert not any(p.name.endswith(".partial") for p in out.iterdir())
+    report = (out / "report.html").read_text()
+    assert report.count("<h2>") == len(steps) and "poschan reproduce --preset smoke" in report
+
+    assert main(["reproduce", "--preset", "smoke", "--out", str(out)]) == 0  # complete: nothing to do
+    assert "every step" in capsys.readouterr().out
+
+
+def test_reproduce_refuses_an_unknown_preset(tmp_path, capsys):
+    assert main(["reproduce", "--preset", "huge", "--out", str(tmp_path / "s")]) == 2
+    assert "unknown preset 'huge'" in capsys.readouterr().err and not (tmp_path / "s").exists()
