@@ -24,6 +24,11 @@ def resolve_device(name: str | torch.device) -> torch.device:
     return device
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters live (the CPU for a model without parameters)."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
 def seeded_generator(*keys: int | str) -> torch.Generator:
     """A CPU generator seeded from ``keys`` (seed, epoch, batch, a layer name, ...) through numpy's SeedSequence
     hashing (strings enter by their CRC-32), so that streams keyed differently are independent."""

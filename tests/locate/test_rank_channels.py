@@ -71,6 +71,8 @@ def test_shift_and_dimest_use_canvases_and_the_file_round_trips(tmp_path):
 def test_bad_inputs_are_one_line_errors(tmp_path):
     with pytest.raises(UserError, match="N, C, H, W"):
         rank_channels(Ramp(8), "out", torch.zeros(3, 8, 8))
+    with pytest.raises(UserError, match="a dataset of images"):
+        rank_channels(Ramp(8), "out", 3)
     with pytest.raises(UserError, match="unknown layer"):
         rank_channels(Ramp(8), "nope", images())
     (tmp_path / "x.json").write_text('{"keys": {}}')

@@ -23,7 +23,7 @@ from poschan.errors import UserError
 from poschan.locate.ranking import ChannelRanking
 from poschan.metrics.segmentation import ConfusionMeter, miou, pixel_accuracy
 from poschan.models.segmentation import SegNet, logits_of
-from poschan.runtime import eval_mode
+from poschan.runtime import eval_mode, model_device
 from poschan.taps import capture, check_mask_mode, get_layer, mask_channels, masked
 
 Channels = Sequence[int] | Tensor | None
@@ -50,10 +50,6 @@ def random_channels(channels: int, n: int, draws: int) -> list[Tensor]:
     return [torch.randperm(channels, generator=torch.Generator().manual_seed(1000 * n + r))[:n] for r in range(draws)]
 
 
-def _default_device(model: nn.Module) -> torch.device:
-    return next(model.parameters(), torch.empty(0)).device
-
-
 class SegEval:
     """Fixed images and masks evaluated by one segmenter with channels of one layer masked.
 
@@ -69,7 +65,7 @@ class SegEval:
             raise UserError(f"batch_size must be >= 1, got {batch_size}")
         get_layer(model, layer)
         self.model, self.layer, self.batch_size = model, layer, batch_size
-        self.device = torch.device(device) if device is not None else _default_device(model)
+        self.device = torch.device(device) if device is not None else model_device(model)
         self.images, self.masks = segmentation_pairs(data)
         if not len(self.images):
             raise UserError("no images given")
@@ -159,7 +155,7 @@ def channel_means(model: nn.Module, layer: str, images: Tensor, *, batch_size: i
                   device: torch.device | str | None = None) -> Tensor:
     """(C,) mean of ``layer``'s output over ``images`` (as the model takes them) and positions: the fill of mask
     mode ``mean``."""
-    device = torch.device(device) if device is not None else _default_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     maps = []
     with eval_mode(model), capture(model, [layer]) as store:
         for i in range(0, len(images), batch_size):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from poschan.control.ablation import SegEval, channel_counts, evaluation, random_channels
+from poschan.control.ablation import SegEval, channel_counts, evaluation, random_channels, ranked_orders
 from poschan.control.pgd import masked_pgd
 from poschan.data.regions import opposite, region_mask
 from poschan.errors import UserError
@@ -79,13 +79,6 @@ def _in_out(meter: ConfusionMeter) -> tuple[float, float]:
     return meter.miou("in"), meter.miou("out")
 
 
-def _channel_sets(ranking: ChannelRanking, key: str, n: int) -> list[Tensor]:
-    """The top ``n`` of ``key``: one set per ranking seed (its own order), or the pooled one."""
-    if ranking.per_seed:
-        return [ranking.top(key, n, seed=seed) for seed in ranking.per_seed]
-    return [ranking.top(key, n)]
-
-
 def region_attack(model: nn.Module, layer: str, ranking: ChannelRanking | Mapping[str, ChannelRanking | None],
                   data: object, region: str | Tensor = "left", n: Sequence[int | str] | int | str = "25%", *,
                   grid: int = 3, methods: Sequence[str] | None = None, random_draws: int = 5,
@@ -150,7 +143,7 @@ def region_attack(model: nn.Module, layer: str, ranking: ChannelRanking | Mappin
                 ranked = rankings.get(base)
                 if ranked is None or target is None or target not in ranked.scores:
                     continue
-                sets = _channel_sets(ranked, target, count)
+                sets = [order[:count] for order in ranked_orders(ranked, target).values()]
             after = [_in_out(ev.meter(s, regions=regions)) for s in sets]
             shown = ev.predict(sets[0], index=first) if examples and method in rankings else None
             arms.append(AttackArm(name, method, count, clean, after, [s.tolist() for s in sets], shown))

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from poschan.data.scenes import NUM_CLASSES, SceneSpec, SceneStream, class_names, fixed_scenes, scene_items
 from poschan.data.segsets import SEGSET_CLASSES, load_segset, parse_segset
-from poschan.data.sources import ImageSet
+from poschan.data.sources import ImageSet, stack_items
 from poschan.data.stream import TensorStream
 from poschan.errors import UserError
 
@@ -132,21 +131,12 @@ def segmentation_pairs(data: object) -> tuple[Tensor, Tensor]:
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
         images, masks = data
     else:
-        xs, ys = [], []
-        is_loader = isinstance(data, DataLoader)
-        try:
-            items = data if is_loader else (data[i] for i in range(len(data)))  # type: ignore[index, arg-type]
-            for item in items:
-                x, y = item
-                x, y = torch.as_tensor(x), torch.as_tensor(y)
-                xs.append(x if is_loader else x.unsqueeze(0))
-                ys.append(y if is_loader else y.unsqueeze(0))
-        except (TypeError, ValueError):
-            raise UserError("data must be a pair (images (N, C, H, W), masks (N, H, W)), a dataset of (image, mask) "
-                            f"pairs or a DataLoader of such batches, got {type(data).__name__}") from None
-        if not xs:
-            raise UserError("no images given")
-        images, masks = torch.cat(xs), torch.cat(ys)
+        what = ("data must be a pair (images (N, C, H, W), masks (N, H, W)), a dataset of (image, mask) pairs or a "
+                "DataLoader of such batches")
+        columns = stack_items(data, what)
+        if len(columns) != 2:
+            raise UserError(f"{what}, got items of {len(columns)} parts")
+        images, masks = columns
     if images.dim() != 4 or not images.is_floating_point():
         raise UserError(f"images must be float (N, C, H, W), got {tuple(images.shape)} {images.dtype}")
     if masks.shape != (images.shape[0], *images.shape[2:]) or masks.is_floating_point():

@@ -98,6 +98,29 @@ class ImageSet:
                         out.split)
 
 
+def stack_items(data: object, what: str) -> list[Tensor]:
+    """The columns of what a user holds, each one tensor: a dataset whose items are tensors or tuples of them
+    (stacked), or a DataLoader of such batches (concatenated). ``what`` says what is allowed, in the one-line
+    error for anything else."""
+    is_loader = isinstance(data, DataLoader)
+    columns: list[list[Tensor]] = []
+    try:
+        items = data if is_loader else (data[i] for i in range(len(data)))  # type: ignore[index, arg-type]
+        for item in items:
+            parts = [torch.as_tensor(p) for p in (item if isinstance(item, (tuple, list)) else (item,))]
+            if columns and len(parts) != len(columns):
+                raise ValueError("items of different lengths")
+            columns = columns or [[] for _ in parts]
+            for column, part in zip(columns, parts):
+                column.append(part if is_loader else part.unsqueeze(0))
+        stacked = [torch.cat(column) for column in columns]
+    except (TypeError, ValueError, RuntimeError):
+        raise UserError(f"{what}, got {type(data).__name__}") from None
+    if not stacked:
+        raise UserError("no images given")
+    return stacked
+
+
 def as_image_set(images: object, labels: Tensor | None = None, *, name: str = "images",
                  split: str = "given") -> ImageSet:
     """An ImageSet of images a user holds: an ImageSet (returned as it is), a (N, C, H, W) tensor, a dataset whose
@@ -108,23 +131,10 @@ def as_image_set(images: object, labels: Tensor | None = None, *, name: str = "i
     if isinstance(images, Tensor):
         x, y = images, labels
     else:
-        xs, ys = [], []
-        is_loader = isinstance(images, DataLoader)
-        items = images if is_loader else (images[i] for i in range(len(images)))  # type: ignore[arg-type]
-        try:
-            for item in items:
-                pair = isinstance(item, (tuple, list))
-                x_i, y_i = (item[0], item[1] if len(item) > 1 else None) if pair else (item, None)
-                xs.append(torch.as_tensor(x_i) if is_loader else torch.as_tensor(x_i).unsqueeze(0))
-                if y_i is not None:
-                    ys.append(torch.as_tensor(y_i).reshape(-1))
-        except TypeError:
-            raise UserError(f"images must be a (N, C, H, W) tensor, a dataset or a DataLoader, got "
-                            f"{type(images).__name__}") from None
-        if not xs:
-            raise UserError("no images given")
-        x = torch.cat(xs)
-        y = labels if labels is not None else (torch.cat(ys) if len(ys) == len(xs) else None)
+        columns = stack_items(images, "images must be a (N, C, H, W) tensor, a dataset of images or (image, label) "
+                                      "pairs, or a DataLoader of such batches")
+        x = columns[0]
+        y = labels if labels is not None else (columns[1].reshape(-1) if len(columns) > 1 else None)
     if x.dim() != 4 or not x.is_floating_point():
         raise UserError(f"images must be float (N, C, H, W), got {tuple(x.shape)} {x.dtype}")
     y = torch.zeros(len(x), dtype=torch.int64) if y is None else torch.as_tensor(y, dtype=torch.int64).reshape(-1)

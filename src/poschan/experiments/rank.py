@@ -64,15 +64,16 @@ _AS_IS = ("photos", "folder:")  # flip_input auto: photographs are flipped as th
 @command_defaults
 class Config(RunSettings, BatchSettings, HeadSettings, PaddingSettings, PretrainedSettings, WidthSettings,
              ModelSettings, CanvasSettings, ImageSizeSettings, DataSettings, LayerSettings, CheckpointSettings):
-    DEFAULTS: ClassVar[dict] = {"model": "efficientnet-lite0", "batch_size": 64, "seeds": [0]}
+    DEFAULTS: ClassVar[dict] = {"model": "efficientnet-lite0", "batch_size": 64, "seeds": [0], "layer": None}
     FLAGS: ClassVar[dict] = {"image_size": {"help": "side of photos / folder images (default 32)"},
                              "grid": {"help": "k of the k×k canvas grid"},
                              "background": {"help": "canvas fill: mean or black"},
                              "head": {"help": "gap-fc or gapnet (to load a checkpoint)"},
                              "checkpoint": {"help": "rank a seg-train checkpoint's segmenter (default layer: its "
                                                     "feature layer); the ranking feeds `ablate --ranking`"},
-                             "layer": {"help": "one layer name (see `poschan layers`) or stage name (stage1..); a "
-                                               "segmenter's default is the layer ablate and attack mask"}}
+                             "layer": {"help": "one layer name (see `poschan layers`) or stage name (stage1..); "
+                                               "default: a classifier's backbone, the layer a segmenter's ablate "
+                                               "and attack mask"}}
 
     method: str = setting("flip", f"{', '.join(METHODS)} (see poschan.ranking)")
     split: str = setting("train", "the split to rank on: train/test (photos: train, test, all; folder: a sub-folder)")
@@ -94,7 +95,7 @@ class Config(RunSettings, BatchSettings, HeadSettings, PaddingSettings, Pretrain
         if self.flip_input not in ("auto", *FLIP_INPUTS):
             raise UserError(f"unknown flip_input {self.flip_input!r}; allowed: auto, {', '.join(FLIP_INPUTS)}")
         self.spec().validate()
-        if not self.layer.strip():
+        if self.layer is not None and not self.layer.strip():
             raise UserError("layer must name one layer (see `poschan layers MODEL`), e.g. backbone or stage4")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"limit {self.limit} leaves split {self.split!r} empty; use limit >= 1 or null (all)")
@@ -150,7 +151,7 @@ def prepare(config: Config) -> RankPlan:
         # the segmenter exactly as ablate / attack load it, so its ranking's weights fingerprint matches theirs
         seg = load_segmenter(checkpoint=config.checkpoint or None, model=None if config.checkpoint else config.model,
                              weights=config.weights, num_classes=config.num_classes,
-                             layer=None if config.layer == "backbone" else config.layer, seed=config.seeds[0])
+                             layer=config.layer, seed=config.seeds[0])
         model, in_chans, input_norm = seg.module, seg.in_chans, seg.input_norm
         model.to(device)
         (layer,) = resolve_layers(model, [seg.layer])
@@ -161,7 +162,7 @@ def prepare(config: Config) -> RankPlan:
                                 weights=config.weights)
         model.eval().requires_grad_(False).to(device)
         in_chans, input_norm = model.in_chans, model.input_norm
-        (layer,) = resolve_layers(model, [config.layer])
+        (layer,) = resolve_layers(model, [config.layer or "backbone"])
     plan = RankPlan(config, config.spec(), images, model, layer, 0, device, in_chans, input_norm)
     if len(images) >= 3:  # fewer fail in accumulate below with the count
         images = images.subset(3)

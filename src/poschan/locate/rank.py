@@ -14,7 +14,7 @@ from poschan.errors import UserError
 from poschan.locate.designs import RankSpec, Tally, accumulate
 from poschan.locate.ranking import ChannelRanking
 from poschan.models.weights import weights_fingerprint
-from poschan.runtime import eval_mode
+from poschan.runtime import eval_mode, model_device
 from poschan.taps import resolve_layers
 
 
@@ -59,7 +59,7 @@ def rank_channels(model: nn.Module, layer: str, images: object, method: str = "f
                     flip_input="canvas" if canvas else "image", semantic_pairs=semantic_pairs)
     if not seeds:
         raise UserError("seeds must name at least one seed")
-    device = device if device is not None else next(model.parameters(), torch.empty(0)).device
+    device = device if device is not None else model_device(model)
     (layer,) = resolve_layers(model, [layer])
     with eval_mode(model):
         tallies = [accumulate(model, layer, data, spec, seed=s, batch_size=batch_size, device=device,

@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 
 from poschan.errors import UserError
-from poschan.models.weights import weights_fingerprint  # noqa: F401  (re-exported: the weights a ranking belongs to)
 from poschan.results import atomic_write_text
 
 SCHEMA = "poschan-ranking/1"
