@@ -94,7 +94,7 @@ MUTATIONS = [
              "return {seed: ranking.order(key, seed=seed).flip(0) for seed in ranking.per_seed}",
              ("tests/experiments/test_segmentation_known_answers.py", "tests/control/test_ablation.py")),
     Mutation("attack-overall-ranking", "src/poschan/control/attack.py",
-             "sets = _channel_sets(ranked, target, count)", 'sets = _channel_sets(ranked, "overall", count)',
+             "ranked_orders(ranked, target)", 'ranked_orders(ranked, "overall")',
              ("tests/experiments/test_segmentation_known_answers.py", "tests/control/test_attack.py")),
     Mutation("pgd-eps-10x", "src/poschan/control/attack.py", "budget, lower, upper = eps / s,",
              "budget, lower, upper = 10 * eps / s,",
