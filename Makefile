@@ -9,7 +9,7 @@ DATA_FLAG := $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
 DOC_MODULES := poschan poschan.data poschan.models poschan.taps poschan.measure poschan.locate poschan.control \
                poschan.metrics poschan.stats poschan.results poschan.engine
 
-.PHONY: demo reproduce test test-slow mutation lint docs bench data chromium install
+.PHONY: demo reproduce readme test test-slow mutation lint docs bench data chromium install
 
 install: $(STAMP)
 
@@ -32,6 +32,14 @@ demo: install data
 
 reproduce: install data
 	$(POSCHAN) reproduce --preset quick $(DATA_FLAG) --out $(RUNS)/study-quick
+
+# After `make reproduce`: copy the study's summaries to results/, regenerate the README's results section and
+# its screenshot of the HTML report (docs/report.png).
+readme: install chromium
+	$(PY) scripts/readme_results.py --collect $(RUNS)/study-quick
+	@tmp=$$(mktemp -d) && $(POSCHAN) report results/* --out $$tmp/report.html && \
+	chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars --window-size=1200,1600 \
+	  --screenshot=docs/report.png $$tmp/report.html && rm -rf $$tmp
 
 test: install data chromium
 	$(PY) -m pytest -q

@@ -67,9 +67,9 @@ MUTATIONS = [
              ("tests/test_engine.py",)),
     Mutation("engine-no-eval-rng-fork", "src/poschan/engine.py",
              "            with torch.random.fork_rng(devices=[]):\n"
-             "                torch.manual_seed(epoch_seed(seed, epoch) + 1)\n"
+             "                torch.manual_seed(evaluation_seed(seed, epoch))\n"
              "                row.update(evaluate(model, epoch + 1))\n",
-             "            torch.manual_seed(epoch_seed(seed, epoch) + 1)\n"
+             "            torch.manual_seed(evaluation_seed(seed, epoch))\n"
              "            row.update(evaluate(model, epoch + 1))\n",
              ("tests/test_engine.py",)),
     Mutation("engine-no-rank-filter", "src/poschan/engine.py",

@@ -1,5 +1,6 @@
 """Shift-invariance metrics on models with analytic answers."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,10 @@ from poschan.metrics.invariance import (
     diagonal_shift_accuracy,
     fidelity,
     invariance_metrics,
+    invariance_outcomes,
     latent_distance,
+    latent_ratio,
+    summarize_outcomes,
 )
 from poschan.models.heads import GapFcHead
 from poschan.models.poolnet import PoolNet
@@ -153,6 +157,26 @@ def test_scores_are_seeded_per_sample_and_independent_of_the_batch_size():
     other = invariance_metrics(model, images, labels, SHIFT, passes=2, seed=8)
     other.pop("diagonal_accuracy")
     assert other != a
+
+
+def test_per_image_outcomes_have_known_answers_and_give_the_float_metrics():
+    images, labels = _spiky(60), _labels(60)
+    constant = invariance_outcomes(Constant(3), images, labels, SHIFT, passes=3, latent_layer="")
+    hit = (labels == 3).double().numpy()
+    assert np.array_equal(constant["accuracy"], hit) and np.array_equal(constant["fidelity"], hit)
+    assert np.array_equal(constant["diagonal_accuracy"], np.repeat(hit[:, None], 5, axis=1))
+    assert (constant["consistency"] == 1).all() and (constant["circular_consistency"] == 1).all()
+    # the one-hot latent's squared distance is 2 on a disagreeing pair and 0 otherwise, its squared norm 1
+    model = _one_hot_poolnet()
+    out = invariance_outcomes(model, images, labels, SHIFT, passes=4, seed=3)
+    assert out["latent_distance"].shape == (60, 2) and np.allclose(out["latent_distance"][:, 1], 1.0)
+    assert np.allclose(out["latent_distance"][:, 0], 2 * (1 - out["consistency"]))
+    assert set(np.unique(out["consistency"] * 4)) <= {0.0, 1.0, 2.0, 3.0, 4.0}  # shares of 4 pairs
+    floats = invariance_metrics(model, images, labels, SHIFT, passes=4, seed=3)
+    assert floats == summarize_outcomes(out)
+    assert floats["consistency"] == pytest.approx(out["consistency"].mean())
+    assert floats["latent_distance"] == pytest.approx(out["latent_distance"][:, 0].sum() / 60)
+    assert latent_ratio(np.array([[1.0, 0.0], [3.0, 2.0]])).tolist() == [0.0, 1.5]
 
 
 def test_bad_arguments_are_user_errors():

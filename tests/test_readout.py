@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from poschan.errors import UserError
-from poschan.measure.readout import fit_readout, permute_features, readout_accuracy
+from poschan.measure.readout import fit_readout, permute_features, readout_accuracy, readout_outcomes
 
 
 def generator(seed: int) -> torch.Generator:
@@ -40,6 +40,15 @@ def test_readout_separates_separable_classes_and_not_label_free_features():
     assert readout_accuracy(readout, *blobs(200, 1, True)) == 1.0
     blind = fit_readout(*blobs(400, 0, False), seed=0)
     assert abs(readout_accuracy(blind, *blobs(2000, 1, False)) - 0.25) < 0.05
+
+
+def test_readout_outcomes_are_the_per_row_hits_behind_the_accuracy():
+    (x, y), (tx, ty) = blobs(300, 0, True), blobs(200, 1, False)  # test rows without class signal: some misses
+    readout = fit_readout(x, y, seed=0)
+    hits = readout_outcomes(readout, tx, ty)
+    assert hits.shape == (200,) and set(hits.tolist()) == {0.0, 1.0}
+    assert hits.tolist() == (readout.predict(tx.double().numpy()) == ty.numpy()).tolist()
+    assert readout_accuracy(readout, tx, ty) == hits.mean() == pytest.approx(readout.score(tx.numpy(), ty.numpy()))
 
 
 def test_readout_standardises_so_feature_scale_does_not_matter():

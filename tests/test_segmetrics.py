@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -9,7 +10,18 @@ from torch import nn
 from poschan.data.regions import region_mask
 from poschan.data.segsets import IGNORE_INDEX
 from poschan.errors import UserError
-from poschan.metrics.segmentation import ConfusionMeter, confusion, iou_per_class, miou, pixel_accuracy, predict
+from poschan.metrics.segmentation import (
+    ConfusionMeter,
+    confusion,
+    image_confusions,
+    iou_counts,
+    iou_per_class,
+    miou,
+    miou_of,
+    pixel_accuracy,
+    pixel_accuracy_of,
+    predict,
+)
 from poschan.report.segmentation_figures import overlays, region_heatmap, reliance_curve
 
 
@@ -90,6 +102,47 @@ def test_meter_accumulates_batches_per_mask():
     assert meter.miou() == miou(confusion(pred, target, 3))
     with pytest.raises(UserError):
         meter.miou("top")
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_image_confusions_are_each_images_own(masked):
+    target, pred = random_labels((4, 6, 6), 3, 15), random_labels((4, 6, 6), 3, 16)
+    target[1, 0] = IGNORE_INDEX
+    mask = region_mask("q1", 6) if masked else None
+    per_image = image_confusions(pred, target, 3, mask)
+    assert per_image.shape == (4, 3, 3)
+    for i in range(4):
+        assert torch.equal(per_image[i], confusion(pred[i], target[i], 3, mask))
+    assert torch.equal(per_image.sum(0), confusion(pred, target, 3, mask))
+
+
+def test_iou_counts_score_like_the_summed_confusion_vectorised():
+    target, pred = random_labels((5, 8, 8), 4, 17), random_labels((5, 8, 8), 4, 18)
+    pred[pred == 3] = 2  # class 3 never predicted: its IoU 0 where it is in the target
+    target[0] = 0  # an image with one class only
+    per_image = image_confusions(pred, target, 4)
+    counts = iou_counts(per_image)
+    conf = per_image[0].double().numpy()
+    assert counts[0].tolist() == [*np.diag(conf), *(conf.sum(0) + conf.sum(1))]  # tp; target + predicted pixels
+    whole = confusion(pred, target, 4)
+    assert miou_of(counts.mean(0)) == pytest.approx(miou(whole), abs=1e-12)
+    assert pixel_accuracy_of(counts.mean(0)) == pytest.approx(pixel_accuracy(whole), abs=1e-12)
+    stacked = np.stack([counts, counts[::-1]])  # (2, 5, 2K): leading axes kept
+    assert miou_of(stacked).shape == (2, 5)
+    assert miou_of(stacked)[1].tolist() == [miou(c) for c in per_image.flip(0)]
+    assert pixel_accuracy_of(stacked)[0].tolist() == [pixel_accuracy(c) for c in per_image]
+    assert math.isnan(miou_of(np.zeros(8))) and math.isnan(pixel_accuracy_of(np.zeros(8)))
+
+
+def test_meter_keeps_per_image_counts_in_order():
+    target, pred = random_labels((5, 6, 6), 3, 19), random_labels((5, 6, 6), 3, 20)
+    left = region_mask("left", 6)
+    meter = ConfusionMeter(3, {"left": left})
+    for batch in (slice(0, 2), slice(2, 3), slice(3, 4)):
+        meter.update(pred[batch], target[batch])
+    assert meter.images().shape == (4, 3, 3)
+    assert np.array_equal(meter.counts("left"), iou_counts(image_confusions(pred[:4], target[:4], 3, left)))
+    assert ConfusionMeter(3).counts().shape == (0, 6)
 
 
 def test_predict_is_batched_argmax():

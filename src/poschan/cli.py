@@ -139,6 +139,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from poschan.report.claims import claims
     from poschan.report.document import section
     from poschan.report.render import to_html, to_markdown
     from poschan.results import atomic_write_text
@@ -148,7 +149,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if out.exists():
         raise UserError(f"--out {out} already exists; choose a new file")
     sections = [section(run) for run in args.runs]
-    text = to_markdown(sections, out, args.title) if fmt == "md" else to_html(sections, args.title)
+    found = claims([s.run for s in sections])
+    text = to_markdown(sections, found, out, args.title) if fmt == "md" else to_html(sections, found, args.title)
     try:
         atomic_write_text(out, text)
     except OSError as exc:

@@ -36,6 +36,11 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919) % (2**63)
 
 
+def evaluation_seed(seed: int, epoch: int) -> int:
+    """The RNG seed of the evaluation after ``epoch`` (0-based): re-running it later gives the same numbers."""
+    return epoch_seed(seed, epoch) + 1
+
+
 def _rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -131,7 +136,7 @@ def fit(
         row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "seconds": time.perf_counter() - began}
         if evaluate is not None:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(epoch_seed(seed, epoch) + 1)
+                torch.manual_seed(evaluation_seed(seed, epoch))
                 row.update(evaluate(model, epoch + 1))
         history.append(row)
         if rank == 0:

@@ -21,12 +21,28 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 def flat_stats(row: dict) -> dict:
     """A metrics row as one CSV line: each statistic ``{"mean", "ci95", "n", ...}`` under key ``k`` becomes the
-    columns ``k`` (mean), ``k_lo``, ``k_hi`` and ``k_n``; other values are kept as they are."""
+    columns ``k`` (mean), ``k_lo``, ``k_hi``, ``k_n`` (and ``k_p`` for its p-value); a test ``{"p_value", ...}``
+    becomes ``k_p``; other values are kept as they are."""
     flat: dict = {}
     for key, value in row.items():
         if isinstance(value, dict) and {"mean", "ci95", "n"} <= set(value):
             flat |= {key: value["mean"], f"{key}_lo": value["ci95"][0], f"{key}_hi": value["ci95"][1],
                      f"{key}_n": value["n"]}
+            if "p_value" in value:
+                flat[f"{key}_p"] = value["p_value"]
+        elif isinstance(value, dict) and "p_value" in value:
+            flat[f"{key}_p"] = value["p_value"]
         else:
             flat[key] = value
     return flat
+
+
+def comparison_rows(comparisons: list[dict]) -> list[dict]:
+    """Paired comparisons (statistics with a name, two sides and a p-value) as CSV lines."""
+    return [{"name": c["name"], "a": c["a"], "b": c["b"], "difference": c["mean"], "lo": c["ci95"][0],
+             "hi": c["ci95"][1], "n": c["n"], "p_value": c["p_value"]} for c in comparisons]
+
+
+def comparison_line(c: dict) -> str:
+    """One paired comparison as a line of a command's printed summary."""
+    return f"{c['name']:<44} {c['mean']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]  p = {c['p_value']:.3g}"

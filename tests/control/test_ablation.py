@@ -1,6 +1,7 @@
-"""control.ablation: known answers on a segmenter whose prediction depends on one channel only; the cached-feature
-path of a SegNet agrees bit for bit with the masking hook."""
+"""control.ablation: known answers on a segmenter whose prediction depends on one channel only (scores and the
+per-image IoU counts behind them); the cached-feature path of a SegNet agrees bit for bit with the masking hook."""
 
+import numpy as np
 import pytest
 import torch
 from tests.experiments.seg_fixture import calibrated_weights, segmenter
@@ -11,6 +12,7 @@ from poschan.control.ablation import SegEval, ablation_curve, channel_counts, ch
 from poschan.data.scenes import SceneSpec, fixed_scenes, scene_items
 from poschan.errors import UserError
 from poschan.locate.ranking import ChannelRanking
+from poschan.metrics.segmentation import miou_of, pixel_accuracy_of
 
 SIDE = 8
 
@@ -46,6 +48,9 @@ def left_half_data(n: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
 # clean: every pixel right, mIoU 1. Channel 0 masked (zero): every pixel predicted 0: IoU(class 0) = 32 / 64 and
 # IoU(class 1) = 0 / 32, mIoU 0.25, pixel accuracy 0.5. Channel 0 replaced by 1 (mean mode): every pixel 1, the same.
 MASKED_MIOU = 0.25
+# Per image, IoU counts = (true positives of class 0, 1; target + predicted pixels of class 0, 1):
+CLEAN_COUNTS = [32, 32, 64, 64]
+MASKED_COUNTS = [32, 0, 32 + 64, 32 + 0]  # every pixel predicted 0
 
 
 def test_masking_the_one_channel_drops_miou_to_the_hand_value_and_others_do_nothing():
@@ -61,20 +66,30 @@ def test_masking_the_one_channel_drops_miou_to_the_hand_value_and_others_do_noth
         expected = [MASKED_MIOU if 0 in draw else 1.0 for draw in point.random_channels]
         assert point.random_miou == expected and point.random_drop == [1.0 - e for e in expected]
         assert all(len(set(d)) == point.n for d in point.random_channels) and len(point.random_channels) == 6
+        assert [c.tolist() for c in point.ranked_counts] == [[MASKED_COUNTS] * 3]  # one row per image
+        for draw, counts in zip(point.random_channels, point.random_counts):
+            assert counts.tolist() == [MASKED_COUNTS if 0 in draw else CLEAN_COUNTS] * 3
+    assert curve.clean_counts.tolist() == [CLEAN_COUNTS] * 3
+    assert miou_of(np.array(MASKED_COUNTS)) == MASKED_MIOU and pixel_accuracy_of(np.array(MASKED_COUNTS)) == 0.5
     drawn = {v for p in curve.points[:2] for v in p.random_miou}
     assert drawn == {1.0, MASKED_MIOU}  # draws with and without channel 0
     others = ablation_curve(model, "body", torch.tensor([1, 2, 3, 0]), left_half_data(), n=[3], random_draws=0)
     assert others.points[0].ranked_miou == [1.0] and others.points[0].ranked_drop == [0.0]  # all but channel 0
 
 
-def test_mean_mode_fills_the_channel_and_folds_split_the_clean_score():
+def test_mean_mode_fills_the_channel_and_batches_keep_every_image():
     model = OneChannel().eval()
     images, masks = left_half_data(4)
+    masks[3, 0, 0] = 255  # one pixel of the last image (second batch) not scored
     assert torch.equal(channel_means(model, "body", images), torch.tensor([0.5, 1, 1, 1]))
     curve = ablation_curve(model, "body", [0, 1, 2, 3], (images, masks), n=[1], mode="mean",
-                           means=torch.tensor([1.0, 1, 1, 1]), folds=2, random_draws=0, batch_size=3)
-    assert curve.points[0].ranked_miou == [MASKED_MIOU] and curve.points[0].ranked_pixel_accuracy == [0.5]
-    assert curve.miou_clean_folds == [1.0, 1.0] and curve.mode == "mean"
+                           means=torch.tensor([1.0, 1, 1, 1]), random_draws=0, batch_size=3)
+    # every pixel predicted 1: per image tp (0, 32), target + predicted (32, 32 + 64); the last image lacks one
+    # class-1 pixel (top left)
+    assert curve.points[0].ranked_counts[0].tolist() == [[0, 32, 32, 96]] * 3 + [[0, 31, 32, 94]]
+    assert curve.clean_counts.tolist() == [CLEAN_COUNTS] * 3 + [[32, 31, 64, 62]]
+    assert curve.points[0].ranked_miou == [pytest.approx(MASKED_MIOU, abs=2e-3)] and curve.mode == "mean"
+    assert curve.miou_clean == 1.0
     with pytest.raises(UserError, match="needs the per-channel means"):
         ablation_curve(model, "body", [0, 1, 2, 3], (images, masks), n=[1], mode="mean")
 
@@ -134,10 +149,14 @@ def test_cached_features_of_a_segnet_agree_bit_for_bit_with_the_hook_path():
     for channels, mode in (([], "zero"), ([1, 5, 7], "zero"), (list(range(0, 32, 2)), "mean")):
         a = fast.meter(channels, mode=mode, means=means, regions={"left": left})
         b = slow.meter(channels, mode=mode, means=means, regions={"left": left})
-        assert all(torch.equal(a.confusions[k], b.confusions[k]) for k in a.confusions)
+        assert all(torch.equal(a.images(k), b.images(k)) for k in a.masks)
     ranking = ChannelRanking("backbone", "flip", {"overall": torch.rand(32, generator=torch.Generator().manual_seed(1))})
     curves = [ablation_curve(m, layer, ranking, (images, masks), n=["10%", "50%"], batch_size=3)
               for m, layer in ((model, "backbone"), (Wrapped(model), "net.backbone"))]
     curves[1].layer = curves[0].layer
     assert curves[0] == curves[1]
+    assert np.array_equal(curves[0].clean_counts, curves[1].clean_counts)
+    for a, b in zip(curves[0].points, curves[1].points):
+        assert all(np.array_equal(x, y) for x, y in zip(a.ranked_counts + a.random_counts,
+                                                           b.ranked_counts + b.random_counts))
     assert curves[0].miou_clean != curves[0].points[1].ranked_miou[0]  # masking half the channels changes the answer

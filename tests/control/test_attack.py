@@ -44,6 +44,9 @@ RANKING = ChannelRanking("body", "flip", {"left": torch.tensor([1.0, 0.0, 0.0]),
 # pixel of the half is predicted 0: IoU(class 0) = 16 / 32, IoU(class 1) = 0 / 16, mIoU 0.25; the other half keeps
 # mIoU 1. PGD with eps 0.6 (in the images' units) moves every pixel of the region across the 0.5 threshold: mIoU 0.
 BROKEN = 0.25
+# Per image, the IoU counts of a half (true positives of class 0, 1; target + predicted pixels of class 0, 1):
+WHOLE = [16, 16, 32, 32]
+BROKEN_COUNTS = [16, 0, 16 + 32, 16 + 0]  # every pixel of the half predicted 0
 
 
 def test_masking_a_regions_channel_breaks_that_region_only():
@@ -51,8 +54,12 @@ def test_masking_a_regions_channel_breaks_that_region_only():
     assert [(a.method, a.n) for a in result.arms] == [("flip", 1), ("flip-opposite", 1), ("random", 1)]
     ranked, control, random = result.arms
     assert ranked.channels == [[0]] and ranked.clean == (1.0, 1.0) and ranked.after == [(BROKEN, 1.0)]
-    assert ranked.drop_in == [1 - BROKEN] and ranked.drop_out == [0.0] and ranked.selectivity is None
-    assert control.channels == [[1]] and control.after == [(1.0, BROKEN)] and control.selectivity == 0.0
+    assert ranked.drop_in == [1 - BROKEN] and ranked.drop_out == [0.0]
+    assert control.channels == [[1]] and control.after == [(1.0, BROKEN)] and control.drop_in == [0.0]
+    assert {k: v.tolist() for k, v in ranked.clean_counts.items()} == {"in": [WHOLE] * 2, "out": [WHOLE] * 2}
+    assert [{k: v.tolist() for k, v in a.items()} for a in ranked.after_counts] == [
+        {"in": [BROKEN_COUNTS] * 2, "out": [WHOLE] * 2}]
+    assert control.after_counts[0]["out"].tolist() == [BROKEN_COUNTS] * 2
     expected = {0: (BROKEN, 1.0), 1: (1.0, BROKEN), 2: (1.0, 1.0)}
     assert random.channels == [d.tolist() for d in random_channels(3, 1, 5)]
     assert random.after == [expected[d[0]] for d in random.channels]
@@ -82,6 +89,9 @@ def test_masked_pgd_breaks_the_region_and_eps_zero_changes_nothing():
     (pgd,) = result.arms
     assert (pgd.method, pgd.n, pgd.channels, pgd.clean) == ("pgd", None, [], (1.0, 1.0))
     assert pgd.after == [(0.0, 1.0), (0.0, 1.0)]
+    # every pixel of the left half flipped: tp 0, target + predicted 16 + 16 per class; the clean on 3 images
+    assert [a["in"].tolist() for a in pgd.after_counts] == [[[0, 0, 32, 32]] * 3] * 2
+    assert pgd.clean_counts["in"].tolist() == [WHOLE] * 3
     assert torch.equal(pgd.examples[:, :, : SIDE // 2], 1 - data(2)[1][:, :, : SIDE // 2])  # flipped inside
     assert torch.equal(result.clean_examples, data(2)[1])
     still = region_attack(ev.model, "body", RANKING, ev, region="left", n=1, methods=["pgd"], pgd_eps=0.0)

@@ -1,6 +1,8 @@
+import csv
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -8,13 +10,29 @@ from poschan.cli import main
 from poschan.config import build_config
 from poschan.experiments import augshift
 from poschan.experiments.augshift import METHODS, METRICS, Config
+from poschan.metrics.invariance import latent_ratio
+from poschan.stats import estimate, proportion
 
 KEYS = set(METRICS)
 
 
-def _check_stat(s):
-    assert s["n"] == len(s["values"]) >= 1 and s["ci95"][0] <= s["mean"] <= s["ci95"][1]
-    assert all(0.0 <= v <= 2.0 for v in s["values"])
+def _check_stat(s, lo=0.0, hi=1.0):
+    """The results contract: n values, their mean, a non-empty interval inside [lo, hi] around it, a method."""
+    assert s["n"] == len(s["values"]) >= 1 and s["mean"] == pytest.approx(np.mean(s["values"]))
+    assert lo <= s["ci95"][0] <= s["mean"] <= s["ci95"][1] <= hi and s["ci95"][0] < s["ci95"][1]
+    assert all(lo <= v <= hi for v in s["values"]) and "test images" in s["method"]
+
+
+def _check_metrics(stats):
+    assert set(stats) == KEYS
+    for key, s in stats.items():
+        _check_stat(s, 0.0, 4.0 if key == "latent_distance" else 1.0)
+
+
+def _test_accuracy(path):
+    """The centre-crop test accuracy that training logged (poschan.metrics.classification, another code path)."""
+    with open(path) as fh:
+        return float(list(csv.DictReader(fh))[-1]["test_accuracy"])
 
 
 def test_smoke_run_of_all_five_methods_meets_the_results_contract(tmp_path, capsys):
@@ -24,15 +42,21 @@ def test_smoke_run_of_all_five_methods_meets_the_results_contract(tmp_path, caps
     assert {"experiment", "config", "metrics", "seeds", "env", "elapsed_s"} <= set(data)
     methods = data["metrics"]["methods"]
     assert set(methods) == set(METHODS)
-    for stats in methods.values():
-        assert set(stats) == KEYS
-        for s in stats.values():
-            _check_stat(s)
+    for m, stats in methods.items():
+        _check_metrics(stats)
+        run = augshift.run_name(m, 1.0)
+        assert stats["accuracy"]["values"] == pytest.approx([_test_accuracy(out / run / "seed0" / "metrics.csv")])
     curve = data["metrics"]["shift_curve"]
     assert curve["offset"] == [0, 1, 2, 3, 4, 5] and set(curve["accuracy"]) == set(METHODS)
+    for m, points in curve["accuracy"].items():
+        for s in points:
+            _check_stat(s)
+        assert points[curve["centre_offset"]] == methods[m]["accuracy"]  # the same outcomes, the same interval
+    assert {c["name"] for c in data["metrics"]["comparisons"]} == {
+        f"augshift_vs_{b}_{k}" for b in ("shift_aug", "baseline") for k in METRICS}
     assert data["metrics"]["budget"]["views_per_step"] == {"baseline": 16, "shift-aug": 32, "augshift": 32,
                                                           "blurpool": 16, "augshift+blurpool": 32}
-    for name in ("table.csv", "runs.csv", "shift_curve.csv", "methods.png", "accuracy_vs_shift.png"):
+    for name in ("table.csv", "runs.csv", "shift_curve.csv", "comparisons.csv", "methods.png", "accuracy_vs_shift.png"):
         assert (out / name).is_file()
     assert (out / "augshift+blurpool_lam1" / "seed0" / "checkpoint.pt").is_file()
     assert "augshift+blurpool" in capsys.readouterr().out
@@ -46,11 +70,10 @@ def test_lambda_sweep_reuses_equal_runs(tmp_path):
     rows = metrics["lambda_sweep"]
     assert [r["lambda"] for r in rows] == [0.0, 1.0]
     for r in rows:
-        assert set(r) == KEYS | {"lambda"}
-        for s in (v for k, v in r.items() if k != "lambda"):
-            _check_stat(s)
+        _check_metrics({k: v for k, v in r.items() if k != "lambda"})
     assert rows[1] == {"lambda": 1.0, **metrics["methods"]["augshift"]}  # lambda 1: the same run, trained once
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["augshift_lam0", "augshift_lam1"]
+    assert metrics["comparisons"] == [] and not (out / "comparisons.csv").exists()  # nothing to compare with
     assert (out / "lambda_sweep.csv").is_file() and (out / "lambda_sweep.png").is_file()
 
 
@@ -72,7 +95,52 @@ def test_resumed_training_equals_an_uninterrupted_one(tmp_path):
     fresh, _ = augshift.train_run(plan, r, 0, tmp_path / "fresh", progress=False)
     for key, value in fresh.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
-    assert augshift.score(plan, resumed, 0) == augshift.score(plan, fresh, 0)
+    a, b = augshift.score(plan, resumed, 0), augshift.score(plan, fresh, 0)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_per_image_outcomes_recomputed_and_their_intervals():
+    c = build_config(Config, "augshift", "smoke", overrides={"methods": ["baseline"], "test_size": 24})
+    plan = augshift.prepare(c)
+    torch.manual_seed(0)
+    model = plan.make_model(False).eval()
+    outcomes = augshift.score(plan, model, 0)
+    test, shift = plan.data.test_set, plan.shift
+    with torch.no_grad():  # the centre crop, classified here independently of poschan.metrics
+        centre = shift.view(shift.place(test.images), shift.centre(len(test)))
+        hits = (model(centre).argmax(1) == test.labels).double().numpy()
+    assert np.array_equal(outcomes["accuracy"], hits) and outcomes["diagonal_accuracy"].shape == (24, 6)
+    for key in ("consistency", "circular_consistency", "fidelity"):  # shares of each image's test_passes pairs
+        assert np.allclose(outcomes[key] * c.test_passes, np.round(outcomes[key] * c.test_passes))
+    assert np.all(outcomes["fidelity"] <= outcomes["consistency"])
+    two = [outcomes, augshift.score(plan, model, 1)]  # two "seeds"
+    s = augshift._estimate("accuracy", [o["accuracy"] for o in two], c.test_passes)
+    assert s == proportion([o["accuracy"] for o in two], unit="training seeds", item="test images")
+    assert s["values"] == pytest.approx([o["accuracy"].mean() for o in two])
+    d = augshift._estimate("latent_distance", [o["latent_distance"] for o in two], c.test_passes)
+    rows = [o["latent_distance"] for o in two]
+    assert d["values"] == pytest.approx([r[:, 0].sum() / r[:, 1].sum() for r in rows])  # a ratio of sums
+    assert d == estimate(rows, latent_ratio, bounds=(0, 4), unit="training seeds",
+                         item=augshift._item("latent_distance", c.test_passes))
+    _check_stat(d, 0.0, 4.0)
+
+
+def test_comparisons_are_paired_differences_of_the_methods(tmp_path):
+    out = tmp_path / "c"
+    assert main(["augshift", "--preset", "smoke", "--no-progress", "--methods", "baseline,shift-aug,augshift",
+                 "--seeds", "0,1", "--out", str(out)]) == 0
+    metrics = json.loads((out / "results.json").read_text())["metrics"]
+    methods, comparisons = metrics["methods"], metrics["comparisons"]
+    assert len(comparisons) == 2 * len(METRICS)
+    for cmp in comparisons:
+        assert {"name", "a", "b", "question", "mean", "ci95", "n", "values", "method", "p_value", "test"} <= set(cmp)
+        key = cmp["name"].split(f"_vs_{cmp['b'].replace('-', '_')}_")[1]
+        a, b = methods[cmp["a"]][key], methods[cmp["b"]][key]
+        assert cmp["values"] == pytest.approx([x - y for x, y in zip(a["values"], b["values"])])  # seed by seed
+        assert cmp["mean"] == pytest.approx(a["mean"] - b["mean"]) and cmp["n"] == 2
+        span = 4.0 if key == "latent_distance" else 1.0
+        assert -span <= cmp["ci95"][0] <= cmp["mean"] <= cmp["ci95"][1] <= span
+        assert cmp["ci95"][0] < cmp["ci95"][1] and 0 <= cmp["p_value"] <= 1
 
 
 @pytest.mark.parametrize("flags, message", [

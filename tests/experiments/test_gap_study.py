@@ -58,7 +58,7 @@ def test_test_only_permutation_destroys_order_coded_position():
     net = OrderNet(3)
     scores = evaluators(Config(stage="stage3"), Variant("location", "gap-fc", "zeros", 3))
     torch.manual_seed(0)
-    results = {name: score(net, test, 2, torch.device("cpu")) for name, score in scores.items()}
+    results = {name: float(score(net, test, 2, torch.device("cpu")).mean()) for name, score in scores.items()}
     assert results["accuracy"] == 1.0
     assert results["test-only@pooled"] < 0.3 and results["test-only@stage3"] < 0.3
 
@@ -76,9 +76,22 @@ def test_smoke_run_has_a_row_for_every_combination(tmp_path):
     assert {(r["task"], r["head"], r["permute"], r["where"], r["padding"], r["grid"]) for r in rows} == expected
     for r in rows:
         s = r["accuracy"]
-        assert s["n"] == len(s["values"]) and s["ci95"][0] <= s["mean"] <= s["ci95"][1]
+        assert s["n"] == len(s["values"]) and 0 <= s["ci95"][0] <= s["mean"] <= s["ci95"][1] <= 1
+        assert s["ci95"][0] < s["ci95"][1] and "test canvases" in s["method"]
+        assert 0 < r["vs_chance"]["p_value"] <= 1
         assert r["chance"] == pytest.approx(1 / r["grid"] ** 2 if r["task"] == "location" else 0.1)
-    for name in ("table.csv", "curves.csv", "accuracy_by_padding.png", "permutation.png", "learning_curves.png"):
+    by_key = {(r["task"], r["head"], r["permute"], r["where"], r["padding"], r["grid"]): r for r in rows}
+    assert len(by_key) == len(rows)
+    paired = data["metrics"]["comparisons"]
+    key = ("task", "head", "permute", "where", "padding", "grid")
+    assert {tuple(p[k] for k in key) for p in paired} == {k for k in by_key if k[2] != "none"}
+    for p in paired:
+        permuted = by_key[tuple(p[k] for k in key)]["accuracy"]
+        plain = by_key[p["task"], p["head"], "none", "-", p["padding"], p["grid"]]["accuracy"]
+        assert p["values"] == pytest.approx([a - b for a, b in zip(permuted["values"], plain["values"])])
+        assert -1 <= p["ci95"][0] <= p["mean"] <= p["ci95"][1] <= 1 and p["ci95"][0] < p["ci95"][1]
+        assert 0 < p["p_value"] <= 1 and p["method"]
+    for name in ("table.csv", "comparisons.csv", "curves.csv", "accuracy_by_padding.png", "permutation.png", "learning_curves.png"):
         assert (tmp_path / "g" / name).exists()
     assert set(data["metrics"]["permute_meanings"]) == {"none", "test-only", "per-batch", "per-sample"}
 

@@ -1,16 +1,25 @@
 """`poschan position-map`: known answers of the readout, the CLI smoke run and its bad-input contract."""
 
+import csv
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from poschan.cli import main
 from poschan.data.canvas import photo_crops
-from poschan.measure.map_readout import MapReadout, fit_map_readout, resized_feature_maps, score, shuffle_positions
-from poschan.measure.position_maps import TARGETS, position_maps
+from poschan.measure.map_readout import (
+    MapReadout,
+    fit_map_readout,
+    image_scores,
+    resized_feature_maps,
+    score,
+    shuffle_positions,
+)
+from poschan.measure.position_maps import TARGETS, mae, position_maps, spc
 from poschan.models.registry import build_model
 
 NETS = '''
@@ -48,9 +57,11 @@ def nets(tmp_path_factory):
     return str(path)
 
 
-def statistic_ok(stat: dict) -> bool:
+def statistic_ok(stat: dict, low: float, high: float) -> bool:
+    """The results contract: n values, their mean, a non-empty interval inside [low, high] around it."""
     lo, hi = stat["ci95"]
-    return stat["n"] == len(stat["values"]) >= 1 and lo <= stat["mean"] <= hi
+    return stat["n"] == len(stat["values"]) >= 1 and low <= lo <= stat["mean"] <= hi <= high and lo < hi and \
+        stat["mean"] == pytest.approx(np.mean(stat["values"])) and "test crops" in stat["method"]
 
 
 def all_circular_shifts(image: torch.Tensor) -> torch.Tensor:
@@ -104,6 +115,21 @@ def test_readout_learns_a_gradient_that_is_in_the_features():
             assert spc_value > 0.95 and mae_value < 0.1
 
 
+def test_image_scores_are_spc_and_mae_per_image_and_average_to_score():
+    maps = position_maps(TARGETS, 6, 6)
+    g = torch.Generator().manual_seed(0)
+    pred = torch.cat([maps[None], 1 - maps[None], torch.rand(2, 3, 6, 6, generator=g)])  # 4 images, 3 targets
+    rows = image_scores(pred, maps)
+    assert rows.shape == (3, 4, 2)  # (target, image, SPC/MAE)
+    assert rows[:, 0, 0].tolist() == pytest.approx([1.0, 1.0, 1.0]) and rows[:, 0, 1].tolist() == [0.0, 0.0, 0.0]
+    assert rows[:, 1, 0].tolist() == pytest.approx([-1.0, -1.0, -1.0])  # 1 - map reverses every ranking
+    for t in range(3):
+        assert rows[t, :, 0].tolist() == pytest.approx(spc(pred[:, t], maps[t]).tolist())
+        assert rows[t, :, 1].tolist() == pytest.approx(mae(pred[:, t], maps[t]).tolist())
+    means = [v for t in range(3) for v in (spc(pred[:, t], maps[t]).mean(), mae(pred[:, t], maps[t]).mean())]
+    assert [v for pair in score(pred, maps) for v in pair] == pytest.approx([float(v) for v in means])
+
+
 def test_shuffle_positions_permutes_pixels_per_image():
     g = torch.Generator().manual_seed(0)
     x = torch.arange(2 * 3 * 16, dtype=torch.float32).view(2, 3, 4, 4)
@@ -129,7 +155,7 @@ def test_cli_smoke_results_contract(nets, tmp_path, capsys):
     out = tmp_path / "x"
     args = ["position-map", "--model", f"{nets}:coord", "--layers", "backbone", "--image-size", "32",
             "--preset", "smoke", "--no-progress", "--out", str(out)]
-    assert main(args) == 0
+    assert main([*args, "--seeds", "0,1"]) == 0
     data = json.loads((out / "results.json").read_text())
     assert data["experiment"] == "position-map" and data["config"]["preset"] == "smoke"
     metrics = data["metrics"]
@@ -137,11 +163,33 @@ def test_cli_smoke_results_contract(nets, tmp_path, capsys):
         cells = {(r["padding"], r["target"]) for r in metrics[key]}
         assert cells == {(p, t) for p in ("zeros", "circular") for t in TARGETS}
         for row in metrics[key]:
-            assert statistic_ok(row["spc"]) and statistic_ok(row["mae"])
+            assert statistic_ok(row["spc"], -1, 1) and statistic_ok(row["mae"], 0, 1)
+            assert row["spc"]["n"] == 2 and "2 seeds" in row["spc"]["method"]
+    with open(out / "table.csv") as fh:
+        table = {(r["features"], r["padding"], r["target"]): r for r in csv.DictReader(fh)}
+    assert float(table["readout", "zeros", "gaussian"]["mae_lo"]) == next(
+        r["mae"]["ci95"][0] for r in metrics["rows"] if (r["padding"], r["target"]) == ("zeros", "gaussian"))
+    side = {(r.get("control", "readout features").split()[0], r["padding"], r["target"]): r
+            for r in [*metrics["rows"], *metrics["controls"]]}
+    comparisons = {c["name"]: c for c in metrics["comparisons"]}
+    assert len(comparisons) == 2 * 3 * 2 + 3  # (readout - shuffled) x (padding, target, SPC/MAE); circular - zeros
+    for name, cmp in comparisons.items():
+        if "readout_vs_shuffled" in name:
+            padding, target, m = name.split(":")
+            m = m.split("_")[0]
+            a, b = side["readout", padding, target][m], side["shuffled", padding, target][m]
+        else:
+            target, m = name.split(":")
+            a, b = side["readout", "circular", target]["spc"], side["readout", "zeros", target]["spc"]
+        assert cmp["values"] == pytest.approx([x - y for x, y in zip(a["values"], b["values"])])  # seed by seed
+        span = 2.0 if "spc" in name else 1.0
+        assert -span <= cmp["ci95"][0] <= cmp["mean"] <= cmp["ci95"][1] <= span and cmp["ci95"][0] < cmp["ci95"][1]
+        assert cmp["question"] and 0 <= cmp["p_value"] <= 1
+    assert comparisons["zeros:horizontal:spc_readout_vs_shuffled"]["ci95"][0] > 0.5  # the coordinate channel
     by_cell = {(r["padding"], r["target"]): r["spc"]["mean"] for r in metrics["rows"]}
     assert by_cell["zeros", "horizontal"] > 0.9 and by_cell["circular", "horizontal"] > 0.9  # coordinate channel
     assert all(abs(r["spc"]["mean"]) < 0.3 for r in metrics["controls"])
-    for name in ("table.csv", "position_maps.png", "spc.png", "config.yaml"):
+    for name in ("table.csv", "comparisons.csv", "position_maps.png", "spc.png", "config.yaml"):
         assert (out / name).exists(), name
     assert "shuffled features" in capsys.readouterr().out
 

@@ -3,9 +3,11 @@
 This file doubles as the user-model file (``--model THIS_FILE.py:FACTORY``) of the known-answer nets below.
 """
 
+import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -13,8 +15,11 @@ from torch import Tensor, nn
 from poschan.cli import main
 from poschan.data.canvas import paste_in_grid
 from poschan.data.sources import load_dataset
-from poschan.experiments.probe import Config, split_sets
+from poschan.experiments.probe import Config, probe_layer, split_sets
+from poschan.measure.readout import fit_readout, permute_features
 from poschan.models.registry import build_model
+from poschan.runtime import seeded_generator
+from poschan.stats import proportion
 from poschan.taps import pooled_features, resolve_layers
 
 THIS = Path(__file__).as_posix()
@@ -76,9 +81,10 @@ def probe(tmp_path: Path, name: str, *args: str) -> dict:
 
 
 def statistic_ok(stat: dict) -> bool:
+    """The results contract for an accuracy: n values, their mean, a non-empty interval in [0, 1] around it."""
     lo, hi = stat["ci95"]
-    return stat["n"] == len(stat["values"]) >= 1 and lo <= stat["mean"] <= hi and \
-        abs(stat["mean"] - sum(stat["values"]) / stat["n"]) < 1e-9
+    return stat["n"] == len(stat["values"]) >= 1 and 0 <= lo <= stat["mean"] <= hi <= 1 and lo < hi and \
+        abs(stat["mean"] - sum(stat["values"]) / stat["n"]) < 1e-9 and "test canvases" in stat["method"]
 
 
 def test_circular_stride1_net_has_identical_pooled_features_in_every_cell():
@@ -108,11 +114,29 @@ def test_explicit_coordinate_channels_read_location_perfectly(tmp_path):
 
 def test_position_in_one_channel_is_destroyed_by_permuting_the_test_channels(tmp_path):
     # grid 2: a linear readout of ONE scalar separates 4 ordered levels well (9 would need huge weights)
-    row = probe(tmp_path, "one", "--model", f"{THIS}:one_channel_net", "--padding", "circular", "--layers", "backbone",
-                "--grid", "2", "--train-size", "300", "--test-size", "300", *SEEDS)["metrics"]["layers"][0]
+    m = probe(tmp_path, "one", "--model", f"{THIS}:one_channel_net", "--padding", "circular", "--layers", "backbone",
+              "--grid", "2", "--train-size", "300", "--test-size", "300", *SEEDS)["metrics"]
+    row = m["layers"][0]
     assert row["channels"] == 64 and row["chance"] == 1 / 4
     assert row["accuracy"]["mean"] >= 0.95, row["accuracy"]
     assert abs(row["accuracy_permuted_test"]["mean"] - 1 / 4) < 0.05, row["accuracy_permuted_test"]
+    (cmp,) = [d for d in m["comparisons"] if d["name"] == "backbone:plain_vs_permuted_test"]
+    assert cmp["ci95"][0] > 0.5 and cmp["p_value"] < 0.05  # the loss of the permutation excludes 0 by far
+
+
+def test_probe_layer_outcomes_are_per_test_row_and_recomputed_by_hand():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(3, (90,), generator=g)
+    x = torch.randn(90, 6, generator=g)
+    x[:, 0] += 4 * y  # the class in channel 0 only
+    out = probe_layer(x[:60], y[:60], x[60:], y[60:], seed=0, c=1.0, generator=seeded_generator(0, "layer"))
+    plain = fit_readout(x[:60], y[:60], seed=0)
+    by_hand = (plain.predict(x[60:].double().numpy()) == y[60:].numpy()).astype(float)
+    assert np.array_equal(out["accuracy"], by_hand) and out["accuracy"].mean() > 0.9
+    permuted = permute_features(x[60:], seeded_generator(0, "layer"))  # the generator's first draw: the test rows
+    assert np.array_equal(out["accuracy_permuted_test"],
+                          (plain.predict(permuted.double().numpy()) == y[60:].numpy()).astype(float))
+    assert {v.shape for v in out.values()} == {(30,)} and set(np.unique(np.concatenate(list(out.values())))) <= {0, 1}
 
 
 def test_smoke_efficientnet_lite0_pretrained_contract(tmp_path):
@@ -124,11 +148,26 @@ def test_smoke_efficientnet_lite0_pretrained_contract(tmp_path):
     m = data["metrics"]
     assert [r["layer"] for r in m["layers"]] == ["backbone.net._blocks.4", "backbone.net._blocks.10", "backbone"]
     assert m["n_train"] == data["config"]["train_size"] and m["n_test"] == data["config"]["test_size"]
+    with open(tmp_path / "lite0" / "per_seed.csv") as fh:
+        per_seed = {r["layer"]: r for r in csv.DictReader(fh)}
+    n = m["n_test"]
     for row in m["layers"]:
         assert row["chance"] == pytest.approx(CHANCE)
         for key in ("accuracy", "accuracy_permuted_test", "accuracy_permuted_train"):
-            assert statistic_ok(row[key]) and 0 <= row[key]["mean"] <= 1
-    for name in ("table.csv", "per_seed.csv", "probe.png", "config.yaml"):
+            stat = row[key]
+            assert statistic_ok(stat) and stat["values"] == [pytest.approx(float(per_seed[row["layer"]][key]))]
+            hits = round(stat["mean"] * n)  # one seed: the interval is Wilson's on its count of right canvases
+            assert stat["ci95"] == pytest.approx(proportion([np.r_[np.ones(hits), np.zeros(n - hits)]])["ci95"])
+        assert 0 <= row["vs_chance"]["p_value"] <= 1 and row["vs_chance"]["chance"] == row["chance"]
+    assert len(m["comparisons"]) == 2 * len(layers)
+    for cmp in m["comparisons"]:
+        layer, variant = cmp["name"].split(":plain_vs_")
+        (row,) = [r for r in m["layers"] if r["layer"] == layer]
+        other = row[f"accuracy_{variant}"]
+        assert cmp["mean"] == pytest.approx(row["accuracy"]["mean"] - other["mean"]) and cmp["a"] == "plain"
+        assert -1 <= cmp["ci95"][0] <= cmp["mean"] <= cmp["ci95"][1] <= 1 and cmp["ci95"][0] < cmp["ci95"][1]
+        assert cmp["question"] and 0 <= cmp["p_value"] <= 1
+    for name in ("table.csv", "per_seed.csv", "comparisons.csv", "probe.png", "config.yaml"):
         assert (tmp_path / "lite0" / name).is_file(), name
     assert len((tmp_path / "lite0" / "table.csv").read_text().strip().splitlines()) == 1 + len(layers)
 

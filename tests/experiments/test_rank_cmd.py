@@ -18,6 +18,7 @@ from poschan.data.fingerprint import image_fingerprint
 from poschan.data.sources import load_dataset
 from poschan.locate.ranking import ChannelRanking
 from poschan.models.registry import build_model
+from poschan.stats import proportion, summarize
 
 THIS = Path(__file__).as_posix()
 TINY = ["--model", f"{THIS}:tiny_net", "--layer", "backbone.2", "--split", "test", "--eval-split", "train"]
@@ -43,9 +44,11 @@ def rank(tmp_path: Path, name: str, *args: str) -> tuple[Path, dict]:
     return out, json.loads((out / "results.json").read_text())
 
 
-def statistic_ok(stat: dict) -> bool:
+def statistic_ok(stat: dict, low: float, high: float) -> bool:
+    """The results contract: n values, their mean, a non-empty interval inside [low, high] around it."""
     lo, hi = stat["ci95"]
-    return stat["n"] == len(stat["values"]) >= 1 and lo <= stat["mean"] <= hi
+    return stat["n"] == len(stat["values"]) >= 1 and low <= lo <= stat["mean"] <= hi <= high and lo < hi and \
+        stat["mean"] == pytest.approx(sum(stat["values"]) / stat["n"]) and bool(stat["method"])
 
 
 @pytest.mark.parametrize("method", ["flip", "shift", "dimest"])
@@ -81,15 +84,26 @@ def test_smoke_contract(tmp_path, method):
     if method == "dimest":
         dims = m["dims"]
         assert dims["position"] + dims["semantic"] + dims["residual"] == 6
-        assert statistic_ok(m["position_percent"]) and m["position_percent"]["values"] == [dims["percent"]["position"]]
+        assert statistic_ok(m["position_percent"], 0, 100)
+        assert m["position_percent"]["values"] == [dims["percent"]["position"]]
+        assert m["position_percent"]["ci95"] == [0, 100]  # one seed: no interval, the whole range (stated)
 
 
 def test_seeds_are_merged_and_compared(tmp_path):
-    _, data = rank(tmp_path, "seeds", *TINY, "--method", "dimest", "--limit", "9", "--seeds", "0,1")
+    out, data = rank(tmp_path, "seeds", *TINY, "--method", "dimest", "--limit", "9", "--seeds", "0,1,2",
+                     "--top-n", "3")
     m = data["metrics"]
-    assert m["position_percent"]["n"] == 2 and statistic_ok(m["position_percent"])
-    assert set(m["seed_overlap"]) == {"position", "semantic"}
-    assert all(statistic_ok(s) and 0 <= s["mean"] <= 1 for s in m["seed_overlap"].values())
+    percent = m["position_percent"]
+    assert percent["n"] == 3 and statistic_ok(percent, 0, 100)
+    assert percent == summarize(percent["values"], bounds=(0, 100), unit="ranking seeds")
+    assert set(m["seed_overlap"]) == {"position", "semantic"} and m["seed_overlap_chance"] == 3 / 6
+    per_seed = json.loads((out / "ranking.json").read_text())["per_seed"]
+    for key, s in m["seed_overlap"].items():
+        assert statistic_ok(s, 0, 1) and "pairs of ranking seeds" in s["method"]
+        top = {seed: sorted(range(6), key=lambda c: (-scores[key][c], c))[:3] for seed, scores in per_seed.items()}
+        shared = [[float(c in top[j]) for c in top[i]] for i, j in (("0", "1"), ("0", "2"), ("1", "2"))]
+        assert s["values"] == pytest.approx([sum(h) / 3 for h in shared])  # recomputed from the per-seed scores
+        assert s == proportion(shared, unit="pairs of ranking seeds (sharing seeds)", item="top-3 channels")
 
 
 def test_training_checkpoint_weights_are_used(tmp_path):

@@ -34,7 +34,8 @@ def test_killed_study_rerun_skips_finished_steps_and_ends_with_the_report(tmp_pa
     assert all((out / name / "results.json").is_file() for name in steps)
     assert not any(p.name.endswith(".partial") for p in out.iterdir())
     report = (out / "report.html").read_text()
-    assert report.count("<h2>") == len(steps) and "poschan reproduce --preset smoke" in report
+    assert report.count("<h2>") == len(steps) + 1 and "<h2>Claims of the paper</h2>" in report
+    assert "poschan reproduce --preset smoke" in report
 
     assert main(["reproduce", "--preset", "smoke", "--out", str(out)]) == 0  # complete: nothing to do
     assert "every step" in capsys.readouterr().out

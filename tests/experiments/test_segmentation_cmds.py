@@ -11,9 +11,21 @@ from poschan.cli import main
 SMALL = ["--preset", "smoke", "--no-progress"]
 
 
-def statistic_ok(stat: dict) -> bool:
+def statistic_ok(stat: dict, bounds: tuple[float, float] = (0.0, 1.0)) -> bool:
+    """The results contract: n values, their mean, an interval of non-zero width inside ``bounds``, a method."""
     lo, hi = stat["ci95"]
-    return stat["n"] == len(stat["values"]) >= 1 and lo <= stat["mean"] <= hi
+    return (stat["n"] == len(stat["values"]) >= 1 and stat["mean"] == pytest.approx(sum(stat["values"]) / stat["n"])
+            and bounds[0] <= lo <= stat["mean"] <= hi <= bounds[1] and lo < hi and bool(stat["method"]))
+
+
+def comparison_ok(entry: dict, bounds: tuple[float, float]) -> bool:
+    return (statistic_ok(entry, bounds) and 0 <= entry["p_value"] <= 1 and bool(entry["test"])
+            and all(entry[k] for k in ("name", "a", "b", "question")))
+
+
+def ratio_ok(entry: dict) -> bool:
+    return entry.get("estimable") is False and bool(entry["reason"]) or statistic_ok(entry, (-float("inf"),
+                                                                                            float("inf")))
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +46,9 @@ def test_seg_train_contract(trained):
     data = json.loads((trained / "results.json").read_text())
     assert data["experiment"] == "seg-train" and data["config"]["layout_prior"] == 0.9
     m = data["metrics"]
-    assert statistic_ok(m["miou"]) and 0 <= m["miou"]["mean"] <= 1
+    assert statistic_ok(m["miou"]) and statistic_ok(m["pixel_accuracy"])
+    assert "training seeds" in m["miou"]["method"] and "test images" in m["miou"]["method"]
+    assert len(m["train_loss"]) == 1 and isinstance(m["train_loss"][0], float)  # per seed, no interval
     assert (trained / "seed0/checkpoint.pt").is_file() and (trained / "curves.csv").is_file()
     state = torch.load(trained / "seed0/checkpoint.pt", weights_only=True)
     assert state["meta"]["scenes"]["layout_prior"] == 0.9 and state["meta"]["segmentation"]["width"] == 4
@@ -42,17 +56,25 @@ def test_seg_train_contract(trained):
 
 def test_ablate_contract(ablated):
     m = json.loads((ablated / "results.json").read_text())["metrics"]
-    assert statistic_ok(m["miou_clean"])
+    assert statistic_ok(m["miou_clean"]) and statistic_ok(m["pixel_accuracy_clean"])
     ns = [row["n"] for row in m["reliance"]]
     assert ns == sorted(ns) and all(1 <= n <= m["channels"] for n in ns)
     for row in m["reliance"]:
-        assert statistic_ok(row["ranked"]) and statistic_ok(row["random"])
+        for name in ("ranked", "random"):
+            assert statistic_ok(row[name]) and statistic_ok(row[f"{name}_pixel_accuracy"])
+            assert comparison_ok({**row[f"{name}_drop"], "name": "-", "a": "-", "b": "-", "question": "-"}, (-1, 1))
         assert row["random"]["n"] == 5 and row["ranked"]["n"] == 1  # smoke: one ranking seed, five random draws
+        assert "ranking seeds" in row["ranked"]["method"] and "random draws" in row["random"]["method"]
+        assert ratio_ok(row["drop_ratio"])
+    assert [c["name"] for c in m["comparisons"]] == [f"ranked_vs_random_drop_n{n}" for n in ns]
+    for entry in m["comparisons"]:
+        assert comparison_ok(entry, (-1, 1)) and entry["n"] == 5  # one ranking seed beside each of five draws
+        assert "paired cyclically" in entry["method"]
     ranking = json.loads((ablated / "ranking.json").read_text())
     assert ranking["schema"] == "poschan-ranking/1" and ranking["layer"] == m["layer"] == "backbone"
     assert ranking["data"]["split"] == "rank" and ranking["channels"] == m["channels"]
     assert sorted(ranking["keys"]["overall"]["order"]) == list(range(m["channels"]))
-    for name in ("reliance.png", "overlays.png", "table.csv"):
+    for name in ("reliance.png", "overlays.png", "table.csv", "comparisons.csv"):
         assert (ablated / name).is_file()
 
 
@@ -77,8 +99,16 @@ def test_attack_contract(trained, tmp_path):
     assert ("cell:4", "flip") not in methods  # flip ranks halves only
     assert ("cell:4", "shift-opposite") not in methods  # the centre cell is its own mirror: no opposite control
     for r in m["attack"]:
-        assert statistic_ok(r["miou_in"]) and statistic_ok(r["miou_out"])
-        assert r["selectivity"] is None or isinstance(r["selectivity"], float)
+        for key in ("miou_in", "miou_out", "miou_in_clean", "miou_out_clean"):
+            assert statistic_ok(r[key])
+        for key, bounds in (("drop_in", (-1, 1)), ("drop_out", (-1, 1)), ("selectivity", (-2, 2))):
+            assert comparison_ok({**r[key], "name": "-", "a": "-", "b": "-", "question": "-"}, bounds)
+        assert ratio_ok(r["drop_ratio"])
+    names = {c["name"] for c in m["comparisons"]}
+    assert {"left_n8_flip_vs_random_drop_in", "left_n8_flip_vs_random_selectivity", "left_n8_shift_vs_opposite_selectivity",
+            "cell:4_n8_shift_vs_random_selectivity"} <= names and len(names) == len(m["comparisons"])
+    assert "cell:4_n8_shift_vs_opposite_selectivity" not in names
+    assert all(comparison_ok(c, (-1, 1) if c["name"].endswith("drop_in") else (-2, 2)) for c in m["comparisons"])
     assert (out / "regions.png").is_file() and (out / "overlays_left.png").is_file()
 
 

@@ -1,9 +1,11 @@
 """Known answers for `poschan seg-train`, `ablate` and `attack`: every number they report is recomputed here from the
 checkpoint (backbone features, the named channels zeroed, the reference mIoU of seg_fixture) on a segmenter that
-predicts every class and whose predictions change when channels are zeroed.
+predicts every class and whose predictions change when channels are zeroed; every interval and p-value is that of
+poschan.stats on per-image counts computed here (``hand_counts``, not the library's confusion code), with the units
+(seeds, draws, their pairs) chosen here.
 
-Each command evaluates its test scenes in one batch (as ablate's folds and PGD's scenes: one batch each), and each
-recomputation decodes the same batches, so the two agree to float rounding (``TOL``), not merely to a pixel or two.
+Each command evaluates its test scenes in one batch (as PGD's scenes), and each recomputation decodes the same
+batches, so the two agree to float rounding (``TOL``), not merely to a pixel or two.
 """
 
 from __future__ import annotations
@@ -12,20 +14,21 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
 import poschan.control.attack
+from poschan import stats
 from poschan.cli import main
-from poschan.data.scenes import SceneSpec
+from poschan.data.scenes import NUM_CLASSES, SceneSpec
 from poschan.data.segdata import EvalSet, SegData
 from poschan.experiments import attack
 from poschan.models.segmentation import SegSpec, build_segmenter
-from poschan.stats import summarize
 
-from .seg_fixture import SPEC, calibrated_weights, predict, reference_scores, segmenter
+from .seg_fixture import IGNORE, SPEC, calibrated_weights, predict, reference_scores, segmenter
 
-SIDE, TEST, CHANNELS, FOLDS = 84, 24, 32, 3
+SIDE, TEST, CHANNELS = 84, 24, 32
 RUN = ["--preset", "smoke", "--no-progress"]
 EVAL = ["--test-size", str(TEST), "--batch-size", str(TEST), "--rank-scenes", "16", "--random-seeds", "5"]
 COUNTS = {"10%": 3, "25%": 8}  # round(p% of 32 channels)
@@ -56,12 +59,81 @@ def top(scores: list[float], n: int) -> list[int]:
     return sorted(range(len(scores)), key=lambda c: -scores[c])[:n]
 
 
-def check_stat(stat: dict, values: list[float]) -> None:
-    """``stat`` summarises exactly ``values`` (its interval: the one stats.summarize gives them)."""
-    assert stat["n"] == len(values)
-    assert stat["values"] == pytest.approx(values, abs=TOL)
+def hand_counts(pred: torch.Tensor, masks: torch.Tensor, where: torch.Tensor | None = None) -> np.ndarray:
+    """Per image: each class's true positives, then its target + predicted pixels, over the scored pixels ``where``."""
+    rows = []
+    for p, t in zip(pred.numpy(), masks.numpy()):
+        keep = t != IGNORE
+        if where is not None:
+            keep &= where.numpy()
+        conf = np.bincount(t[keep] * NUM_CLASSES + p[keep], minlength=NUM_CLASSES ** 2).reshape(NUM_CLASSES, -1)
+        rows.append(np.concatenate([np.diag(conf), conf.sum(0) + conf.sum(1)]))
+    return np.array(rows, dtype=np.float64)
+
+
+def hand_miou(means: np.ndarray) -> np.ndarray:
+    """mIoU over the classes present of (..., 2K) mean ``hand_counts``."""
+    tp, both = means[..., :NUM_CLASSES], means[..., NUM_CLASSES:]
+    present = both > 0
+    return np.where(present, tp / np.where(present, both - tp, 1), 0).sum(-1) / present.sum(-1)
+
+
+def hand_accuracy(means: np.ndarray) -> np.ndarray:
+    return means[..., :NUM_CLASSES].sum(-1) / (means[..., NUM_CLASSES:].sum(-1) / 2)
+
+
+def hand_halves(means: np.ndarray) -> np.ndarray:
+    """mIoU of the first 2K columns minus mIoU of the last 2K."""
+    return hand_miou(means[..., :2 * NUM_CLASSES]) - hand_miou(means[..., 2 * NUM_CLASSES:])
+
+
+def cycled(a: list, b: list) -> tuple[list, list]:
+    """Pairs (a[i mod len(a)], b[i mod len(b)]) for i < the larger count: the commands' pairing of units."""
+    m = max(len(a), len(b))
+    return [a[i % len(a)] for i in range(m)], [b[i % len(b)] for i in range(m)]
+
+
+def check_stat(stat: dict, values: list[float], expected: dict, bounds: tuple[float, float]) -> None:
+    """``stat`` holds exactly ``values`` (the reference scores of each unit) and the interval, p-value and method of
+    ``expected`` (poschan.stats on this file's per-image counts), inside ``bounds`` and not of zero width."""
+    assert stat["n"] == len(values) == expected["n"]
+    assert stat["values"] == pytest.approx(values, abs=TOL) and expected["values"] == pytest.approx(values, abs=TOL)
     assert stat["mean"] == pytest.approx(sum(values) / len(values), abs=TOL)
-    assert stat["ci95"] == pytest.approx(summarize(stat["values"])["ci95"], abs=TOL)
+    assert stat["ci95"] == pytest.approx(expected["ci95"], abs=TOL)
+    lo, hi = stat["ci95"]
+    assert bounds[0] <= lo <= stat["mean"] <= hi <= bounds[1] and lo < hi
+    assert stat["method"].startswith(expected["method"])
+    if "p_value" in expected:
+        assert stat["p_value"] == pytest.approx(expected["p_value"], abs=TOL) and stat["test"] == expected["test"]
+
+
+def check_score(stat: dict, groups: list[np.ndarray], unit: str, metric=hand_miou) -> None:
+    check_stat(stat, [float(metric(g.mean(0))) for g in groups],
+               stats.estimate(groups, metric, bounds=(0, 1), unit=unit, item="test images"), (0, 1))
+
+
+def check_drop(stat: dict, clean: np.ndarray, groups: list[np.ndarray], unit: str) -> None:
+    expected = stats.paired_difference([clean] * len(groups), groups, hand_miou, bounds=(-1, 1), unit=unit,
+                                       item="test images")
+    check_stat(stat, [float(hand_miou(clean.mean(0)) - hand_miou(g.mean(0))) for g in groups], expected, (-1, 1))
+
+
+def check_ratio(stat: dict, a: list[np.ndarray], b: list[np.ndarray], unit: str) -> None:
+    """``stat``: drop(a) / drop(b) per unit (rows: clean beside after) as stats.ratio gives it, or not estimated."""
+    expected = stats.ratio(a, b, hand_halves, unit=unit, item="test images")
+    if "estimable" in expected or not np.isfinite(expected["ci95"]).all():
+        assert stat["estimable"] is False and stat["reason"]
+        return
+    check_stat(stat, [float(hand_halves(x.mean(0)) / hand_halves(y.mean(0))) for x, y in zip(a, b)], expected,
+               (-np.inf, np.inf))
+
+
+def check_versus(entry: dict, ranked: list[np.ndarray], control: list[np.ndarray], metric, bounds, unit: str) -> None:
+    """A ranked − control comparison: metric(control) − metric(ranked) per cyclic pair (the clean score cancels)."""
+    r, c = cycled(ranked, control)
+    expected = stats.paired_difference(c, r, metric, bounds=bounds, unit=unit, item="test images")
+    check_stat(entry, [float(metric(y.mean(0)) - metric(x.mean(0))) for x, y in zip(r, c)], expected, bounds)
+    assert entry["a"] and entry["b"] and entry["question"].endswith("?")
 
 
 def check_draws(draws: list[list[int]], n: int, count: int) -> None:
@@ -126,9 +198,13 @@ def test_seg_train_epochs_0_evaluates_exactly_the_given_weights(weights, trained
     with torch.no_grad():
         expected = reference_scores(predict(model, model.features(scenes.images), (SIDE, SIDE)), scenes.masks)
     m = metrics(trained)
-    check_stat(m["miou"], [expected[0]])
-    check_stat(m["pixel_accuracy"], [expected[1]])
-    assert m["test_images"] == TEST
+    with torch.no_grad():
+        counts = [hand_counts(predict(model, model.features(scenes.images), (SIDE, SIDE)), scenes.masks)]
+    assert [float(hand_miou(counts[0].mean(0))), float(hand_accuracy(counts[0].mean(0)))] == pytest.approx(expected)
+    check_score(m["miou"], counts, "training seeds")
+    check_score(m["pixel_accuracy"], counts, "training seeds", hand_accuracy)
+    assert m["miou"]["values"] == pytest.approx([expected[0]], abs=TOL)
+    assert m["test_images"] == TEST and "train_loss" not in m  # epochs 0: nothing trained
     with torch.random.fork_rng():
         torch.manual_seed(0)
         fresh = build_segmenter(SPEC).eval()
@@ -140,9 +216,7 @@ def test_seg_train_epochs_0_evaluates_exactly_the_given_weights(weights, trained
 @pytest.fixture(scope="module")
 def ablated(ref, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ablate") / "run"
-    config = out.parent / "folds.yaml"
-    config.write_text(f"folds: {FOLDS}\n")
-    assert main(["ablate", *RUN, *EVAL, "--config", str(config), "--checkpoint", ref.checkpoint,
+    assert main(["ablate", *RUN, *EVAL, "--checkpoint", ref.checkpoint,
                  "--n", ",".join(COUNTS), "--seeds", "0,1", "--out", str(out)]) == 0
     return out
 
@@ -158,31 +232,36 @@ def test_ablate_reports_the_miou_of_the_channels_it_names(ref, ablated):
     assert m["channels"] == CHANNELS and m["mode"] == "zero" and m["test_images"] == TEST
     assert m["random_seeds"] == 5 and m["ranking"] == {"source": "ranking.json", "seeds": [0, 1]}
 
-    fold = TEST // FOLDS  # folds: consecutive thirds of the test scenes, each decoded as one batch
-    preds = [predict(ref.model, ref.feats[i:i + fold], ref.size) for i in range(0, TEST, fold)]
-    per_fold = [reference_scores(p, ref.masks[i * fold:(i + 1) * fold]) for i, p in enumerate(preds)]
-    check_stat(m["miou_clean"], [s[0] for s in per_fold])
-    check_stat(m["pixel_accuracy_clean"], [s[1] for s in per_fold])
-    clean = reference_scores(torch.cat(preds), ref.masks)[0]
-    assert m["miou_clean_all"] == pytest.approx(clean, abs=TOL)
+    clean_pred = predict(ref.model, ref.feats, ref.size)  # all test scenes in one batch, as the command
+    clean = hand_counts(clean_pred, ref.masks)
+    check_score(m["miou_clean"], [clean], "training seeds")
+    check_score(m["pixel_accuracy_clean"], [clean], "training seeds", hand_accuracy)
+    assert m["miou_clean_all"] == pytest.approx(reference_scores(clean_pred, ref.masks)[0], abs=TOL)
 
     assert [row["n"] for row in m["reliance"]] == list(COUNTS.values())
+    assert [c["name"] for c in m["comparisons"]] == [f"ranked_vs_random_drop_n{n}" for n in COUNTS.values()]
     moved = []
-    for row in m["reliance"]:
+    for row, versus in zip(m["reliance"], m["comparisons"]):
         n = row["n"]
         assert row["fraction"] == pytest.approx(n / CHANNELS)
         check_draws(row["random_channels"], n, 5)
         sets = {"ranked": [orders[s][:n] for s in ("0", "1")], "random": row["random_channels"]}
-        drops = {}
+        units = {"ranked": "ranking seeds", "random": "random draws"}
+        counts = {}
         for name, channel_sets in sets.items():
-            results = [scores_without(ref, channels) for channels in channel_sets]
-            drops[name] = sum(clean - r[0] for r in results) / len(results)
-            check_stat(row[name], [r[0] for r in results])
-            check_stat(row[f"{name}_drop"], [clean - r[0] for r in results])
-            check_stat(row[f"{name}_pixel_accuracy"], [r[1] for r in results])
-            moved += [abs(clean - r[0]) for r in results]
-        ratio = drops["ranked"] / drops["random"] if drops["random"] > 0 else None
-        assert row["drop_ratio"] == (None if ratio is None else pytest.approx(ratio, rel=1e-6))
+            preds = [predict(ref.model, ref.feats, ref.size, channels) for channels in channel_sets]
+            assert [reference_scores(p, ref.masks)[0] for p in preds] == pytest.approx(row[name]["values"], abs=TOL)
+            counts[name] = [hand_counts(p, ref.masks) for p in preds]
+            check_score(row[name], counts[name], units[name])
+            check_score(row[f"{name}_pixel_accuracy"], counts[name], units[name], hand_accuracy)
+            check_drop(row[f"{name}_drop"], clean, counts[name], units[name])
+            moved += [abs(d) for d in row[f"{name}_drop"]["values"]]
+        pairs = "(ranking seed, random draw) pairs"
+        check_versus(versus, counts["ranked"], counts["random"], hand_miou, (-1, 1), pairs)
+        assert versus["n"] == 5 and "2 ranking seeds and 5 random draws paired cyclically" in versus["method"]
+        ranked, random = cycled([np.concatenate([clean, c], 1) for c in counts["ranked"]],
+                                [np.concatenate([clean, c], 1) for c in counts["random"]])
+        check_ratio(row["drop_ratio"], ranked, random, pairs)
     assert max(moved) > 1e-3  # zeroing channels moves the mIoU: an ablation that zeroed nothing is caught
 
 
@@ -245,16 +324,23 @@ def kw_seeds(attacked: SimpleNamespace, method: str) -> list[int]:
     return list(seeds)
 
 
-def check_row(row: dict, clean: tuple[float, float], after: list[tuple[float, float]]) -> None:
-    assert (row["miou_in_clean"], row["miou_out_clean"]) == pytest.approx(clean, abs=TOL)
-    drop_in, drop_out = [clean[0] - a[0] for a in after], [clean[1] - a[1] for a in after]
-    check_stat(row["miou_in"], [a[0] for a in after])
-    check_stat(row["miou_out"], [a[1] for a in after])
-    check_stat(row["drop_in"], drop_in)
-    check_stat(row["drop_out"], drop_out)
-    mean_out = sum(drop_out) / len(drop_out)
-    expected = sum(drop_in) / len(drop_in) / mean_out if mean_out >= 1e-3 else None
-    assert row["selectivity"] == (None if expected is None else pytest.approx(expected, rel=1e-6))
+def check_row(row: dict, clean: dict[str, np.ndarray], after: list[dict[str, np.ndarray]], unit: str) -> None:
+    """An attack row from per-image counts inside / outside the region, clean and after each unit's edit."""
+    for side in ("in", "out"):
+        check_score(row[f"miou_{side}_clean"], [clean[side]], "training seeds")
+        check_score(row[f"miou_{side}"], [a[side] for a in after], unit)
+        check_drop(row[f"drop_{side}"], clean[side], [a[side] for a in after], unit)
+    inside = [np.concatenate([clean["in"], a["in"]], 1) for a in after]
+    outside = [np.concatenate([clean["out"], a["out"]], 1) for a in after]
+    drop_in, drop_out = (np.array(row[f"drop_{side}"]["values"]) for side in ("in", "out"))
+    expected = stats.paired_difference(inside, outside, hand_halves, bounds=(-2, 2), unit=unit, item="test images")
+    check_stat(row["selectivity"], list(drop_in - drop_out), expected, (-2, 2))
+    check_ratio(row["drop_ratio"], inside, outside, unit)
+
+
+def split(pred: torch.Tensor, masks: torch.Tensor, region: str) -> dict[str, np.ndarray]:
+    inside = hand_region(region)
+    return {"in": hand_counts(pred, masks, inside), "out": hand_counts(pred, masks, ~inside)}
 
 
 def pgd_calls(attacked: SimpleNamespace, region: str) -> list[tuple]:
@@ -272,7 +358,7 @@ def test_attack_reports_the_in_out_miou_of_the_attacked_regions_channels(ref, at
     expected_rows |= {(r, None, "pgd") for r in channel_methods}
     rows = [(r["region"], r["n"], r["method"]) for r in m["attack"]]
     assert len(rows) == len(expected_rows) and set(rows) == expected_rows
-    selectivities = []
+    after = {}  # (region, method) -> per-unit counts inside / outside
     for row in m["attack"]:
         inside = hand_region(row["region"])
         if row["method"] == "pgd":
@@ -282,17 +368,47 @@ def test_attack_reports_the_in_out_miou_of_the_attacked_regions_channels(ref, at
             with torch.no_grad():
                 adv_pred = ref.model(adv).argmax(1)
             assert (adv_pred != clean_pred)[:, inside].any()
-            check_row(row, in_out(clean_pred, args[2], inside), [in_out(adv_pred, args[2], inside)])
+            check_row(row, split(clean_pred, args[2], row["region"]), [split(adv_pred, args[2], row["region"])],
+                      "PGD seeds")
+            assert row["miou_in"]["values"] == pytest.approx([in_out(adv_pred, args[2], inside)[0]], abs=TOL)
             continue
         if row["method"] == "random":
             check_draws(row["channels"], n, 5)
         else:
             assert row["channels"] == [expected_channels(attacked, row["region"], row["method"], n)]
-        after = [in_out(predict(ref.model, ref.feats, ref.size, channels), ref.masks, inside)
-                 for channels in row["channels"]]
-        check_row(row, in_out(predict(ref.model, ref.feats, ref.size), ref.masks, inside), after)
-        selectivities.append(row["selectivity"])
-    assert any(s is not None for s in selectivities)  # the selectivity formula is exercised, not only its null
+        preds = [predict(ref.model, ref.feats, ref.size, channels) for channels in row["channels"]]
+        after[row["region"], row["method"]] = [split(p, ref.masks, row["region"]) for p in preds]
+        clean_pred = predict(ref.model, ref.feats, ref.size)
+        assert (row["miou_in_clean"]["mean"], row["miou_out_clean"]["mean"]) == pytest.approx(
+            in_out(clean_pred, ref.masks, inside), abs=TOL)
+        assert [*row["miou_in"]["values"], *row["miou_out"]["values"]] == pytest.approx(
+            [in_out(p, ref.masks, inside)[0] for p in preds] + [in_out(p, ref.masks, inside)[1] for p in preds], abs=TOL)
+        check_row(row, split(clean_pred, ref.masks, row["region"]), after[row["region"], row["method"]],
+                  "random draws" if row["method"] == "random" else "ranking seeds")
+
+    expected_names = []
+    for region, methods in channel_methods.items():
+        for method in ("flip", "shift"):
+            if method in methods:
+                expected_names += [f"{region}_n{n}_{method}_vs_random_drop_in",
+                                   f"{region}_n{n}_{method}_vs_random_selectivity",
+                                   f"{region}_n{n}_{method}_vs_opposite_selectivity"]
+    assert sorted(c["name"] for c in m["comparisons"]) == sorted(expected_names)
+    sides = {key: [np.concatenate([a["in"], a["out"]], 1) for a in units] for key, units in after.items()}
+    for entry in m["comparisons"]:
+        region, _, rest = entry["name"].partition(f"_n{n}_")
+        method, _, what = rest.partition("_vs_")
+        if what == "random_drop_in":
+            check_versus(entry, [a["in"] for a in after[region, method]], [a["in"] for a in after[region, "random"]],
+                         hand_miou, (-1, 1), "(ranking seed, random draw) pairs")
+        elif what == "random_selectivity":
+            check_versus(entry, sides[region, method], sides[region, "random"], hand_halves, (-2, 2),
+                         "(ranking seed, random draw) pairs")
+        else:
+            assert what == "opposite_selectivity"
+            check_versus(entry, sides[region, method], sides[region, f"{method}-opposite"], hand_halves, (-2, 2),
+                         "(ranking seed, ranking seed) pairs")
+    assert any(abs(c["mean"]) > 1e-3 for c in m["comparisons"])  # the comparisons see the edits
 
 
 def test_attack_pgd_stays_in_its_budget_and_region(ref, attacked):

@@ -40,3 +40,7 @@ def test_quick_segmenter_beats_the_majority_class(seg_quick):
     print(f"mIoU {miou} vs majority {miou_major:.4f}; pixel accuracy {acc} vs majority {acc_major:.4f}")
     assert all(m > miou_major for m in miou)
     assert all(a > acc_major for a in acc)
+    for stat in (seg_quick["metrics"]["miou"], seg_quick["metrics"]["pixel_accuracy"]):  # an interval over test images
+        lo, hi = stat["ci95"]
+        assert 0 <= lo <= stat["mean"] <= hi <= 1 and lo < hi and "test images" in stat["method"]
+    assert len(seg_quick["metrics"]["train_loss"]) == len(miou)  # per seed, as plain values

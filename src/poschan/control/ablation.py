@@ -9,11 +9,11 @@ on its backbone features computed once and decoded per mask (the same numbers, b
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -21,7 +21,7 @@ from poschan.data.segdata import segmentation_pairs
 from poschan.data.segsets import IGNORE_INDEX
 from poschan.errors import UserError
 from poschan.locate.ranking import ChannelRanking
-from poschan.metrics.segmentation import ConfusionMeter, miou, pixel_accuracy
+from poschan.metrics.segmentation import ConfusionMeter
 from poschan.models.segmentation import SegNet, logits_of
 from poschan.runtime import eval_mode, model_device
 from poschan.taps import capture, check_mask_mode, get_layer, mask_channels, masked
@@ -179,7 +179,8 @@ def ranked_orders(ranking: ChannelRanking | Tensor | Sequence[int], key: str = "
 
 @dataclass
 class AblationPoint:
-    """Masking ``n`` channels: per ranking seed (``ranked_*``) and per random draw (``random_*``)."""
+    """Masking ``n`` channels: per ranking seed (``ranked_*``) and per random draw (``random_*``); ``*_counts``: the
+    per-image IoU counts (n_images, 2K) of each seed or draw (``metrics.segmentation.iou_counts``), for intervals."""
 
     n: int
     ranked_channels: list[list[int]]
@@ -190,13 +191,9 @@ class AblationPoint:
     random_pixel_accuracy: list[float]
     ranked_drop: list[float] = field(default_factory=list)  # clean mIoU − ranked mIoU
     random_drop: list[float] = field(default_factory=list)
-
-    @property
-    def drop_ratio(self) -> float | None:
-        """Mean ranked drop / mean random drop (None when the random drop is not positive)."""
-        ranked = math.fsum(self.ranked_drop) / len(self.ranked_drop)
-        random = math.fsum(self.random_drop) / len(self.random_drop) if self.random_drop else 0.0
-        return ranked / random if random > 0 else None
+    # the scores above are functions of these arrays (compared through them, not element-wise)
+    ranked_counts: list[np.ndarray] = field(default_factory=list, compare=False, repr=False)
+    random_counts: list[np.ndarray] = field(default_factory=list, compare=False, repr=False)
 
 
 @dataclass
@@ -211,25 +208,24 @@ class AblationCurve:
     miou_clean: float
     pixel_accuracy_clean: float
     points: list[AblationPoint]
-    miou_clean_folds: list[float] = field(default_factory=list)
-    pixel_accuracy_clean_folds: list[float] = field(default_factory=list)
+    clean_counts: np.ndarray | None = field(default=None, compare=False, repr=False)  # (n_images, 2K), unmasked
 
 
 def ablation_curve(model: nn.Module, layer: str, ranking: ChannelRanking | Tensor | Sequence[int], data: object,
                    n: Sequence[int | str] | int | str = ("5%", "10%", "25%", "50%"), *, random_draws: int = 5,
-                   mode: str = "zero", means: Tensor | None = None, key: str = "overall", folds: int = 1,
-                   batch_size: int = 64, device: torch.device | str | None = None) -> AblationCurve:
+                   mode: str = "zero", means: Tensor | None = None, key: str = "overall", batch_size: int = 64,
+                   device: torch.device | str | None = None) -> AblationCurve:
     """mIoU of ``model`` on ``data`` with the top-N channels of ``layer`` masked (``mode`` zero, or mean: each
     channel replaced by ``means``, see ``channel_means``), for every N of ``n`` (counts or percentages of the
     layer's channels), against ``random_draws`` sets of N random channels (``random_channels``).
 
     ``ranking``: a ChannelRanking of this layer (score ``key``; one top-N per ranking seed when it keeps per-seed
     scores) or a channel order. ``data``: (images, masks) as the model takes them, a dataset / DataLoader of
-    (image, mask) pairs, or a prepared ``SegEval``. Clean scores: over all images, the confusions of ``folds``
-    consecutive folds summed (each fold's scores kept too); drops are clean − masked, per seed or draw.
+    (image, mask) pairs, or a prepared ``SegEval``. Scores are over all images (their confusions summed); drops
+    are clean − masked, per seed or draw; the per-image IoU counts behind every score are kept for intervals.
     """
-    if random_draws < 0 or folds < 1:
-        raise UserError(f"random_draws must be >= 0 and folds >= 1, got {random_draws} and {folds}")
+    if random_draws < 0:
+        raise UserError(f"random_draws must be >= 0, got {random_draws}")
     check_mask_mode(mode, means)
     ev = evaluation(model, layer, data, batch_size=batch_size, device=device)
     if isinstance(ranking, ChannelRanking) and ranking.channels != ev.channels:
@@ -237,21 +233,18 @@ def ablation_curve(model: nn.Module, layer: str, ranking: ChannelRanking | Tenso
     orders = ranked_orders(ranking, key)
     if any(len(o) != ev.channels for o in orders.values()):
         raise UserError(f"a channel order must list all {ev.channels} channels of layer {layer!r}")
-    if folds > len(ev):
-        raise UserError(f"need at least as many images as folds, got {len(ev)} images and folds={folds}")
-    fold_meters = [ev.meter(index=f) for f in torch.arange(len(ev)).chunk(folds)]
-    whole = sum((m.confusions["all"] for m in fold_meters), torch.zeros_like(fold_meters[0].confusions["all"]))
-    clean = miou(whole)
+    clean = ev.meter()
+    clean_miou = clean.miou()
     points = []
     for count in channel_counts(n, ev.channels):
         ranked_sets = [order[:count] for order in orders.values()]
         random_sets = random_channels(ev.channels, count, random_draws)
-        ranked = [ev.scores(c, mode=mode, means=means) for c in ranked_sets]
-        random = [ev.scores(c, mode=mode, means=means) for c in random_sets]
+        ranked = [ev.meter(c, mode=mode, means=means) for c in ranked_sets]
+        random = [ev.meter(c, mode=mode, means=means) for c in random_sets]
         points.append(AblationPoint(
-            count, [c.tolist() for c in ranked_sets], [r["miou"] for r in ranked],
-            [r["pixel_accuracy"] for r in ranked], [c.tolist() for c in random_sets], [r["miou"] for r in random],
-            [r["pixel_accuracy"] for r in random], [clean - r["miou"] for r in ranked],
-            [clean - r["miou"] for r in random]))
-    return AblationCurve(layer, ev.channels, mode, key, list(orders), clean, pixel_accuracy(whole), points,
-                         [m.miou() for m in fold_meters], [m.pixel_accuracy() for m in fold_meters])
+            count, [c.tolist() for c in ranked_sets], [m.miou() for m in ranked], [m.pixel_accuracy() for m in ranked],
+            [c.tolist() for c in random_sets], [m.miou() for m in random], [m.pixel_accuracy() for m in random],
+            [clean_miou - m.miou() for m in ranked], [clean_miou - m.miou() for m in random],
+            [m.counts() for m in ranked], [m.counts() for m in random]))
+    return AblationCurve(layer, ev.channels, mode, key, list(orders), clean_miou, clean.pixel_accuracy(), points,
+                         clean.counts())

@@ -5,10 +5,10 @@ confined to the same region (``control.pgd.masked_pgd``)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -21,13 +21,14 @@ from poschan.metrics.segmentation import ConfusionMeter
 from poschan.models.segmentation import logits_of
 from poschan.runtime import eval_mode
 
-MIN_OUTSIDE_DROP = 1e-3  # a mean outside drop below this leaves the selectivity undefined
+Counts = dict[str, np.ndarray]  # "in" / "out": (n_images, 2K) IoU counts (metrics.segmentation.iou_counts)
 
 
 @dataclass
 class AttackArm:
     """One channel-set family (or PGD) on one region: mIoU (inside, outside) before (``clean``) and after, one
-    ``after`` per channel set (ranking seed or random draw) or PGD seed."""
+    ``after`` per channel set (ranking seed or random draw) or PGD seed; ``*_counts``: the per-image IoU counts
+    behind them, for intervals."""
 
     region: str
     method: str  # a ranking's name ("flip"), its control ("flip-opposite"), "random" or "pgd"
@@ -36,6 +37,8 @@ class AttackArm:
     after: list[tuple[float, float]]
     channels: list[list[int]]  # the masked sets (empty for pgd)
     examples: Tensor | None = None  # argmax predictions of the first images after the edit (first set or seed)
+    clean_counts: Counts = field(default_factory=dict, compare=False, repr=False)
+    after_counts: list[Counts] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def drop_in(self) -> list[float]:
@@ -44,12 +47,6 @@ class AttackArm:
     @property
     def drop_out(self) -> list[float]:
         return [self.clean[1] - a[1] for a in self.after]
-
-    @property
-    def selectivity(self) -> float | None:
-        """Mean drop inside / mean drop outside; None when the outside drop is below MIN_OUTSIDE_DROP."""
-        drop_in, drop_out = (math.fsum(d) / len(d) for d in (self.drop_in, self.drop_out))
-        return drop_in / drop_out if drop_out >= MIN_OUTSIDE_DROP else None
 
 
 @dataclass
@@ -77,6 +74,10 @@ class _Logits(nn.Module):
 
 def _in_out(meter: ConfusionMeter) -> tuple[float, float]:
     return meter.miou("in"), meter.miou("out")
+
+
+def _counts(meter: ConfusionMeter) -> Counts:
+    return {"in": meter.counts("in"), "out": meter.counts("out")}
 
 
 def region_attack(model: nn.Module, layer: str, ranking: ChannelRanking | Mapping[str, ChannelRanking | None],
@@ -126,7 +127,8 @@ def region_attack(model: nn.Module, layer: str, ranking: ChannelRanking | Mappin
     if not inside.any():
         raise UserError(f"region {name!r} is empty on {height}×{width} images")
     regions = {"in": inside, "out": ~inside}
-    clean = _in_out(ev.meter(regions=regions))
+    clean_meter = ev.meter(regions=regions)
+    clean, clean_counts = _in_out(clean_meter), _counts(clean_meter)
     first = slice(0, min(examples, len(ev)))
     arms = []
     for count in channel_counts(n, ev.channels):
@@ -144,9 +146,10 @@ def region_attack(model: nn.Module, layer: str, ranking: ChannelRanking | Mappin
                 if ranked is None or target is None or target not in ranked.scores:
                     continue
                 sets = [order[:count] for order in ranked_orders(ranked, target).values()]
-            after = [_in_out(ev.meter(s, regions=regions)) for s in sets]
+            meters = [ev.meter(s, regions=regions) for s in sets]
             shown = ev.predict(sets[0], index=first) if examples and method in rankings else None
-            arms.append(AttackArm(name, method, count, clean, after, [s.tolist() for s in sets], shown))
+            arms.append(AttackArm(name, method, count, clean, [_in_out(m) for m in meters], [s.tolist() for s in sets],
+                                  shown, clean_counts, [_counts(m) for m in meters]))
     if "pgd" in methods:
         arms.append(_pgd_arm(ev, name, inside, pgd_eps, pgd_steps, pgd_size, pgd_seeds, mean, std, examples))
     clean_examples = ev.predict(index=first) if examples else None
@@ -164,14 +167,14 @@ def _pgd_arm(ev: SegEval, name: str, inside: Tensor, eps: float, steps: int, siz
     if size < 1:
         raise UserError(f"pgd_size must be >= 1, got {size}")
     device, regions = ev.device, {"in": inside, "out": ~inside}
-    clean = _in_out(ev.meter(regions=regions, index=slice(0, size)))
+    clean_meter = ev.meter(regions=regions, index=slice(0, size))
     budget, lower, upper = torch.as_tensor(eps, dtype=torch.float32), None, None
     if std is not None:
         s = torch.tensor(std, device=device).view(-1, 1, 1)
         m = torch.tensor(mean if mean is not None else [0.0] * len(std), device=device).view(-1, 1, 1)
         budget, lower, upper = eps / s, (0 - m) / s, (1 - m) / s
     net = _Logits(ev.model)
-    after, shown = [], None
+    meters, shown = [], None
     with eval_mode(ev.model):
         for seed in seeds:
             generator = torch.Generator().manual_seed(seed)
@@ -186,5 +189,6 @@ def _pgd_arm(ev: SegEval, name: str, inside: Tensor, eps: float, steps: int, siz
                 meter.update(pred, y)
                 if shown is None and examples:
                     shown = pred[:examples]
-            after.append(_in_out(meter))
-    return AttackArm(name, "pgd", None, clean, after, [], shown)
+            meters.append(meter)
+    return AttackArm(name, "pgd", None, _in_out(clean_meter), [_in_out(m) for m in meters], [], shown,
+                     _counts(clean_meter), [_counts(m) for m in meters])

@@ -9,8 +9,11 @@ ranking per seed of ``seeds`` (each seed its own rank scenes), saved in ``rankin
 (poschan.locate.ranking.ChannelRanking); or a ranking file of these weights and this layer made on another split
 (``--ranking``, e.g. by `poschan rank`). Random control: ``random_seeds`` draws of N channels.
 
-Statistics: clean mIoU over ``folds`` disjoint folds of the test scenes; ranked over the ranking seeds; random
-over the random draws (each a Student-t 95% interval). Drops are clean − ablated, per seed or draw.
+Statistics (poschan.stats, from per-image confusions): every mIoU, pixel accuracy and drop has a bootstrap 95%
+interval over its units (ranking seeds for ranked channels, random draws for random ones) and the test images;
+the clean scores over the test images. Drops are clean − ablated on the same images (paired differences). Each N's
+ranked drop − random drop is a comparison of its own (``metrics["comparisons"]``, with a p-value), and the ratio of
+the two drops is estimated only where the random drop's interval excludes 0.
 """
 
 from __future__ import annotations
@@ -23,14 +26,25 @@ import torch
 from poschan.config import setting
 from poschan.control.ablation import SegEval, ablation_curve, channel_counts, channel_means, random_channels
 from poschan.errors import UserError
-from poschan.experiments.seg_common import LoadedModel, describe, load_model, read_ranking
+from poschan.experiments.seg_common import (
+    LoadedModel,
+    comparison,
+    describe,
+    drop,
+    drop_ratio,
+    load_model,
+    one_model,
+    ranked_minus_random,
+    read_ranking,
+    score,
+)
 from poschan.experiments.settings import SegEvalSettings
 from poschan.locate.ranking import ChannelRanking
 from poschan.locate.segmentation import segmenter_ranking
+from poschan.metrics.segmentation import miou_of, pixel_accuracy_of
 from poschan.report.segmentation_figures import overlays, reliance_curve
 from poschan.runtime import resolve_device
-from poschan.stats import summarize
-from poschan.tables import write_csv
+from poschan.tables import comparison_rows, write_csv
 from poschan.taps import MASK_MODES
 
 EXPERIMENT = "ablate"
@@ -41,14 +55,12 @@ HELP = "zero the top-N position channels of a segmenter's backbone vs N random c
 class Config(SegEvalSettings):
     ranking: str | None = setting(None, "ranking.json for this checkpoint, made on another split (default: rank here)")
     mode: str = setting("zero", "zero or mean (replace by the channel's mean on the rank images)")
-    folds: int = setting(5, "disjoint folds of the test images (intervals of the clean mIoU)", cli=False)
+    # unused since the clean interval comes from the per-image bootstrap; kept while configs/ablate.yaml sets it
 
     def validate(self) -> None:
         super().validate()
         if self.mode not in MASK_MODES:
             raise UserError(f"unknown mode {self.mode!r}; allowed: {', '.join(MASK_MODES)}")
-        if self.folds < 2 or self.test_size < self.folds:
-            raise UserError(f"need folds >= 2 and test_size >= folds, got folds={self.folds}, test_size={self.test_size}")
         if not self.n:
             raise UserError("--n needs at least one channel count, e.g. 5%,10%,25%,50%")
 
@@ -91,31 +103,42 @@ def run(plan: AblatePlan, work: Path, *, progress: bool = True) -> dict:
         means = channel_means(seg.module, seg.layer, images, batch_size=c.batch_size, device=plan.device)
     ev = SegEval(seg.module, seg.layer, loaded.model_test, batch_size=c.batch_size, device=plan.device)
     curve = ablation_curve(seg.module, seg.layer, ranking, ev, plan.counts, random_draws=c.random_seeds,
-                           mode=c.mode, means=means, folds=c.folds)
-    rows, table = [], []
+                           mode=c.mode, means=means)
+    clean = curve.clean_counts
+    rows, table, comparisons = [], [], []
     for point in curve.points:
         n = point.n
         row = {"n": n, "fraction": n / curve.channels, "random_channels": point.random_channels}
-        for name in ("ranked", "random"):
-            row[name] = summarize(getattr(point, f"{name}_miou"))
-            row[f"{name}_drop"] = summarize(getattr(point, f"{name}_drop"))
-            row[f"{name}_pixel_accuracy"] = summarize(getattr(point, f"{name}_pixel_accuracy"))
-        row["drop_ratio"] = row["ranked_drop"]["mean"] / row["random_drop"]["mean"] if row["random_drop"]["mean"] > 0 \
-            else None
+        for name, unit in (("ranked", "ranking seeds"), ("random", "random draws")):
+            groups = getattr(point, f"{name}_counts")
+            row[name] = one_model(score(groups, unit))
+            row[f"{name}_drop"] = one_model(drop(clean, groups, unit))
+            row[f"{name}_pixel_accuracy"] = one_model(score(groups, unit, pixel_accuracy_of))
+        row["drop_ratio"] = drop_ratio(clean, point.ranked_counts, point.random_counts)
+        versus = comparison(ranked_minus_random(point.ranked_counts, point.random_counts, miou_of, bounds=(-1.0, 1.0)),
+                            f"ranked_vs_random_drop_n{n}", f"top {n} ranked channels masked: mIoU drop",
+                            f"{n} random channels masked: mIoU drop",
+                            f"Does masking the top {n} ranked channels lower the mIoU more than masking {n} random "
+                            "channels?")
         rows.append(row)
+        comparisons.append(versus)
+        ratio = row["drop_ratio"].get("mean")
         table.append({"n": n, "fraction": round(n / curve.channels, 4), "ranked_miou": row["ranked"]["mean"],
                       "ranked_lo": row["ranked"]["ci95"][0], "ranked_hi": row["ranked"]["ci95"][1],
                       "random_miou": row["random"]["mean"], "random_lo": row["random"]["ci95"][0],
-                      "random_hi": row["random"]["ci95"][1], "drop_ratio": row["drop_ratio"]})
+                      "random_hi": row["random"]["ci95"][1], "drop_difference": versus["mean"],
+                      "drop_difference_lo": versus["ci95"][0], "drop_difference_hi": versus["ci95"][1],
+                      "drop_difference_p": versus["p_value"], "drop_ratio": ratio})
     write_csv(work / "table.csv", table)
+    write_csv(work / "comparisons.csv", comparison_rows(comparisons))
     title = f"{loaded.label(width=True)} · {describe(loaded.data)} · {c.mode}"
     reliance_curve(rows, work / "reliance.png", title=title, clean=curve.miou_clean)
     _example_overlays(plan, ev, ranking, means, work / "overlays.png")
-    return {"miou_clean": summarize(curve.miou_clean_folds),
-            "pixel_accuracy_clean": summarize(curve.pixel_accuracy_clean_folds),
+    return {"miou_clean": score([clean], "training seeds"),
+            "pixel_accuracy_clean": score([clean], "training seeds", pixel_accuracy_of),
             "miou_clean_all": curve.miou_clean, "channels": curve.channels, "mode": c.mode, "layer": curve.layer,
             "ranking": {"source": c.ranking or "ranking.json", "seeds": sorted(curve.seeds)},
-            "test_images": len(ev), "random_seeds": c.random_seeds, "reliance": rows}
+            "test_images": len(ev), "random_seeds": c.random_seeds, "reliance": rows, "comparisons": comparisons}
 
 
 def _example_overlays(plan: AblatePlan, ev: SegEval, ranking: ChannelRanking, means: torch.Tensor | None,
@@ -137,9 +160,9 @@ def print_summary(metrics: dict) -> None:
     clean = metrics["miou_clean"]
     print(f"clean mIoU {clean['mean']:.3f} [{clean['ci95'][0]:.3f}, {clean['ci95'][1]:.3f}] "
           f"({metrics['test_images']} test images, {metrics['channels']} channels, mode {metrics['mode']})")
-    print(f"{'N':>5} {'ranked mIoU':>24} {'random mIoU':>24} {'drop ratio':>10}")
-    for row in metrics["reliance"]:
+    print(f"{'N':>5} {'ranked mIoU':>24} {'random mIoU':>24} {'ranked − random drop':>30} {'p':>6}")
+    for row, versus in zip(metrics["reliance"], metrics["comparisons"]):
         r, q = row["ranked"], row["random"]
-        ratio = "—" if row["drop_ratio"] is None else f"{row['drop_ratio']:.2f}"
         print(f"{row['n']:>5} {r['mean']:>8.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] "
-              f"{q['mean']:>8.3f} [{q['ci95'][0]:.3f}, {q['ci95'][1]:.3f}] {ratio:>10}")
+              f"{q['mean']:>8.3f} [{q['ci95'][0]:.3f}, {q['ci95'][1]:.3f}] "
+              f"{versus['mean']:>+12.3f} [{versus['ci95'][0]:+.3f}, {versus['ci95'][1]:+.3f}] {versus['p_value']:>6.3f}")

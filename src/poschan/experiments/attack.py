@@ -9,9 +9,13 @@ For each region R (poschan.regions) and each N, channel sets:
 - ``random``: N random channels, ``random_seeds`` draws (control);
 and ``pgd``: an L∞ PGD perturbation of ``eps`` (raw intensity units) confined to R's pixels (no N), on the
 first ``pgd_size`` test scenes (its drops are measured against the clean mIoU of those scenes).
-mIoU is measured inside R and outside it on the fixed test scenes, before and after; drop = clean − after;
-selectivity = mean drop inside / mean drop outside (null when the outside drop is below 0.001: undefined).
-Ranked methods and PGD are repeated over ``seeds`` (each seed draws its own rank scenes / PGD start).
+mIoU is measured inside R and outside it on the fixed test scenes, before and after; drop = clean − after (a paired
+difference on the same images); selectivity = drop inside − drop outside (a paired estimate with its p-value), and
+``drop_ratio`` = drop inside / drop outside where the outside drop's interval excludes 0. Ranked methods and PGD are
+repeated over ``seeds`` (each seed draws its own rank scenes / PGD start). Every interval is a bootstrap over the
+units (ranking seeds, random draws or PGD seeds) and the test images (poschan.stats, from per-image confusions).
+``metrics["comparisons"]``: for each ranked method, its drop inside and its selectivity minus the random control's,
+and its selectivity minus its opposite control's, with p-values.
 
 The segmenter: a `seg-train` checkpoint, or ``--model`` / ``--weights`` / ``--layer`` (any segmentation network,
 poschan.models.segmentation.load_segmenter). The method is ``poschan.control.attack.region_attack``; the
@@ -25,23 +29,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from poschan.config import command_defaults, setting
 from poschan.control.ablation import SegEval, channel_counts
-from poschan.control.attack import MIN_OUTSIDE_DROP, AttackArm, region_attack
+from poschan.control.attack import AttackArm, region_attack
 from poschan.data.canvas import canvas_side
 from poschan.data.regions import check_region, region_box, region_mask
 from poschan.data.scenes import ITEM_SIDE
 from poschan.errors import UserError
-from poschan.experiments.seg_common import LoadedModel, describe, load_model
+from poschan.experiments.seg_common import (
+    ITEMS,
+    LoadedModel,
+    beside,
+    comparison,
+    describe,
+    drop,
+    halves_difference,
+    load_model,
+    one_model,
+    ranked_minus_random,
+    ratio_of_drops,
+    score,
+)
 from poschan.experiments.settings import GridSettings, MethodsSettings, SegEvalSettings
 from poschan.locate.ranking import ChannelRanking
 from poschan.locate.segmentation import segmenter_ranking
+from poschan.metrics.segmentation import miou_of
 from poschan.report.segmentation_figures import overlays, region_heatmap
 from poschan.runtime import resolve_device
-from poschan.stats import summarize
-from poschan.tables import write_csv
+from poschan.stats import paired_difference
+from poschan.tables import comparison_rows, write_csv
 
 EXPERIMENT = "attack"
 HELP = "region-specific attack: zero one region's position channels (and masked PGD); mIoU inside vs outside"
@@ -125,15 +144,69 @@ class _Rankings:
         return self.cache[(method, side)]
 
 
-def _row(arm: AttackArm) -> dict:
-    ins, outs = [a[0] for a in arm.after], [a[1] for a in arm.after]
-    drop_in = summarize(arm.drop_in)
-    drop_out = summarize(arm.drop_out)
-    selectivity = drop_in["mean"] / drop_out["mean"] if drop_out["mean"] >= MIN_OUTSIDE_DROP else None
-    row = {"region": arm.region, "n": arm.n, "method": arm.method, "miou_in_clean": arm.clean[0],
-           "miou_out_clean": arm.clean[1], "miou_in": summarize(ins), "miou_out": summarize(outs), "drop_in": drop_in,
-           "drop_out": drop_out, "selectivity": selectivity}
+UNITS = {"random": "random draws", "pgd": "PGD seeds"}  # else: ranking seeds
+
+
+def _unit(arm: AttackArm) -> str:
+    return UNITS.get(arm.method, "ranking seeds")
+
+
+def _sides(arm: AttackArm) -> list[np.ndarray]:
+    """Per unit: the per-image IoU counts inside the region beside those outside, after the edit."""
+    return [beside(a["in"], a["out"]) for a in arm.after_counts]
+
+
+def _row(arm: AttackArm, clean: dict) -> dict:
+    """The arm's statistics; ``clean``: the clean in/out mIoU estimates of its images (shared by the region's arms)."""
+    unit = _unit(arm)
+    ins, outs = [a["in"] for a in arm.after_counts], [a["out"] for a in arm.after_counts]
+    inside = [beside(arm.clean_counts["in"], x) for x in ins]  # clean beside after: halves_difference is the drop
+    outside = [beside(arm.clean_counts["out"], y) for y in outs]
+    selectivity = paired_difference(inside, outside, halves_difference, bounds=(-2.0, 2.0), unit=unit, item=ITEMS)
+    row = {"region": arm.region, "n": arm.n, "method": arm.method, "miou_in_clean": clean["in"],
+           "miou_out_clean": clean["out"], "miou_in": one_model(score(ins, unit)),
+           "miou_out": one_model(score(outs, unit)), "drop_in": one_model(drop(arm.clean_counts["in"], ins, unit)),
+           "drop_out": one_model(drop(arm.clean_counts["out"], outs, unit)), "selectivity": one_model(selectivity),
+           "drop_ratio": ratio_of_drops(inside, outside, unit)}
     return row if arm.method == "pgd" else {**row, "channels": arm.channels}
+
+
+def _clean(arm: AttackArm) -> dict:
+    return {side: score([arm.clean_counts[side]], "training seeds") for side in ("in", "out")}
+
+
+def _comparisons(arms: list[AttackArm]) -> list[dict]:
+    """Each ranked method against the random control (drop inside, selectivity) and against its opposite control
+    (selectivity), at the same region and N."""
+    out = []
+    by_method = {(a.method, a.n): a for a in arms}
+    for arm in arms:
+        if arm.method in ("random", "pgd") or "-" in arm.method:
+            continue
+        where = f"region {arm.region}, N = {arm.n}"
+        label = f"{arm.method} channels of the region"
+        random, mirror = by_method.get(("random", arm.n)), by_method.get((f"{arm.method}-opposite", arm.n))
+        if random is not None:
+            ranked_in, random_in = ([a["in"] for a in x.after_counts] for x in (arm, random))
+            out.append(comparison(
+                ranked_minus_random(ranked_in, random_in, miou_of, bounds=(-1.0, 1.0)),
+                f"{arm.region}_n{arm.n}_{arm.method}_vs_random_drop_in", f"{label}: mIoU drop inside",
+                f"{arm.n} random channels: mIoU drop inside",
+                f"Do the {arm.method} channels of {where} lower the mIoU inside it more than as many random ones?"))
+            out.append(comparison(
+                ranked_minus_random(_sides(arm), _sides(random), halves_difference, bounds=(-2.0, 2.0)),
+                f"{arm.region}_n{arm.n}_{arm.method}_vs_random_selectivity", f"{label}: drop inside − outside",
+                f"{arm.n} random channels: drop inside − outside",
+                f"Is masking the {arm.method} channels of {where} more selective for it than as many random ones?"))
+        if mirror is not None:
+            out.append(comparison(
+                ranked_minus_random(_sides(arm), _sides(mirror), halves_difference, bounds=(-2.0, 2.0),
+                                    random_unit="ranking seeds"),
+                f"{arm.region}_n{arm.n}_{arm.method}_vs_opposite_selectivity", f"{label}: drop inside − outside",
+                f"{arm.method} channels of the opposite region: drop inside − outside",
+                f"Is masking the {arm.method} channels of {where} more selective for it than masking the "
+                "opposite region's?"))
+    return out
 
 
 def run(plan: AttackPlan, work: Path, *, progress: bool = True) -> dict:
@@ -143,13 +216,15 @@ def run(plan: AttackPlan, work: Path, *, progress: bool = True) -> dict:
     ev = SegEval(seg.module, seg.layer, test, batch_size=c.batch_size, device=plan.device)
     rankings = _Rankings(plan, work)
     bases = [b for b in ("flip", "shift") if any(m.partition("-")[0] == b for m in c.methods)]
-    rows = []
+    rows, comparisons = [], []
     for region in c.region:
         result = region_attack(seg.module, seg.layer, {b: rankings.get(b, region) for b in bases}, ev, region,
                                plan.counts, grid=c.grid, methods=c.methods, random_draws=c.random_seeds,
                                pgd_eps=c.eps, pgd_steps=c.pgd_steps, pgd_size=c.pgd_size, pgd_seeds=c.seeds,
                                mean=test.mean, std=test.std, examples=4)
-        rows += [_row(arm) for arm in result.arms]
+        clean = {}  # the clean estimates of the test images, and of PGD's
+        rows += [_row(arm, clean.setdefault(arm.method == "pgd", _clean(arm))) for arm in result.arms]
+        comparisons += _comparisons(result.arms)
         examples = {"clean": result.clean_examples}
         for arm in result.arms:
             if arm.method in ("flip", "shift", "pgd") and arm.method not in examples:
@@ -158,20 +233,28 @@ def run(plan: AttackPlan, work: Path, *, progress: bool = True) -> dict:
                  work / f"overlays_{region.replace(':', '')}.png", class_names=loaded.test.classes,
                  region=region_mask(region, side, c.grid))
     write_csv(work / "table.csv", [{"region": r["region"], "n": r["n"], "method": r["method"],
-                                    "miou_in_clean": r["miou_in_clean"], "miou_in": r["miou_in"]["mean"],
-                                    "miou_out_clean": r["miou_out_clean"], "miou_out": r["miou_out"]["mean"],
+                                    "miou_in_clean": r["miou_in_clean"]["mean"], "miou_in": r["miou_in"]["mean"],
+                                    "miou_out_clean": r["miou_out_clean"]["mean"], "miou_out": r["miou_out"]["mean"],
                                     "drop_in": r["drop_in"]["mean"], "drop_out": r["drop_out"]["mean"],
-                                    "selectivity": r["selectivity"]} for r in rows])
+                                    "selectivity": r["selectivity"]["mean"],
+                                    "selectivity_lo": r["selectivity"]["ci95"][0],
+                                    "selectivity_hi": r["selectivity"]["ci95"][1],
+                                    "selectivity_p": r["selectivity"]["p_value"],
+                                    "drop_ratio": r["drop_ratio"].get("mean")} for r in rows])
+    write_csv(work / "comparisons.csv", comparison_rows(comparisons))
     region_heatmap(rows, work / "regions.png", title=f"{loaded.label()} · {describe(loaded.data)}")
-    return {"attack": rows, "channels": loaded.channels, "layer": seg.layer, "test_images": len(test.images),
-            "eps": c.eps, "pgd_steps": c.pgd_steps, "seeds": list(c.seeds), "random_seeds": c.random_seeds}
+    return {"attack": rows, "comparisons": comparisons, "channels": loaded.channels, "layer": seg.layer,
+            "test_images": len(test.images), "eps": c.eps, "pgd_steps": c.pgd_steps, "seeds": list(c.seeds),
+            "random_seeds": c.random_seeds}
 
 
 def print_summary(metrics: dict) -> None:
-    print(f"{'region':<8} {'N':>4} {'method':<15} {'mIoU in':>15} {'mIoU out':>15} {'drop in':>8} {'drop out':>8} "
-          f"{'select.':>7}")
+    print(f"{'region':<8} {'N':>4} {'method':<15} {'mIoU in':>13} {'mIoU out':>13} {'drop in':>8} {'drop out':>8} "
+          f"{'in − out':>24} {'p':>6}")
     for r in metrics["attack"]:
-        sel = "—" if r["selectivity"] is None else f"{r['selectivity']:.2f}"
+        sel = r["selectivity"]
         print(f"{r['region']:<8} {r['n'] if r['n'] is not None else '—':>4} {r['method']:<15} "
-              f"{r['miou_in_clean']:.3f}→{r['miou_in']['mean']:.3f} {r['miou_out_clean']:.3f}→{r['miou_out']['mean']:.3f} "
-              f"{r['drop_in']['mean']:>8.3f} {r['drop_out']['mean']:>8.3f} {sel:>7}")
+              f"{r['miou_in_clean']['mean']:.3f}→{r['miou_in']['mean']:.3f} "
+              f"{r['miou_out_clean']['mean']:.3f}→{r['miou_out']['mean']:.3f} "
+              f"{r['drop_in']['mean']:>8.3f} {r['drop_out']['mean']:>8.3f} "
+              f"{sel['mean']:>+8.3f} [{sel['ci95'][0]:+.3f}, {sel['ci95'][1]:+.3f}] {sel['p_value']:>6.3f}")

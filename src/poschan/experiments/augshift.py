@@ -6,10 +6,13 @@ forward 2B views per step (two shifted crops of each image in one batch): they s
 so they get the same images and steps but twice the forward/backward compute. The same seed gives every method
 the same initial weights, image order and test shifts (paired comparison).
 
-Test metrics (fractions in [0, 1]; latent_distance a ratio) on crops of side s from canvases of side S, see
-poschan.metrics: accuracy of the centre crop, consistency (two random crops agree), circular_consistency (two
-random rolls of the centre crop agree), fidelity (both crops correct), latent_distance (pooled latents of the
-two crops), and accuracy along the diagonal offsets (d, d), d = 0..S - s.
+Test metrics (fractions in [0, 1]; latent_distance a ratio in [0, 4]) on crops of side s from canvases of side S,
+see poschan.metrics.invariance: accuracy of the centre crop, consistency (two random crops agree),
+circular_consistency (two random rolls of the centre crop agree), fidelity (both crops correct), latent_distance
+(pooled latents of the two crops), and accuracy along the diagonal offsets (d, d), d = 0..S - s. Each is
+estimated from per-test-image outcomes (poschan.stats): its interval covers the training seeds and the test
+images. ``comparisons`` holds the paired differences (same seeds, test images and shifts) of AugShift against
+shift augmentation alone and against plain training.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -40,12 +44,12 @@ from poschan.experiments.settings import (
     WidthSettings,
 )
 from poschan.metrics.classification import accuracy
-from poschan.metrics.invariance import invariance_metrics
+from poschan.metrics.invariance import LATENT_DISTANCE_RANGE, invariance_outcomes, latent_ratio, summarize_outcomes
 from poschan.models.antialias import antialias
-from poschan.report.augshift_figures import augshift_figures
+from poschan.report.augshift_figures import PANELS, augshift_figures
 from poschan.runtime import resolve_device
-from poschan.stats import summarize
-from poschan.tables import flat_stats, write_csv
+from poschan.stats import estimate, paired_difference, proportion
+from poschan.tables import comparison_line, comparison_rows, flat_stats, write_csv
 
 EXPERIMENT = "augshift"
 HELP = "AugShift vs baseline, shift augmentation and BlurPool: accuracy, consistency, fidelity, latent distance"
@@ -57,6 +61,8 @@ METHODS = {
     "augshift+blurpool": "AugShift on the anti-aliased model",
 }
 METRICS = ("accuracy", "consistency", "circular_consistency", "fidelity", "latent_distance")
+COMPARED = {("augshift", "shift-aug"): "shift augmentation alone", ("augshift", "baseline"): "plain training"}
+UNIT = "training seeds"
 EVAL_BATCH = 256
 
 
@@ -191,25 +197,26 @@ def train_run(plan: Plan, r: Recipe, seed: int, run_dir: Path, *, progress: bool
     return model, history
 
 
-def score(plan: Plan, model: nn.Module, seed: int) -> dict:
-    """Every test metric of a trained model; the test shifts depend on the seed only (paired across methods)."""
+def score(plan: Plan, model: nn.Module, seed: int) -> dict[str, np.ndarray]:
+    """Every test metric of a trained model per test image (``invariance_outcomes``); the test shifts depend on
+    the seed only (paired across methods)."""
     c = plan.config
     test = plan.data.test_set
-    return invariance_metrics(model, test.images, test.labels, plan.shift, max_shift=c.max_shift,
+    return invariance_outcomes(model, test.images, test.labels, plan.shift, max_shift=c.max_shift,
                               passes=c.test_passes, seed=seed + train.TEST_SEED_OFFSET, batch_size=EVAL_BATCH,
                               device=resolve_device(c.device))
 
 
 def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:
     c = plan.config
-    scores: dict[str, list[dict]] = {}
+    outcomes: dict[str, list[dict[str, np.ndarray]]] = {}  # run -> per seed, per-image outcomes
     raw, curve_rows = [], []
     for r, name in plan.runs.items():
-        scores[name] = []
+        outcomes[name] = []
         for seed in c.seeds:
             model, _ = train_run(plan, r, seed, work / name / f"seed{seed}", progress=progress)
-            s = score(plan, model, seed)
-            scores[name].append(s)
+            outcomes[name].append(score(plan, model, seed))
+            s = summarize_outcomes(outcomes[name][-1])
             raw.append({"run": name, "seed": seed, **{k: s[k] for k in METRICS}})
             curve_rows += [{"run": name, "seed": seed, "offset": d, "accuracy": a}
                            for d, a in enumerate(s["diagonal_accuracy"])]
@@ -217,14 +224,16 @@ def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:
                 print(f"{name} seed {seed}: " + ", ".join(f"{k} {s[k]:.3f}" for k in METRICS), flush=True)
 
     def stats(name: str) -> dict:
-        return {k: summarize([s[k] for s in scores[name]]) for k in METRICS}
+        return {k: _estimate(k, [o[k] for o in outcomes[name]], c.test_passes) for k in METRICS}
 
     methods = {m: stats(plan.runs[r]) for m, r in plan.methods.items()}
-    shift_curve = {m: [summarize([s["diagonal_accuracy"][d] for s in scores[plan.runs[r]]])
+    shift_curve = {m: [proportion([o["diagonal_accuracy"][:, d] for o in outcomes[plan.runs[r]]], unit=UNIT,
+                                  item="test images")
                        for d in range(plan.shift.max_offset + 1)] for m, r in plan.methods.items()}
-    metrics = {"methods": methods, "shift_curve": {"offset": list(range(plan.shift.max_offset + 1)),
-                                                   "centre_offset": plan.shift.max_offset // 2,
-                                                   "accuracy": shift_curve},
+    paired = _comparisons(plan, outcomes)
+    metrics = {"methods": methods, "comparisons": paired,
+               "shift_curve": {"offset": list(range(plan.shift.max_offset + 1)),
+                               "centre_offset": plan.shift.max_offset // 2, "accuracy": shift_curve},
                "budget": _budget(plan), "protocol": _protocol(plan), "chance": 1 / plan.data.num_classes}
     if plan.sweep:
         metrics["lambda_sweep"] = [{"lambda": lam, **stats(plan.runs[r])} for lam, r in plan.sweep.items()]
@@ -233,9 +242,42 @@ def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:
     if plan.sweep:
         write_csv(work / "lambda_sweep.csv", [flat_stats(row) for row in metrics["lambda_sweep"]])
     write_csv(work / "runs.csv", raw)
+    if paired:
+        write_csv(work / "comparisons.csv", comparison_rows(paired))
     write_csv(work / "shift_curve.csv", curve_rows)
     augshift_figures(metrics, work)
     return metrics
+
+
+def _item(key: str, passes: int) -> str:
+    pairs = f"{passes} shift pair{'s' * (passes > 1)}"
+    return "test images" if key == "accuracy" else f"test images (each over its {pairs})"
+
+
+def _estimate(key: str, groups: list[np.ndarray], passes: int) -> dict:
+    """The estimate of metric ``key`` from per-seed, per-image outcomes (the latent distance: a ratio of means)."""
+    if key == "latent_distance":
+        return estimate(groups, latent_ratio, bounds=LATENT_DISTANCE_RANGE, unit=UNIT, item=_item(key, passes))
+    return proportion(groups, unit=UNIT, item=_item(key, passes))
+
+
+def _comparisons(plan: Plan, outcomes: dict[str, list[dict[str, np.ndarray]]]) -> list[dict]:
+    """AugShift minus each method of COMPARED that was run, per metric: paired over seeds, test images and shifts."""
+    out = []
+    for (a, b), what in COMPARED.items():
+        if a not in plan.methods or b not in plan.methods:
+            continue
+        left, right = outcomes[plan.runs[plan.methods[a]]], outcomes[plan.runs[plan.methods[b]]]
+        for key in METRICS:
+            ratio = key == "latent_distance"
+            low, high = LATENT_DISTANCE_RANGE if ratio else (0.0, 1.0)
+            diff = paired_difference([o[key] for o in left], [o[key] for o in right], latent_ratio if ratio else None,
+                                     bounds=(low - high, high - low), unit=UNIT,
+                                     item=_item(key, plan.config.test_passes))
+            out.append({"name": f"{a}_vs_{b}_{key}".replace("-", "_"), "a": a, "b": b,
+                        "question": f"Does AugShift change the {PANELS[key]} relative to {what} ({a} - {b})?",
+                        **diff})
+    return out
 
 
 def _lam(r: Recipe) -> float | str:
@@ -258,7 +300,7 @@ def _protocol(plan: Plan) -> dict:
             "circular_max_shift": s.max_offset if c.max_shift is None else c.max_shift,
             "test_passes": c.test_passes, "test_images": len(plan.data.test_set),
             "lambda": c.lam, "ce": c.ce, "latent": c.latent, "filt_size": c.filt_size,
-            "units": "fractions in [0, 1]; latent_distance = mean ||z1 - z2||^2 / mean ||z||^2"}
+            "units": "fractions in [0, 1]; latent_distance = mean ||z1 - z2||^2 / mean ||z||^2, in [0, 4]"}
 
 
 def print_summary(metrics: dict) -> None:
@@ -274,4 +316,7 @@ def print_summary(metrics: dict) -> None:
     for row in metrics.get("lambda_sweep", []):
         print(line(f"augshift λ={row['lambda']:g}", row))
     n = next(iter(metrics["methods"].values()))["accuracy"]["n"]
-    print(f"(mean [95% CI] over {n} seed(s); fractions in [0, 1]; chance accuracy {metrics['chance']:.3f})")
+    print(f"(mean [95% CI] over {n} seed(s) and the test images; fractions in [0, 1]; chance accuracy "
+          f"{metrics['chance']:.3f})")
+    for d in metrics["comparisons"]:
+        print(comparison_line(d))

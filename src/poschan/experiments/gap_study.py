@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,10 +30,10 @@ from poschan.experiments.settings import (
     TrainingSettings,
     WidthSettings,
 )
-from poschan.metrics.classification import accuracy
+from poschan.metrics.classification import outcomes
 from poschan.report.gap_figures import gap_figures
-from poschan.stats import summarize
-from poschan.tables import flat_stats, write_csv
+from poschan.stats import paired_difference, proportion, ratio, versus_chance
+from poschan.tables import comparison_rows, flat_stats, write_csv
 from poschan.taps import permute_channels
 
 EXPERIMENT = "gap-study"
@@ -152,16 +153,16 @@ def prepare(config: Config) -> Plan:
 
 
 def _test_only(layer_of: Callable[[nn.Module], str]) -> train.Evaluator:
-    def score(model: nn.Module, test: CanvasStream, passes: int, device: torch.device) -> float:
+    def score(model: nn.Module, test: CanvasStream, passes: int, device: torch.device) -> torch.Tensor:
         with permute_channels(model, layer_of(model), where="input"):
-            return accuracy(model, test, passes=passes, device=device)
+            return outcomes(model, test, passes=passes, device=device)
 
     return score
 
 
 def evaluators(c: Config, v: Variant) -> dict[str, train.Evaluator]:
     """Column name -> scorer: the variant's own accuracy, plus test-only permutations of unpermuted nets."""
-    out: dict[str, train.Evaluator] = {"accuracy": train.plain_accuracy}
+    out: dict[str, train.Evaluator] = {"accuracy": train.plain_outcomes}
     if v.permute == "none":
         if v.head == "gap-fc":
             out["test-only@pooled"] = _test_only(lambda m: "head.fc")
@@ -176,33 +177,75 @@ def _stage_module(model: nn.Module, stage: str) -> str:
     return model.stages[stage]
 
 
-def _row(v: Variant, permute: str, where: str, values: list[float], chance: float) -> dict:
+def _row(v: Variant, permute: str, where: str, hits: list[np.ndarray], chance: float) -> dict:
     return {"task": v.task, "head": v.head, "permute": permute, "where": where if permute != "none" else "-",
-            "padding": v.padding, "grid": v.grid, "accuracy": summarize(values), "chance": chance}
+            "padding": v.padding, "grid": v.grid, "accuracy": proportion(hits, item="test canvases"),
+            "chance": chance, "vs_chance": versus_chance(hits, chance)}
+
+
+COMPARISON_QUESTIONS = {
+    "test-only": "does a normally trained net read the target from its channel order (accuracy lost when its "
+                 "channels are permuted at test time)?",
+    "per-batch": "what does training with a permutation per batch (PermuteNet) cost against normal training?",
+    "per-sample": "what does training with a permutation per sample cost against normal training?",
+}
+
+
+def _retained(permuted: list[np.ndarray], plain: list[np.ndarray], chance: float) -> dict:
+    """The share of the unpermuted net's accuracy above chance that the permuted one keeps."""
+    return ratio(permuted, plain, lambda means: means[..., 0] - chance, item="test canvases")
+
+
+def comparisons(plan: Plan, hits: dict[tuple[Variant, str], list[np.ndarray]]) -> list[dict]:
+    """Each permuted evaluation against its unpermuted net: the same seeds and the same test canvases
+    (a test-only permutation is the same net; a trained one shares the seed and the test stream); with the
+    share of above-chance accuracy it retains."""
+    chances = {v: 1 / tp.num_classes for v, tp in plan.plans.items()}
+    out = []
+    for (v, name), permuted in hits.items():
+        permute, where = (v.permute, v.where) if name == "accuracy" else tuple(name.split("@"))
+        base = Variant(v.task, v.head, v.padding, v.grid)  # the same net for test-only; else its seed twin
+        if permute == "none" or (base, "accuracy") not in hits:
+            continue
+        label = f"{v.task} {v.head} {v.padding} g{v.grid}"
+        out.append({"name": f"{v.task}_{v.head}_{v.padding}_g{v.grid}_{permute}@{where}_vs_none",
+                    "a": f"{label}, {permute} permutation at {where}", "b": f"{label}, no permutation",
+                    "task": v.task, "head": v.head, "permute": permute, "where": where, "padding": v.padding,
+                    "grid": v.grid, "question": COMPARISON_QUESTIONS[permute],
+                    **paired_difference(permuted, hits[base, "accuracy"], bounds=(-1.0, 1.0),
+                                        item="test canvases"),
+                    "retained_above_chance": _retained(permuted, hits[base, "accuracy"], chances[v])})
+    return out
 
 
 def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:
     c = plan.config
     rows, curves = [], []
+    hits: dict[tuple[Variant, str], list[np.ndarray]] = {}
     for v in plan.variants:
         tp = plan.plans[v]
         scorers = evaluators(c, v)
-        finals: dict[str, list[float]] = {name: [] for name in scorers}
+        for name in scorers:
+            hits[v, name] = []
         for seed in c.seeds:
-            _, history = train.train_one_seed(tp, seed, work / v.key, progress=progress, evaluators=scorers)
+            result = train.train_one_seed(tp, seed, work / v.key, progress=progress, evaluators=scorers)
             for name in scorers:
-                finals[name].append(history[-1][name])
+                hits[v, name].append(result.outcomes[name].numpy())
                 curves += [{"variant": v.key, "eval": name, "seed": seed, "epoch": h["epoch"], "accuracy": h[name]}
-                           for h in history]
-        for name, values in finals.items():
+                           for h in result.history]
+        for name in scorers:
             permute, where = (v.permute, v.where) if name == "accuracy" else tuple(name.split("@"))
-            rows.append(_row(v, permute, where, values, 1 / tp.num_classes))
+            rows.append(_row(v, permute, where, hits[v, name], 1 / tp.num_classes))
         if progress:
-            print(f"{v.key}: " + ", ".join(f"{n} {sum(x) / len(x):.3f}" for n, x in finals.items()), flush=True)
+            print(f"{v.key}: " + ", ".join(f"{n} {np.mean([h.mean() for h in hits[v, n]]):.3f}" for n in scorers),
+                  flush=True)
+    paired = comparisons(plan, hits)
     write_csv(work / "table.csv", [flat_stats(r) for r in rows])
+    write_csv(work / "comparisons.csv", comparison_rows(paired))
     write_csv(work / "curves.csv", curves)
     gap_figures(rows, curves, work)
-    return {"rows": rows, "permute_meanings": PERMUTE_MEANINGS, "n_train": len(next(iter(plan.plans.values())).train_set),
+    return {"rows": rows, "comparisons": paired, "permute_meanings": PERMUTE_MEANINGS,
+            "n_train": len(next(iter(plan.plans.values())).train_set),
             "n_test": len(next(iter(plan.plans.values())).test_set)}
 
 

@@ -7,6 +7,10 @@ image) on random crops of some real photos, and scored on crops of the other pho
 image. Every padding mode rebuilds the backbone with the same weights. Control: the same readout on features whose
 spatial positions are shuffled independently per image (chance level, SPC ≈ 0). A constant input image would not
 do as a control: with zero padding its features still carry position near the borders (the paper's own point).
+
+SPC and MAE are estimated from their values per test crop (poschan.stats: intervals over seeds and test crops).
+``comparisons`` holds the paired differences the design allows (same seeds and test crops): the readout minus the
+shuffled control per padding and target, and the SPC of every other padding minus that of the first.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -37,9 +42,9 @@ from poschan.experiments.settings import (
 from poschan.measure.map_readout import (
     KERNEL,
     fit_map_readout,
+    image_scores,
     readout_size,
     resized_feature_maps,
-    score,
     shuffle_positions,
 )
 from poschan.measure.position_maps import GAUSSIAN_SIGMA, TARGETS, mae, position_maps
@@ -48,8 +53,8 @@ from poschan.models.poolnet import PoolNet
 from poschan.models.registry import build_model
 from poschan.report.position_figures import position_map_figure, spc_bars
 from poschan.runtime import resolve_device, seeded_init
-from poschan.stats import summarize
-from poschan.tables import flat_stats, write_csv
+from poschan.stats import estimate, paired_difference
+from poschan.tables import comparison_line, comparison_rows, flat_stats, write_csv
 from poschan.taps import capture, resolve_layers
 
 EXPERIMENT = "position-map"
@@ -58,6 +63,9 @@ PHOTO_SIDE = 256  # resolution of the photo bank the crops are taken from
 _PRETRAINED_MODELS = ("efficientnet-lite0",)  # models with packaged weights (see models.registry)
 # Test photos by default: every third photo (PHOTOS[2::3]), so that train and test photos are disjoint.
 DEFAULT_TEST_PHOTOS = list(PHOTOS[2::3])
+RANGES = {"spc": (-1.0, 1.0), "mae": (0.0, 1.0)}  # Spearman's rho; |sigmoid output - map in [0, 1]|
+ITEM = "test crops"
+Scores = dict[tuple[str, str, str], list[np.ndarray]]  # (features, padding, target) -> per seed, (N_test, 2) rows
 
 
 @dataclass
@@ -175,11 +183,15 @@ def prepare(config: Config) -> Plan:
     return Plan(config, layers, models, photos.images[train], photos.images[test], (photos.mean, photos.std))
 
 
+def _seed_free(c: Config) -> bool:
+    """Whether the backbone weights do not depend on the seed (packaged or given weights)."""
+    return bool(c.pretrained) or c.weights is not None
+
+
 def _backbones(plan: Plan, seed: int) -> dict[str, PoolNet]:
     """The plan's backbones, rebuilt for other seeds only when their weights are a seeded random init."""
     c = plan.config
-    seed_free = c.pretrained or c.weights is not None  # the weights do not depend on the seed
-    return plan.models if seed_free or seed == c.seeds[0] else build_backbones(c, seed)
+    return plan.models if _seed_free(c) or seed == c.seeds[0] else build_backbones(c, seed)
 
 
 def _predict(train_f: Tensor, test_f: Tensor, maps: Tensor, config: Config, seed: int) -> Tensor:
@@ -196,7 +208,7 @@ def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:
     device = resolve_device(c.device)
     side = readout_size(c.feature_size)
     maps = position_maps(c.targets, side, side, sigma=c.sigma, device=device)
-    scores: dict[tuple[str, str, str], list[tuple[float, float]]] = {}  # (features, padding, target) -> per seed
+    scores: Scores = {}
     shown: dict[str, Tensor] = {}  # padding -> predicted maps (T, h, w) of the first test image of the first seed
     bar = tqdm(total=len(c.seeds) * len(c.paddings), desc="position-map", disable=not progress)
     for seed in c.seeds:
@@ -210,8 +222,8 @@ def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:
             shuffled = (shuffle_positions(train_f, shuffle), shuffle_positions(test_f, shuffle))
             for kind, (tr, te) in (("readout", (train_f, test_f)), ("shuffled", shuffled)):
                 pred = _predict(tr, te, maps, c, seed)
-                for target, value in zip(c.targets, score(pred, maps)):
-                    scores.setdefault((kind, padding, target), []).append(value)
+                for target, rows in zip(c.targets, image_scores(pred, maps).double().numpy()):
+                    scores.setdefault((kind, padding, target), []).append(rows)
                 if kind == "readout" and seed == c.seeds[0]:
                     shown[padding] = pred[0]
             bar.update()
@@ -219,22 +231,60 @@ def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:
             mean, std = (torch.tensor(v).view(-1, 1, 1) for v in plan.input_norm)
             shown_input = (test_x[0] * std + mean).clamp(0, 1)
     bar.close()
-    rows, controls = _rows(scores, "readout"), _rows(scores, "shuffled")
+    unit = f"seeds (crops, readout, shuffles{'' if _seed_free(c) else ', backbone init'})"
+    rows, controls = _rows(scores, "readout", unit), _rows(scores, "shuffled", unit)
+    paired = _comparisons(scores, c, unit)
+    write_csv(work / "comparisons.csv", comparison_rows(paired))
     write_csv(work / "table.csv", [flat_stats({"features": row.get("control", "readout"), **row}) for row in [*rows, *controls]])
     position_map_figure(shown_input, maps, c.targets, shown, work / "position_maps.png",
                         title=f"{c.model}{' (pretrained)' if c.pretrained else ''} · layers {', '.join(c.layers)}")
     spc_bars(rows, controls, work / "spc.png", title=f"{c.model} · SPC per padding and target")
     best_constant = {t: float(mae(m.median().expand(1, *m.shape), m)) for t, m in zip(c.targets, maps)}
-    return {"rows": rows, "controls": controls, "mae_best_constant": best_constant, "layers": plan.layers,
-            "readout_size": side, "sigma": c.sigma, "test_photos": list(c.test_photos)}
+    return {"rows": rows, "controls": controls, "comparisons": paired,
+            "mae_best_constant": best_constant, "layers": plan.layers, "readout_size": side, "sigma": c.sigma,
+            "test_photos": list(c.test_photos)}
 
 
-def _rows(scores: dict[tuple[str, str, str], list[tuple[float, float]]], kind: str) -> list[dict]:
-    """One row per (padding, target) of features ``kind``: SPC and MAE over seeds (controls say which control)."""
+def _column(values: list[np.ndarray], metric: str) -> list[np.ndarray]:
+    return [v[:, list(RANGES).index(metric)] for v in values]
+
+
+def _rows(scores: Scores, kind: str, unit: str) -> list[dict]:
+    """One row per (padding, target) of features ``kind``: SPC and MAE over seeds and test crops (controls say
+    which control)."""
     extra = {} if kind == "readout" else {"control": f"{kind} features"}
-    return [{"padding": padding, "target": target, **extra, "spc": summarize([v[0] for v in values]),
-             "mae": summarize([v[1] for v in values])}
+    return [{"padding": padding, "target": target, **extra,
+             **{m: estimate(_column(values, m), bounds=RANGES[m], unit=unit, item=ITEM) for m in RANGES}}
             for (k, padding, target), values in scores.items() if k == kind]
+
+
+def _difference(a: list[np.ndarray], b: list[np.ndarray], metric: str, unit: str) -> dict:
+    low, high = RANGES[metric]
+    return paired_difference(_column(a, metric), _column(b, metric), bounds=(low - high, high - low), unit=unit,
+                             item=ITEM)
+
+
+def _comparisons(scores: Scores, c: Config, unit: str) -> list[dict]:
+    """Readout minus shuffled control (SPC, MAE) per padding and target; SPC of each other padding minus the first's
+    per target. All paired: the same seeds and test crops (and backbone weights across paddings)."""
+    out = []
+    for padding in c.paddings:
+        for target in c.targets:
+            real, shuffled = scores["readout", padding, target], scores["shuffled", padding, target]
+            for m in RANGES:
+                out.append({"name": f"{padding}:{target}:{m}_readout_vs_shuffled", "a": "readout",
+                            "b": "shuffled features", "question": f"Do the {padding}-padded features carry the "
+                            f"{target} position map ({m.upper()} of the readout vs the shuffled-features control)?",
+                            **_difference(real, shuffled, m, unit)})
+    first = c.paddings[0]
+    for padding in c.paddings[1:]:
+        for target in c.targets:
+            out.append({"name": f"{target}:spc_{padding}_vs_{first}", "a": f"{padding} padding",
+                        "b": f"{first} padding", "question": f"Does {padding} padding change how much {target} "
+                        f"position the features carry, relative to {first} padding (same weights and crops)?",
+                        **_difference(scores["readout", padding, target], scores["readout", first, target], "spc",
+                                      unit)})
+    return out
 
 
 def print_summary(metrics: dict) -> None:
@@ -243,5 +293,7 @@ def print_summary(metrics: dict) -> None:
     for row in [*metrics["rows"], *metrics["controls"]]:
         cells = [f"{row[m]['mean']:.3f} [{row[m]['ci95'][0]:.3f}, {row[m]['ci95'][1]:.3f}]" for m in ("spc", "mae")]
         print(f"{row.get('control', 'readout'):<18} {row['padding']:<10} {row['target']:<11} {cells[0]:<28} {cells[1]}")
+    for d in metrics["comparisons"]:
+        print(comparison_line(d))
     constant = ", ".join(f"{t} {v:.3f}" for t, v in metrics["mae_best_constant"].items())
     print(f"MAE of the best constant map (no position at all): {constant}")

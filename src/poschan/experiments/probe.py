@@ -6,9 +6,14 @@ At every requested layer the global-average-pooled features of train canvases fi
 shuffled per sample: does the readout depend on channel order?) and ``accuracy_permuted_train`` (a readout
 fit and scored on per-sample-shuffled features: can an order-free readout still find the answer?).
 
-Each seed draws its own images, canvases and permutations. Train canvases come from the train split and test
-canvases from the test split; ``photos`` (17 real photographs, one split) is split by index: every third photo
-(index 0, 3, 6, ...) is a test photo, the others are train photos, so no photo is seen by both.
+Each seed draws its own images, canvases and permutations (the backbone is one, of the first seed). Train canvases
+come from the train split and test canvases from the test split; ``photos`` (17 real photographs, one split) is
+split by index: every third photo (index 0, 3, 6, ...) is a test photo, the others are train photos, so no photo is
+seen by both.
+
+Accuracies are estimated from the 0/1 outcome of every test canvas (poschan.stats: intervals over seeds and test
+canvases); ``comparisons`` holds, per layer, the plain accuracy minus each permuted one on the same test canvases,
+and each layer's ``vs_chance`` an exact binomial test of its plain accuracy against chance.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -41,18 +47,19 @@ from poschan.experiments.settings import (
     TrainSizeSettings,
     WidthSettings,
 )
-from poschan.measure.readout import DEFAULT_C, fit_readout, permute_features, readout_accuracy
+from poschan.measure.readout import DEFAULT_C, fit_readout, permute_features, readout_outcomes
 from poschan.models.poolnet import PoolNet
 from poschan.models.registry import build_model
 from poschan.report.probe_figures import PROBE_VARIANTS, probe_accuracy
 from poschan.runtime import resolve_device, seeded_generator, seeded_init
-from poschan.stats import summarize
-from poschan.tables import flat_stats, write_csv
+from poschan.stats import paired_difference, proportion, versus_chance
+from poschan.tables import comparison_line, comparison_rows, flat_stats, write_csv
 from poschan.taps import extract_pooled, pooled_features, resolve_layers
 
 EXPERIMENT = "probe"
 HELP = "linear readout of position/semantics from pooled features of a frozen backbone at named layers"
 TEST_SEED_OFFSET = 10_000  # test draws use their own seeds, never the training ones
+UNIT, ITEM = "seeds (canvases, readout fit, permutations; one backbone)", "test canvases"
 
 
 @dataclass
@@ -149,15 +156,15 @@ def seed_features(plan: ProbePlan, seed: int) -> tuple[dict[str, Tensor], Tensor
 
 
 def probe_layer(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, *, seed: int, c: float,
-                generator: torch.Generator) -> dict[str, float]:
-    """The three readout accuracies (see the module docstring) of one layer and seed."""
+                generator: torch.Generator) -> dict[str, np.ndarray]:
+    """The 0/1 outcomes per test row of the three readouts (see the module docstring) of one layer and seed."""
     test_perm = permute_features(test_x, generator)
     plain = fit_readout(train_x, train_y, seed=seed, c=c)
     order_free = fit_readout(permute_features(train_x, generator), train_y, seed=seed, c=c)
     return {
-        "accuracy": readout_accuracy(plain, test_x, test_y),
-        "accuracy_permuted_test": readout_accuracy(plain, test_perm, test_y),
-        "accuracy_permuted_train": readout_accuracy(order_free, test_perm, test_y),
+        "accuracy": readout_outcomes(plain, test_x, test_y),
+        "accuracy_permuted_test": readout_outcomes(plain, test_perm, test_y),
+        "accuracy_permuted_train": readout_outcomes(order_free, test_perm, test_y),
     }
 
 
@@ -172,20 +179,35 @@ def run(plan: ProbePlan, work: Path, *, progress: bool = True) -> dict:
     c = plan.config
     chance = 1 / plan.num_classes
     per_seed = []
+    outcomes: dict[str, dict[str, list[np.ndarray]]] = {layer: {k: [] for k in PROBE_VARIANTS} for layer in plan.layers}
     for seed in tqdm(c.seeds, desc="probe seeds", disable=None if progress else True, leave=False):
         train_f, train_y, test_f, test_y = seed_features(plan, seed)
         for layer in plan.layers:
             scores = probe_layer(train_f[layer], train_y, test_f[layer], test_y, seed=seed, c=c.readout_c,
                                  generator=seeded_generator(seed, layer))
-            per_seed.append({"seed": seed, "layer": layer, **scores})
+            for key, hits in scores.items():
+                outcomes[layer][key].append(hits)
+            per_seed.append({"seed": seed, "layer": layer, **{k: float(v.mean()) for k, v in scores.items()}})
     rows = [{"layer": layer, "channels": plan.channels[layer],
-             **{key: summarize([r[key] for r in per_seed if r["layer"] == layer]) for key in PROBE_VARIANTS},
-             "chance": chance} for layer in plan.layers]
+             **{key: proportion(outcomes[layer][key], unit=UNIT, item=ITEM) for key in PROBE_VARIANTS},
+             "chance": chance, "vs_chance": versus_chance(outcomes[layer]["accuracy"], chance)}
+            for layer in plan.layers]
+    paired = _comparisons(outcomes)
     write_csv(work / "per_seed.csv", per_seed)
     write_csv(work / "table.csv", [flat_stats(row) for row in rows])
+    write_csv(work / "comparisons.csv", comparison_rows(paired))
     probe_accuracy(rows, [layer_label(plan.model, r["layer"]) for r in rows], work / "probe.png", chance=chance,
                    title=f"{c.task} readout · {c.model}{' (pretrained)' if c.pretrained else ''} · {c.data}")
-    return {"layers": rows, "n_train": c.train_size, "n_test": c.test_size}
+    return {"layers": rows, "comparisons": paired, "n_train": c.train_size, "n_test": c.test_size}
+
+
+def _comparisons(outcomes: dict[str, dict[str, list[np.ndarray]]]) -> list[dict]:
+    """Per layer: the plain accuracy minus each permuted variant's, on the same seeds and test canvases."""
+    return [{"name": f"{layer}:plain_vs_{key.removeprefix('accuracy_')}", "a": PROBE_VARIANTS["accuracy"],
+             "b": PROBE_VARIANTS[key],
+             "question": f"Does the readout at {layer} lose accuracy when the channels are {PROBE_VARIANTS[key]}?",
+             **paired_difference(o["accuracy"], o[key], bounds=(-1.0, 1.0), unit=UNIT, item=ITEM)}
+            for layer, o in outcomes.items() for key in PROBE_VARIANTS if key != "accuracy"]
 
 
 def print_summary(metrics: dict) -> None:
@@ -196,3 +218,5 @@ def print_summary(metrics: dict) -> None:
         cells = [f"{s['mean']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]" for s in
                  (row[key] for key in PROBE_VARIANTS)]
         print(f"{row['layer']:<28} {row['channels']:>5}  " + "  ".join(f"{cell:>21}" for cell in cells))
+    for d in metrics["comparisons"]:
+        print(comparison_line(d))

@@ -2,7 +2,10 @@
 
 One streaming pass per seed over the images of ONE split (poschan.ranking: methods, sign convention, statistics,
 nulls). Several seeds draw new orders, cells and partners over the same images; their statistics are merged
-into one ranking, and each seed's own top-N is compared with it (``seed_overlap``).
+into one ranking. With several seeds, ``seed_overlap`` is the share of one seed's top-N channels that another
+seed's top-N also holds (per key; units: the pairs of seeds, which share seeds; items: the N channels), beside
+``seed_overlap_chance`` = N / channels, its expectation for unrelated rankings. ``position_percent`` (dimest) is the
+per-seed share of position dimensions in [0, 100] (no items: a t interval over the seeds).
 
 Writes ``ranking.json`` ({model, layer, channels, method, data, split, eval_split, n_images, images (the
 fingerprint of the ranked images: {sha256, n}, poschan.data.fingerprint), seeds, design (the RankSpec: method,
@@ -19,6 +22,7 @@ by content, except two official splits of Fashion-MNIST / CIFAR-10). ``photos`` 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -46,12 +50,12 @@ from poschan.experiments.settings import (
 )
 from poschan.locate.designs import FLIP_INPUTS, METHODS, RankSpec, Tally, accumulate
 from poschan.locate.rank import ranking_from_tallies
-from poschan.locate.ranking import ranking_order, top_overlap
+from poschan.locate.ranking import ranking_order, top_overlap, top_shared
 from poschan.models.registry import build_model
 from poschan.models.segmentation import TV_SEGMENTER_NAMES, load_segmenter
 from poschan.report.ranking_figures import cell_heatmap, sorted_scores
 from poschan.runtime import resolve_device, seeded_init
-from poschan.stats import summarize
+from poschan.stats import proportion, summarize
 from poschan.tables import write_csv
 from poschan.taps import resolve_layers
 
@@ -201,10 +205,17 @@ def run(plan: RankPlan, work: Path, *, progress: bool = True) -> dict:
     }
     if c.method == "dimest":
         metrics["dims"], metrics["dims_null"] = pooled.real.dims(), pooled.null.dims()
-        metrics["position_percent"] = summarize([t.real.dims()["percent"]["position"] for t in tallies])
+        # floor(softmax share x C) / C of the position factor: in [0, 100) whatever the factor scores
+        metrics["position_percent"] = summarize([t.real.dims()["percent"]["position"] for t in tallies],
+                                                bounds=(0.0, 100.0), unit="ranking seeds")
     if len(tallies) > 1:
-        metrics["seed_overlap"] = {key: summarize([top_overlap(t.real.scores()[key], real[key], n) / n
-                                                   for t in tallies]) for key in plotted}
+        per_seed = [t.real.scores() for t in tallies]
+        pairs = list(itertools.combinations(range(len(tallies)), 2))
+        metrics["seed_overlap"] = {
+            key: proportion([top_shared(per_seed[i][key], per_seed[j][key], n).numpy() for i, j in pairs],
+                            unit="pairs of ranking seeds (sharing seeds)", item=f"top-{n} channels")
+            for key in plotted}
+        metrics["seed_overlap_chance"] = n / plan.channels
     return metrics
 
 
@@ -223,3 +234,6 @@ def print_summary(metrics: dict) -> None:
             d = metrics[name]
             print(f"{name:<10} position {d['position']} ({d['percent']['position']}%), semantic {d['semantic']} "
                   f"({d['percent']['semantic']}%), residual {d['residual']} ({d['percent']['residual']}%)")
+    for key, s in metrics.get("seed_overlap", {}).items():
+        print(f"top-{len(metrics['top'][key])} overlap between seeds, {key}: {s['mean']:.3f} "
+              f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] (chance {metrics['seed_overlap_chance']:.3f})")

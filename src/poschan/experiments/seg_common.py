@@ -1,21 +1,25 @@
 """What `ablate` and `attack` (and `seg-train`) share on the command line: the scene settings of a config, the
-segmenter and data a config names, the ranking file it may give, figure titles. The methods live in the library:
-data.segdata (scenes and real data, splits), models.segmentation (any segmenter), locate.segmentation (its
-rankings), control.ablation and control.attack."""
+segmenter and data a config names, the ranking file it may give, figure titles, and the statistics of their scores
+(``poschan.stats`` over per-image IoU counts, ``metrics.segmentation.iou_counts``). The methods live in the
+library: data.segdata (scenes and real data, splits), models.segmentation (any segmenter), locate.segmentation
+(its rankings), control.ablation and control.attack."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from poschan import stats
 from poschan.control.ablation import SegEval
 from poschan.data.fingerprint import image_fingerprint
 from poschan.data.scenes import SceneSpec
 from poschan.data.segdata import EvalSet, SegData
 from poschan.errors import UserError
 from poschan.locate.ranking import ChannelRanking
+from poschan.metrics.segmentation import miou_of
 from poschan.models.segmentation import Segmenter, SegNet, load_segmenter
 
 SCENE_FIELDS = ("side", "min_items", "max_items", "layout_prior", "layout", "grouping")
@@ -106,3 +110,87 @@ def read_ranking(path: str, loaded: LoadedModel) -> ChannelRanking:
     if ranking.data.get("split") == eval_split:
         raise UserError(f"ranking {path} was computed on the evaluation split {eval_split!r}; rank on another split")
     return ranking
+
+
+ITEMS = "test images"
+ONE_MODEL = "; one trained model: the variation between training seeds is not covered"
+
+
+def one_model(stat: dict) -> dict:
+    """``stat`` with its method saying that it is of one trained model (ablate, attack)."""
+    if "method" in stat:
+        stat["method"] += ONE_MODEL
+    return stat
+
+
+def score(groups: list[np.ndarray], unit: str, metric: stats.Metric = miou_of) -> dict:
+    """mIoU (or ``metric``, in [0, 1]) of each unit's per-image IoU counts (n_images, 2K), with its 95% interval over
+    the ``unit`` and the test images."""
+    return stats.estimate(groups, metric, bounds=(0.0, 1.0), unit=unit, item=ITEMS)
+
+
+def beside(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two sets of per-image IoU counts of the same images side by side: rows for ``halves_difference``."""
+    return np.concatenate([a, b], axis=1)
+
+
+def halves_difference(means: np.ndarray) -> np.ndarray:
+    """mIoU of the first half of (..., 4K) ``beside`` rows minus mIoU of the second half."""
+    half = means.shape[-1] // 2
+    return miou_of(means[..., :half]) - miou_of(means[..., half:])
+
+
+def drop(clean: np.ndarray, after: list[np.ndarray], unit: str) -> dict:
+    """Clean mIoU − mIoU after an edit, per unit, on the same test images: a paired difference in [-1, 1]."""
+    return stats.paired_difference([clean] * len(after), after, miou_of, bounds=(-1.0, 1.0), unit=unit, item=ITEMS)
+
+
+def paired_units(a: list, b: list, a_unit: str, b_unit: str) -> tuple[list, list, str, str]:
+    """Unit i of ``a`` beside unit i of ``b`` (independent units: any pairing estimates the variance of a
+    difference), cycling the shorter side when the counts differ: (a's, b's, the pairs' unit name, what was done)."""
+    m = max(len(a), len(b))
+    unit = f"({a_unit[:-1]}, {b_unit[:-1]}) pairs"
+    if len(a) == len(b):
+        return a, b, unit, f"; {a_unit[:-1]} i paired with {b_unit[:-1]} i"
+    fewer, count = (a_unit, len(a)) if len(a) < len(b) else (b_unit, len(b))
+    shared = (f"the one {fewer[:-1]} is in every pair, so its variation is not covered" if count == 1 else
+              f"each of the {count} {fewer} is in several pairs, so their variation is understated")
+    return ([a[i % len(a)] for i in range(m)], [b[i % len(b)] for i in range(m)], unit,
+            f"; {len(a)} {a_unit} and {len(b)} {b_unit} paired cyclically into {m} pairs (i mod {len(a)} with i mod "
+            f"{len(b)}): {shared}")
+
+
+def ranked_minus_random(ranked: list[np.ndarray], random: list[np.ndarray], metric: stats.Metric, *,
+                        bounds: tuple[float, float], ranked_unit: str = "ranking seeds",
+                        random_unit: str = "random draws") -> dict:
+    """Drop of ``metric`` (clean − after) with the ranked channels masked minus that with the control's, with its
+    interval and p-value: computed as ``metric``(control) − ``metric``(ranked) on the same images (the clean score
+    cancels), the units paired by ``paired_units``."""
+    a, b, unit, note = paired_units(ranked, random, ranked_unit, random_unit)
+    out = stats.paired_difference(b, a, metric, bounds=bounds, unit=unit, item=ITEMS)
+    out["method"] += note + "; ranked drop − control drop = control-masked − ranked-masked score" + ONE_MODEL
+    return out
+
+
+def ratio_of_drops(a: list[np.ndarray], b: list[np.ndarray], unit: str, note: str = "") -> dict:
+    """Mean over units of drop(a) / drop(b), each unit's rows ``beside(clean, after)`` of the same images, or why
+    it is not estimated (stats.ratio)."""
+    out = stats.ratio(a, b, halves_difference, unit=unit, item=ITEMS)
+    if "method" not in out:
+        return out
+    if not np.isfinite(out["ci95"]).all():  # stats.ratio checks the units' denominators, not each resample's
+        return {"estimable": False, "reason": "a bootstrap resample's denominator is 0: no interval"}
+    out["method"] += note + ONE_MODEL
+    return out
+
+
+def drop_ratio(clean: np.ndarray, ranked: list[np.ndarray], random: list[np.ndarray]) -> dict:
+    """Ranked mIoU drop / random mIoU drop (units paired by ``paired_units``), or why it is not estimated."""
+    a, b, unit, note = paired_units([beside(clean, r) for r in ranked], [beside(clean, r) for r in random],
+                                    "ranking seeds", "random draws")
+    return ratio_of_drops(a, b, unit, note)
+
+
+def comparison(stat: dict, name: str, a: str, b: str, question: str) -> dict:
+    """A comparison entry of ``metrics["comparisons"]``: the paired difference ``stat`` with its labels."""
+    return {"name": name, "a": a, "b": b, "question": question, **stat}

@@ -4,6 +4,8 @@ path, on PASCAL VOC 2012 / Cityscapes (poschan.data.segsets; ``--data voc:PATH``
 One model per seed in ``seed<S>/checkpoint.pt`` (weights, optimizer, epoch, history and, under "meta", the model
 and data settings that `poschan ablate` / `attack` rebuild it from). Training scenes are redrawn every epoch
 from the train items; the test scenes are fixed and drawn from the test items (real data: the val split).
+Test mIoU and pixel accuracy: each seed's final model over the test scenes, with a two-level bootstrap interval over
+the seeds and the test images (poschan.stats, from per-image confusions); ``train_loss``: each seed's last epoch.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -22,7 +25,7 @@ from poschan.data.segdata import EvalSet, SegData
 from poschan.data.segsets import IGNORE_INDEX
 from poschan.engine import fit
 from poschan.errors import UserError
-from poschan.experiments.seg_common import describe, scene_spec
+from poschan.experiments.seg_common import describe, scene_spec, score
 from poschan.experiments.settings import (
     DataSettings,
     FitSettings,
@@ -32,12 +35,12 @@ from poschan.experiments.settings import (
     SceneSettings,
     WidthSettings,
 )
+from poschan.metrics.segmentation import miou_of, pixel_accuracy_of
 from poschan.models.segmentation import SEG_MODELS, SegSpec, build_segmenter, load_segmenter_state
 from poschan.models.weights import read_state_dict
 from poschan.report.figures import learning_curves
 from poschan.results import atomic_torch_save
 from poschan.runtime import eval_mode, resolve_device
-from poschan.stats import summarize
 from poschan.tables import write_csv
 
 EXPERIMENT = "seg-train"
@@ -124,13 +127,18 @@ def _load_weights(model: nn.Module, path: str) -> None:
     load_segmenter_state(model, read_state_dict(path), path)
 
 
-def evaluate(model: nn.Module, plan: SegTrainPlan) -> dict:
-    """mIoU and pixel accuracy on the fixed test scenes."""
+def counts_on_test(model: nn.Module, plan: SegTrainPlan) -> np.ndarray:
+    """(test images, 2K) per-image IoU counts of ``model`` on the fixed test scenes (metrics.segmentation)."""
     images = _as_model_input(plan.test.images, plan.seg.in_chans)
     with eval_mode(model):
-        result = SegEval(model, model.feature_layer, (images, plan.test.masks), batch_size=plan.config.batch_size * 2,
-                         device=plan.device).scores()
-    return {"test_miou": result["miou"], "test_pixel_accuracy": result["pixel_accuracy"]}
+        return SegEval(model, model.feature_layer, (images, plan.test.masks), batch_size=plan.config.batch_size * 2,
+                       device=plan.device).meter().counts()
+
+
+def evaluate(model: nn.Module, plan: SegTrainPlan) -> dict:
+    """mIoU and pixel accuracy on the fixed test scenes."""
+    counts = counts_on_test(model, plan).mean(axis=0)
+    return {"test_miou": float(miou_of(counts)), "test_pixel_accuracy": float(pixel_accuracy_of(counts))}
 
 
 class _Batches:
@@ -149,7 +157,7 @@ class _Batches:
 
 def run(plan: SegTrainPlan, work: Path, *, progress: bool = True) -> dict:
     c = plan.config
-    curves, final = [], []
+    curves, counts, losses = [], [], []
     for seed in c.seeds:
         torch.manual_seed(seed)
         model = build_segmenter(plan.seg)
@@ -162,23 +170,24 @@ def run(plan: SegTrainPlan, work: Path, *, progress: bool = True) -> dict:
         if c.epochs == 0:  # evaluate given weights as they are, in a checkpoint the other commands read
             atomic_torch_save({"model": model.state_dict(), "epoch": 0, "history": [], "meta": meta},
                               run_dir / "checkpoint.pt")
-            final.append({"seed": seed, "train_loss": float("nan"), **evaluate(model.to(plan.device), plan)})
-            continue
-        stream = plan.data.train_source(c.train_size or 50_000, c.batch_size, seed)
-        history = fit(model, _Batches(stream, plan.seg.in_chans), epochs=c.epochs, lr=c.lr, betas=tuple(c.betas),
-                      seed=seed, device=plan.device, checkpoint=run_dir / "checkpoint.pt",
-                      log_csv=run_dir / "metrics.csv", evaluate=lambda m, _e: evaluate(m, plan),
-                      loss_fn=_pixel_cross_entropy, progress=progress, desc=f"seed {seed}",
-                      tensorboard=run_dir / "tensorboard", meta=meta)
-        curves += [{"seed": seed, **{k: v for k, v in row.items() if k != "seconds"}} for row in history]
-        final.append(curves[-1])
+            model.to(plan.device)
+        else:
+            stream = plan.data.train_source(c.train_size or 50_000, c.batch_size, seed)
+            history = fit(model, _Batches(stream, plan.seg.in_chans), epochs=c.epochs, lr=c.lr,
+                          betas=tuple(c.betas), seed=seed, device=plan.device, checkpoint=run_dir / "checkpoint.pt",
+                          log_csv=run_dir / "metrics.csv", evaluate=lambda m, _e: evaluate(m, plan),
+                          loss_fn=_pixel_cross_entropy, progress=progress, desc=f"seed {seed}",
+                          tensorboard=run_dir / "tensorboard", meta=meta)
+            curves += [{"seed": seed, **{k: v for k, v in row.items() if k != "seconds"}} for row in history]
+            losses.append(history[-1]["train_loss"])
+        counts.append(counts_on_test(model, plan))  # the final model's, image by image (resumed or not)
     if curves:
         write_csv(work / "curves.csv", curves)
         learning_curves(curves, work / "learning_curve.png", chance=0.0, metric="test_miou",
                         title=f"{c.model} (width {c.width}, {c.padding}) · {describe(plan.data)}")
-    metrics = {"miou": summarize([row["test_miou"] for row in final]),
-               "pixel_accuracy": summarize([row["test_pixel_accuracy"] for row in final]),
+    metrics = {"miou": score(counts, "training seeds"),
+               "pixel_accuracy": score(counts, "training seeds", pixel_accuracy_of),
                "checkpoints": [f"seed{s}/checkpoint.pt" for s in c.seeds], "test_images": len(plan.test.images)}
     if curves:
-        metrics["train_loss"] = summarize([row["train_loss"] for row in final])
+        metrics["train_loss"] = losses  # per seed, last epoch (a training quantity: no interval)
     return metrics

@@ -14,7 +14,7 @@ from poschan.config import command_defaults, setting
 from poschan.data.fingerprint import check_disjoint
 from poschan.data.sources import ImageSet, load_dataset
 from poschan.data.stream import CanvasStream
-from poschan.engine import fit
+from poschan.engine import evaluation_seed, fit
 from poschan.errors import UserError
 from poschan.experiments.settings import (
     CanvasSettings,
@@ -28,17 +28,18 @@ from poschan.experiments.settings import (
     TrainingSettings,
     WidthSettings,
 )
-from poschan.metrics.classification import accuracy
+from poschan.metrics.classification import outcomes
 from poschan.models.registry import build_model
 from poschan.report.figures import learning_curves
 from poschan.runtime import resolve_device
-from poschan.stats import summarize
+from poschan.stats import proportion, versus_chance
 from poschan.tables import write_csv
 
 EXPERIMENT = "train"
 HELP = "train and test a pooled CNN on k×k-grid canvases (location or semantic task) over seeds"
 TEST_SEED_OFFSET = 10_000  # test canvases use their own stream, never the training one
-Evaluator = Callable[[nn.Module, CanvasStream, int, torch.device], float]  # (model, test stream, passes, device)
+# (model, test stream, passes, device) -> per-item 0/1 outcomes, in the test stream's order
+Evaluator = Callable[[nn.Module, CanvasStream, int, torch.device], torch.Tensor]
 
 
 @dataclass
@@ -123,15 +124,26 @@ def streams(plan: TrainPlan, seed: int) -> tuple[CanvasStream, CanvasStream]:
     return train, test
 
 
-def plain_accuracy(model: nn.Module, test: CanvasStream, passes: int, device: torch.device) -> float:
-    return accuracy(model, test, passes=passes, device=device)
+def plain_outcomes(model: nn.Module, test: CanvasStream, passes: int, device: torch.device) -> torch.Tensor:
+    return outcomes(model, test, passes=passes, device=device)
+
+
+@dataclass
+class SeedResult:
+    """One trained seed: the model, its per-epoch history and each evaluator's per-item outcomes at the end."""
+
+    model: nn.Module
+    history: list[dict]
+    outcomes: dict[str, torch.Tensor]
 
 
 def train_one_seed(plan: TrainPlan, seed: int, work: Path, *, progress: bool = True,
-                   evaluators: Mapping[str, Evaluator] | None = None) -> tuple[nn.Module, list[dict]]:
-    """Train (or resume) one seed in ``work/seed<seed>``; returns the model and its per-epoch history.
+                   evaluators: Mapping[str, Evaluator] | None = None) -> SeedResult:
+    """Train (or resume) one seed in ``work/seed<seed>``.
 
-    After every epoch each evaluator scores the model on the test stream (default: ``test_accuracy``).
+    After every epoch each evaluator scores the model on the test stream (default: ``test_accuracy``); the
+    history holds accuracies, the result the last epoch's per-item outcomes (re-evaluated with the same RNG
+    seed when a finished run is resumed, so they are the same).
     """
     c = plan.config
     device = resolve_device(c.device)
@@ -140,31 +152,39 @@ def train_one_seed(plan: TrainPlan, seed: int, work: Path, *, progress: bool = T
     train, test = streams(plan, seed)
     run_dir = work / f"seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    evaluators = evaluators or {"test_accuracy": plain_accuracy}
+    evaluators = evaluators or {"test_accuracy": plain_outcomes}
+    last: dict[int, dict[str, torch.Tensor]] = {}
 
-    def evaluate(m: nn.Module, _epoch: int) -> dict:
-        return {name: score(m, test, c.test_passes, device) for name, score in evaluators.items()}
+    def evaluate(m: nn.Module, epoch: int) -> dict:
+        last[epoch] = {name: score(m, test, c.test_passes, device) for name, score in evaluators.items()}
+        return {name: float(v.mean()) for name, v in last[epoch].items()}
 
     history = fit(model, train, epochs=c.epochs, lr=c.lr, betas=tuple(c.betas), seed=seed, device=device,
                   checkpoint=run_dir / "checkpoint.pt", log_csv=run_dir / "metrics.csv", evaluate=evaluate,
                   progress=progress, desc=f"seed {seed}", tensorboard=run_dir / "tensorboard")
-    return model, history
+    if c.epochs not in last:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(evaluation_seed(seed, c.epochs - 1))
+            evaluate(model, c.epochs)
+    return SeedResult(model, history, last[c.epochs])
 
 
 def run(plan: TrainPlan, work: Path, *, progress: bool = True) -> dict:
     """Train every seed; write curves and figure into ``work``; return the metrics of the results contract."""
     c = plan.config
-    curves = []
+    curves, hits = [], []
     for seed in c.seeds:
-        _, history = train_one_seed(plan, seed, work, progress=progress)
-        curves += [{"seed": seed, **{k: v for k, v in row.items() if k != "seconds"}} for row in history]
+        result = train_one_seed(plan, seed, work, progress=progress)
+        curves += [{"seed": seed, **{k: v for k, v in row.items() if k != "seconds"}} for row in result.history]
+        hits.append(result.outcomes["test_accuracy"].numpy())
     final = [row for row in curves if row["epoch"] == c.epochs]
     write_csv(work / "curves.csv", curves)
     learning_curves(curves, work / "learning_curve.png", chance=1 / plan.num_classes,
                     title=f"{c.task} · {c.model} · {c.padding} · {c.head}")
     return {
-        "test_accuracy": summarize([row["test_accuracy"] for row in final]),
-        "train_loss": summarize([row["train_loss"] for row in final]),
+        "test_accuracy": proportion(hits, item="test canvases"),
+        "test_accuracy_vs_chance": versus_chance(hits, 1 / plan.num_classes),
+        "train_loss_per_seed": [row["train_loss"] for row in final],
         "chance": 1 / plan.num_classes,
     }
 

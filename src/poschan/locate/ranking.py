@@ -25,9 +25,15 @@ def ranking_order(scores: Tensor) -> Tensor:
     return torch.sort(scores, descending=True, stable=True).indices
 
 
+def top_shared(a: Tensor, b: Tensor, n: int) -> Tensor:
+    """(n,) 0/1: whether each of the top ``n`` channels of scores ``a`` (best first) is among the top ``n`` of ``b``."""
+    top_b = set(ranking_order(b)[:n].tolist())
+    return torch.tensor([float(ch in top_b) for ch in ranking_order(a)[:n].tolist()], dtype=torch.float64)
+
+
 def top_overlap(a: Tensor, b: Tensor, n: int) -> int:
     """How many of the top ``n`` channels of scores ``a`` are also among the top ``n`` of ``b``."""
-    return len(set(ranking_order(a)[:n].tolist()) & set(ranking_order(b)[:n].tolist()))
+    return int(top_shared(a, b, n).sum())
 
 
 def _scores(values: Any, what: str) -> Tensor:

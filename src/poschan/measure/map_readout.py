@@ -106,8 +106,13 @@ def readout_size(feature_size: int) -> int:
     return feature_size - KERNEL + 1
 
 
-def score(pred: Tensor, maps: Tensor) -> list[tuple[float, float]]:
-    """Per target: (SPC, MAE) averaged over the images of ``pred`` (N, T, h, w) against ``maps`` (T, h, w)."""
+def image_scores(pred: Tensor, maps: Tensor) -> Tensor:
+    """(T, N, 2) on the CPU: per target and image of ``pred`` (N, T, h, w), (SPC, MAE) against ``maps`` (T, h, w)."""
     maps = maps.to(pred.device)
-    return [(float(spc(pred[:, t], maps[t]).mean()), float(mae(pred[:, t], maps[t]).mean()))
-            for t in range(len(maps))]
+    return torch.stack([torch.stack([spc(pred[:, t], maps[t]), mae(pred[:, t], maps[t]).float().cpu()], dim=1)
+                        for t in range(len(maps))])
+
+
+def score(pred: Tensor, maps: Tensor) -> list[tuple[float, float]]:
+    """Per target: (SPC, MAE) averaged over the images (the means of :func:`image_scores`)."""
+    return [(spc_mean, mae_mean) for spc_mean, mae_mean in image_scores(pred, maps).mean(dim=1).tolist()]

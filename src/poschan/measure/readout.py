@@ -6,6 +6,7 @@ so that the penalty weighs every channel alike whatever its scale.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -35,9 +36,14 @@ def fit_readout(train_x: Tensor, train_y: Tensor, *, seed: int, c: float = DEFAU
         return make_pipeline(StandardScaler(), model).fit(_numpy(train_x), _numpy(train_y).astype(int))
 
 
+def readout_outcomes(readout: Pipeline, x: Tensor, y: Tensor) -> np.ndarray:
+    """(N,) 0/1: row i of ``x`` is predicted as class ``y[i]``."""
+    return (readout.predict(_numpy(x)) == _numpy(y).astype(int)).astype(np.float64)
+
+
 def readout_accuracy(readout: Pipeline, x: Tensor, y: Tensor) -> float:
-    """Fraction of rows of ``x`` whose predicted class equals ``y``."""
-    return float(readout.score(_numpy(x), _numpy(y).astype(int)))
+    """Fraction of rows of ``x`` whose predicted class equals ``y`` (the mean of :func:`readout_outcomes`)."""
+    return float(readout_outcomes(readout, x, y).mean())
 
 
 def permute_features(x: Tensor, generator: torch.Generator) -> Tensor:

@@ -1,7 +1,7 @@
 """What a report shows of each run, independent of the output format: the command, date, environment and
 resolved config; every statistic of its metrics outside lists (mean, interval, n, method); its CSV tables, each
-statistic's mean and interval columns (``k``, ``k_lo``, ``k_hi``, see ``tables.flat_stats``) joined in one cell;
-and its figures."""
+statistic's mean and interval columns (``k``, ``k_lo``, ``k_hi``, see ``tables.flat_stats``) joined in one cell
+(per-epoch tables are left to their figures); and its figures."""
 
 from __future__ import annotations
 
@@ -92,5 +92,7 @@ def _parse(text: str) -> object:
 def section(path: str | Path) -> Section:
     """The report section of the finished run in ``path`` (UserError when it is not one)."""
     run = load_run(path)
-    names = sorted(run.tables, key=lambda name: name != "table")  # the main table first
+    # the main table first; per-epoch tables (learning curves) are shown by their figures, their CSVs stay
+    names = sorted((n for n in run.tables if "epoch" not in (run.table(n)[:1] or [{}])[0]),
+                   key=lambda name: name != "table")
     return Section(run, summary(run), [_table(run, name) for name in names], run.figures)

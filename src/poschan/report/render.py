@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from poschan.report.claims import Claim, claims_table, rules_text
 from poschan.report.document import Section, Table
 
 _STYLE = """
@@ -40,9 +41,14 @@ def _environment(section: Section) -> str:
     return json.dumps(env)
 
 
-def to_html(sections: Sequence[Section], title: str = "poschan report") -> str:
+def to_html(sections: Sequence[Section], claims: Sequence[Claim], title: str = "poschan report") -> str:
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
+    if claims:
+        parts.append("<section><h2>Claims of the paper</h2>")
+        parts.append(_html_table(claims_table(claims)))
+        parts.append("<p>Verdict rules:</p><ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in rules_text(claims))
+                     + "</ul></section>")
     for s in sections:
         parts.append(f"<section><h2>{html.escape(s.title)}</h2>")
         parts.append(f"<p>Command: <code>{html.escape(s.run.command or 'not recorded')}</code></p>")
@@ -70,9 +76,13 @@ def _md_table(table: Table) -> str:
     return "\n".join(lines)
 
 
-def to_markdown(sections: Sequence[Section], out: Path, title: str = "poschan report") -> str:
+def to_markdown(sections: Sequence[Section], claims: Sequence[Claim], out: Path, title: str = "poschan report"
+                ) -> str:
     """Markdown of the report written to ``out`` (figure links relative to its folder)."""
     parts = [f"# {title}"]
+    if claims:
+        parts += ["## Claims of the paper", _md_table(claims_table(claims)),
+                  "Verdict rules:\n\n" + "\n".join(f"- {r}" for r in rules_text(claims))]
     for s in sections:
         parts += [f"## {s.title}", f"Command: `{s.run.command or 'not recorded'}`",
                   f"Environment: `{_environment(s)}`"]
