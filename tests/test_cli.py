@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from tests.contract import statistic_ok
 
 import poschan.engine as engine
 from poschan.cli import main
@@ -14,12 +15,6 @@ from poschan.results import atomic_torch_save
 
 SMOKE = ["train", "--task", "location", "--grid", "3", "--padding", "zeros", "--head", "gap-fc",
          "--preset", "smoke", "--no-progress"]
-
-
-def statistic_ok(stat: dict) -> bool:
-    lo, hi = stat["ci95"]
-    return stat["n"] == len(stat["values"]) >= 1 and lo <= stat["mean"] <= hi and \
-        abs(stat["mean"] - sum(stat["values"]) / stat["n"]) < 1e-9
 
 
 def test_train_smoke_subprocess_contract(tmp_path):

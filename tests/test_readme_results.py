@@ -1,9 +1,12 @@
 """The README's results section is `poschan report --format md results/*` (headings one level down)."""
 
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.contract import violations
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "readme_results.py"
@@ -17,6 +20,13 @@ def check(root: Path) -> subprocess.CompletedProcess:
 def test_readme_results_are_the_report_of_the_committed_results():
     proc = check(ROOT)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_committed_results_keep_the_contract():
+    runs = sorted((ROOT / "results").glob("*/results.json"))
+    assert runs
+    for path in runs:
+        assert violations(json.loads(path.read_text())["metrics"]) == [], path.parent.name
 
 
 def test_an_edited_number_is_caught(tmp_path):

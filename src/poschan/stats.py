@@ -1,8 +1,8 @@
 """Estimates with 95% intervals that stay inside their metric's range, and paired comparisons with p-values.
 
-Every estimate is ``{"mean", "ci95", "n", "values", "method"}``: ``values`` are the per-unit estimates (one per
-training seed, ranking seed or random draw), ``mean`` their mean, and ``method`` names how the interval was
-computed and which sources of variation it covers. Data come as *groups*: one array per unit, holding one row
+Every estimate is ``{"mean", "ci95", "n", "values", "range", "method"}``: ``values`` are the per-unit estimates
+(one per training seed, ranking seed or random draw), ``mean`` their mean, ``range`` the metric's range (null for
+an unbounded side) and ``method`` names how the interval was computed and which sources of variation it covers. Data come as *groups*: one array per unit, holding one row
 per test item (an image, a canvas, a channel). A metric is a function of the mean of its group's rows
 (accuracy: the mean of 0/1 rows; mIoU: a function of the mean per-image confusion matrix), so resampling items
 is resampling rows.
@@ -117,7 +117,8 @@ def _estimate(gs: list[np.ndarray], fn: Metric, bounds: tuple[float, float], uni
     values = [float(fn(g.mean(axis=0))) for g in gs]
     mean = float(np.mean(values))
     rng = np.random.default_rng(seed)
-    out: dict = {"mean": mean, "ci95": None, "n": len(values), "values": values}
+    out: dict = {"mean": mean, "ci95": None, "n": len(values), "values": values,
+                 "range": [float(b) if np.isfinite(b) else None for b in bounds]}
     dist = None
     if len(gs) == 1 and kind == "proportion":
         out["ci95"] = list(_wilson(int(gs[0].sum()), len(gs[0])))
@@ -276,4 +277,4 @@ def summarize(values: Sequence[float], *, bounds: tuple[float, float], unit: str
     else:
         ci = list(bounds)
         method = f"the metric's whole range: {n} {unit} without variation, no interval can be estimated"
-    return {"mean": mean, "ci95": ci, "n": n, "values": vals, "method": method}
+    return {"mean": mean, "ci95": ci, "n": n, "values": vals, "range": [float(b) for b in bounds], "method": method}

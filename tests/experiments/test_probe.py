@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.contract import statistic_ok
 from torch import Tensor, nn
 
 from poschan.cli import main
@@ -80,13 +81,6 @@ def probe(tmp_path: Path, name: str, *args: str) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
-def statistic_ok(stat: dict) -> bool:
-    """The results contract for an accuracy: n values, their mean, a non-empty interval in [0, 1] around it."""
-    lo, hi = stat["ci95"]
-    return stat["n"] == len(stat["values"]) >= 1 and 0 <= lo <= stat["mean"] <= hi <= 1 and lo < hi and \
-        abs(stat["mean"] - sum(stat["values"]) / stat["n"]) < 1e-9 and "test canvases" in stat["method"]
-
-
 def test_circular_stride1_net_has_identical_pooled_features_in_every_cell():
     image = load_dataset("fashion-mnist", "test", limit=1).images  # (1, 1, 28, 28)
     canvases = paste_in_grid(image.expand(9, -1, -1, -1), torch.arange(9), 3, torch.zeros(9, 1, 84, 84))
@@ -155,7 +149,7 @@ def test_smoke_efficientnet_lite0_pretrained_contract(tmp_path):
         assert row["chance"] == pytest.approx(CHANCE)
         for key in ("accuracy", "accuracy_permuted_test", "accuracy_permuted_train"):
             stat = row[key]
-            assert statistic_ok(stat) and stat["values"] == [pytest.approx(float(per_seed[row["layer"]][key]))]
+            assert statistic_ok(stat, 0, 1, "test canvases") and stat["values"] == [pytest.approx(float(per_seed[row["layer"]][key]))]
             hits = round(stat["mean"] * n)  # one seed: the interval is Wilson's on its count of right canvases
             assert stat["ci95"] == pytest.approx(proportion([np.r_[np.ones(hits), np.zeros(n - hits)]])["ci95"])
         assert 0 <= row["vs_chance"]["p_value"] <= 1 and row["vs_chance"]["chance"] == row["chance"]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tests.contract import statistic_ok
 from torch import nn
 
 from poschan.cli import main
@@ -42,13 +43,6 @@ def rank(tmp_path: Path, name: str, *args: str) -> tuple[Path, dict]:
     out = tmp_path / name
     assert main(["rank", "--preset", "smoke", "--no-progress", "--out", str(out), *args]) == 0
     return out, json.loads((out / "results.json").read_text())
-
-
-def statistic_ok(stat: dict, low: float, high: float) -> bool:
-    """The results contract: n values, their mean, a non-empty interval inside [low, high] around it."""
-    lo, hi = stat["ci95"]
-    return stat["n"] == len(stat["values"]) >= 1 and low <= lo <= stat["mean"] <= hi <= high and lo < hi and \
-        stat["mean"] == pytest.approx(sum(stat["values"]) / stat["n"]) and bool(stat["method"])
 
 
 @pytest.mark.parametrize("method", ["flip", "shift", "dimest"])

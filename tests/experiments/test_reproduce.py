@@ -1,11 +1,14 @@
 """`poschan reproduce`: the whole smoke study in one command, ending with its report; killed and re-run, it
 skips the finished steps (their results untouched), resumes the interrupted one and completes."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+
+from tests.contract import violations
 
 from poschan.cli import main
 from poschan.experiments.reproduce import study
@@ -32,6 +35,8 @@ def test_killed_study_rerun_skips_finished_steps_and_ends_with_the_report(tmp_pa
     printed = capsys.readouterr().out
     assert "gap-study: finished earlier, skipped" in printed and first.read_bytes() == before
     assert all((out / name / "results.json").is_file() for name in steps)
+    for name in steps:  # every interval of every command inside its range, of non-zero width, with its method
+        assert violations(json.loads((out / name / "results.json").read_text())["metrics"]) == [], name
     assert not any(p.name.endswith(".partial") for p in out.iterdir())
     report = (out / "report.html").read_text()
     assert report.count("<h2>") == len(steps) + 1 and "<h2>Claims of the paper</h2>" in report

@@ -76,3 +76,15 @@ def test_augshift_claims_use_the_paired_comparisons():
     found = claims([run])
     assert [c.verdict for c in found] == ["reproduced", "inconclusive"]
     assert found[0].source.startswith("paper abstract") and "0.250 [0.200, 0.300]" in found[0].measured
+
+
+def test_segmentation_claims_put_the_random_control_beside_the_effect():
+    ablate = Run(path=None, experiment="ablate", config={}, seeds=[0], env={}, elapsed_s=0.0, metrics={
+        "reliance": [{"n": 6, "fraction": 0.05, "ranked_drop": stat(0.1, 0.2), "random_drop": stat(0.0, 0.02)}],
+        "comparisons": [{"name": "ranked_vs_random_drop_n6", **stat(0.08, 0.19, p_value=0.001)}]})
+    attack = Run(path=None, experiment="attack", config={}, seeds=[0], env={}, elapsed_s=0.0, metrics={"attack": [
+        {"region": "left", "n": 32, "method": "flip", "selectivity": stat(-0.05, -0.01, p_value=0.01)},
+        {"region": "left", "n": 32, "method": "random", "selectivity": stat(-0.01, 0.01, p_value=0.9)}]})
+    reliance, region = claims([ablate, attack])
+    assert reliance.verdict == "reproduced" and "random drop 0.010 [0.000, 0.020]" in reliance.measured
+    assert region.verdict == "not reproduced" and "random channels 0.000 [-0.010, 0.010]" in region.measured

@@ -157,8 +157,41 @@ def _augshift_claims(run: Run) -> list[Claim]:
     return out
 
 
-CLAIMS_BY_EXPERIMENT: dict[str, Callable[[Run], list[Claim]]] = {"gap-study": _gap_claims,
-                                                                 "augshift": _augshift_claims}
+def _ablate_claims(run: Run) -> list[Claim]:
+    """Ranked against random channels at every N: the reliance claim with its control in one difference."""
+    paired = {p["name"]: p for p in run.metrics.get("comparisons", []) if "name" in p and "ci95" in p}
+    out = []
+    for row in run.metrics.get("reliance", []):
+        p = paired.get(f"ranked_vs_random_drop_n{row.get('n')}")
+        if p is None or "ranked_drop" not in row or "random_drop" not in row:
+            continue
+        out.append(Claim(f"a segmenter relies on its overall-position channels: zeroing the top {row['n']} "
+                         f"({row['fraction']:.0%}) lowers mIoU more than zeroing as many random channels "
+                         f"(run {run.path.name if run.path else '-'})", ABSTRACT,
+                         f"ranked − random drop {_stat_text(p)}; ranked drop {_stat_text(row['ranked_drop'])}; "
+                         f"random drop {_stat_text(row['random_drop'])}", direction(p, +1), "direction"))
+    return out
+
+
+def _attack_claims(run: Run) -> list[Claim]:
+    """Selectivity (drop inside minus drop outside the region) of each ranked method, random channels beside it."""
+    rows = [r for r in run.metrics.get("attack", []) if "selectivity" in r and "ci95" in r["selectivity"]]
+    random = {(r["region"], r["n"]): r for r in rows if r["method"] == "random"}
+    out = []
+    for r in rows:
+        if r["method"] not in ("flip", "shift"):
+            continue
+        control = random.get((r["region"], r["n"]))
+        beside = f"; random channels {_stat_text(control['selectivity'])}" if control else ""
+        out.append(Claim(f"zeroing the {r['method']}-ranked channels of one region degrades that region more than "
+                         f"the rest (region {r['region']}, N = {r['n']}, run {run.path.name if run.path else '-'})",
+                         ABSTRACT, f"drop inside − drop outside {_stat_text(r['selectivity'])}{beside}",
+                         direction(r["selectivity"], +1), "direction"))
+    return out
+
+
+CLAIMS_BY_EXPERIMENT: dict[str, Callable[[Run], list[Claim]]] = {
+    "gap-study": _gap_claims, "augshift": _augshift_claims, "ablate": _ablate_claims, "attack": _attack_claims}
 
 
 def claims(runs: Sequence[Run]) -> list[Claim]:
