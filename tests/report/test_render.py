@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from poschan.cli import main
+from poschan.report.document import MAX_ROWS
 from poschan.report.figures import save_figure
 from poschan.results import RunDir
 from poschan.tables import flat_stats, write_csv
@@ -61,3 +62,15 @@ def test_bad_report_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     out.write_text("mine")
     assert main(["report", str(fake_run(tmp_path)), "--out", str(out)]) == 2
     assert out.read_text() == "mine" and "already exists" in capsys.readouterr().err
+
+
+def test_a_long_table_is_cut_and_says_where_the_rest_is(tmp_path):
+    run = RunDir(tmp_path / "run", {})
+    work = run.open()
+    write_csv(work / "table.csv", [{"channel": i, "score": i / 100} for i in range(MAX_ROWS + 5)])
+    run.write_results("rank", {}, [0], "cpu", 1.0)
+    out = tmp_path / "r.md"
+    assert main(["report", str(run.commit()), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert f"| {MAX_ROWS - 1} |" in text and f"| {MAX_ROWS} |" not in text
+    assert f"*the first {MAX_ROWS} of {MAX_ROWS + 5} rows; all in table.csv*" in text

@@ -10,12 +10,15 @@ from pathlib import Path
 
 from poschan.results import Run, load_run
 
+MAX_ROWS = 40  # a longer table (one row per channel, say) is cut; its CSV beside the run has every row
+
 
 @dataclass(frozen=True)
 class Table:
     name: str
     columns: list[str]
     rows: list[list[str]]
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,8 @@ def _table(run: Run, name: str) -> Table:
         return number(_parse(row[column]))
 
     header = [f"{c} [95% CI]" if c in joined else c for c in shown]
-    return Table(name, header, [[cell(row, c) for c in shown] for row in rows])
+    note = f"the first {MAX_ROWS} of {len(rows)} rows; all in {name}.csv" if len(rows) > MAX_ROWS else ""
+    return Table(name, header, [[cell(row, c) for c in shown] for row in rows[:MAX_ROWS]], note)
 
 
 def _parse(text: str) -> object:

@@ -28,8 +28,9 @@ img { max-width: 100%; margin: 0.5em 0; }
 def _html_table(table: Table) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in table.rows)
+    note = f"<p><em>{html.escape(table.note)}</em></p>" if table.note else ""
     return (f'<table data-name="{html.escape(table.name)}"><caption>{html.escape(table.name)}</caption>'
-            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}")
 
 
 def _data_uri(path: Path) -> str:
@@ -73,7 +74,7 @@ def _md_table(table: Table) -> str:
     lines = [f"*{table.name}*", "", "| " + " | ".join(_md_cell(c) for c in table.columns) + " |",
              "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in table.rows]
-    return "\n".join(lines)
+    return "\n".join(lines + ([f"\n*{table.note}*"] if table.note else []))
 
 
 def to_markdown(sections: Sequence[Section], claims: Sequence[Claim], out: Path, title: str = "poschan report"
