@@ -13,15 +13,19 @@ from poschan.errors import UserError
 from poschan.metrics.segmentation import (
     ConfusionMeter,
     confusion,
+    fw_iou_of,
     image_confusions,
     iou_counts,
     iou_per_class,
     miou,
     miou_of,
+    miou_present_of,
     pixel_accuracy,
     pixel_accuracy_of,
     predict,
 )
+
+SCORES = (miou_of, miou_present_of, fw_iou_of, pixel_accuracy_of)
 from poschan.report.segmentation_figures import overlays, region_heatmap, reliance_curve
 
 
@@ -123,15 +127,56 @@ def test_iou_counts_score_like_the_summed_confusion_vectorised():
     per_image = image_confusions(pred, target, 4)
     counts = iou_counts(per_image)
     conf = per_image[0].double().numpy()
-    assert counts[0].tolist() == [*np.diag(conf), *(conf.sum(0) + conf.sum(1))]  # tp; target + predicted pixels
+    assert counts[0].tolist() == [*np.diag(conf), *conf.sum(1), *conf.sum(0)]  # tp; target; predicted pixels
     whole = confusion(pred, target, 4)
     assert miou_of(counts.mean(0)) == pytest.approx(miou(whole), abs=1e-12)
     assert pixel_accuracy_of(counts.mean(0)) == pytest.approx(pixel_accuracy(whole), abs=1e-12)
-    stacked = np.stack([counts, counts[::-1]])  # (2, 5, 2K): leading axes kept
+    stacked = np.stack([counts, counts[::-1]])  # (2, 5, 3K): leading axes kept
     assert miou_of(stacked).shape == (2, 5)
     assert miou_of(stacked)[1].tolist() == [miou(c) for c in per_image.flip(0)]
     assert pixel_accuracy_of(stacked)[0].tolist() == [pixel_accuracy(c) for c in per_image]
-    assert math.isnan(miou_of(np.zeros(8))) and math.isnan(pixel_accuracy_of(np.zeros(8)))
+    for score in SCORES:
+        assert score(stacked)[1].tolist() == [score(c) for c in counts[::-1]]
+        assert score(counts.mean(0)) == pytest.approx(score(iou_counts(whole)), abs=1e-12)
+        assert math.isnan(score(np.zeros(12))) and np.isnan(score(np.zeros((2, 3, 12)))).all()
+
+
+# A region whose target holds classes 1 (8 pixels) and 2 (4 pixels) of K = 4, every pixel right but one pixel of
+# class 1 predicted 3, a class absent from the target (rows = target, columns = prediction):
+STRAY = np.array([[0, 0, 0, 0], [0, 7, 0, 1], [0, 0, 4, 0], [0, 0, 0, 0]])
+
+
+def test_a_stray_pixel_of_a_class_absent_from_the_target_counts_in_miou_of_only():
+    counts = iou_counts(STRAY)
+    assert counts.tolist() == [0, 7, 4, 0, 0, 8, 4, 0, 0, 7, 4, 1]  # tp; target; predicted pixels
+    # IoU: class 1 7 / 8, class 2 4 / 4, class 3 0 / 1 (only predicted), class 0 nowhere
+    assert miou_of(counts) == pytest.approx((7 / 8 + 1 + 0) / 3)  # 0.625: the absent class 3 enters with IoU 0
+    assert miou_present_of(counts) == pytest.approx((7 / 8 + 1) / 2)  # 0.9375: the classes of the target only
+    assert fw_iou_of(counts) == pytest.approx((8 * 7 / 8 + 4 * 1) / 12)
+    assert pixel_accuracy_of(counts) == pytest.approx(11 / 12)
+    right = iou_counts(np.diag([0, 8, 4, 0]))  # the stray pixel predicted right: every score 1
+    assert [float(score(right)) for score in SCORES] == [1.0] * 4
+    assert miou_of(right) - miou_of(counts) > 0.3 > 0.1 > miou_present_of(right) - miou_present_of(counts)
+
+
+def test_frequency_weighted_iou_weights_the_target_classes_by_their_pixels():
+    # target: class 1 4 pixels (2 right, 1 predicted 2, 1 predicted 3), class 2 2 pixels (both right)
+    a = np.array([[0, 0, 0, 0], [0, 2, 1, 1], [0, 0, 2, 0], [0, 0, 0, 0]])
+    ious = (2 / 4, 2 / 3, 0.0)  # IoU of class 1: 2 / (4 + 2 - 2); class 2: 2 / (2 + 3 - 2); class 3: 0 / 1
+    assert miou_of(iou_counts(a)) == pytest.approx(sum(ious) / 3)
+    assert miou_present_of(iou_counts(a)) == pytest.approx((ious[0] + ious[1]) / 2)
+    assert fw_iou_of(iou_counts(a)) == pytest.approx((4 * ious[0] + 2 * ious[1]) / 6)
+    assert pixel_accuracy_of(iou_counts(a)) == pytest.approx(4 / 6)
+    # a second image (target: class 0 4 pixels, one predicted 1; class 1 2 pixels): the mean of the two images'
+    # counts scores as their summed confusion [[3, 1, 0, 0], [0, 4, 1, 1], [0, 0, 2, 0], [0, 0, 0, 0]]
+    b = np.array([[3, 1, 0, 0], [0, 2, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    means = iou_counts(np.stack([a, b])).mean(0)
+    summed = (3 / 4, 4 / 7, 2 / 3)  # IoU of classes 0, 1, 2 (class 3: 0 / 1); target pixels 4, 6, 2
+    assert miou_of(means) == pytest.approx(sum(summed) / 4)
+    assert miou_present_of(means) == pytest.approx(sum(summed) / 3)
+    assert fw_iou_of(means) == pytest.approx((4 * summed[0] + 6 * summed[1] + 2 * summed[2]) / 12)
+    assert pixel_accuracy_of(means) == pytest.approx(9 / 12)
+    assert fw_iou_of(means) != pytest.approx((fw_iou_of(iou_counts(a)) + fw_iou_of(iou_counts(b))) / 2)
 
 
 def test_meter_keeps_per_image_counts_in_order():
@@ -142,7 +187,7 @@ def test_meter_keeps_per_image_counts_in_order():
         meter.update(pred[batch], target[batch])
     assert meter.images().shape == (4, 3, 3)
     assert np.array_equal(meter.counts("left"), iou_counts(image_confusions(pred[:4], target[:4], 3, left)))
-    assert ConfusionMeter(3).counts().shape == (0, 6)
+    assert ConfusionMeter(3).counts().shape == (0, 9)
 
 
 def test_predict_is_batched_argmax():

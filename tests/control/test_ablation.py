@@ -48,9 +48,9 @@ def left_half_data(n: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
 # clean: every pixel right, mIoU 1. Channel 0 masked (zero): every pixel predicted 0: IoU(class 0) = 32 / 64 and
 # IoU(class 1) = 0 / 32, mIoU 0.25, pixel accuracy 0.5. Channel 0 replaced by 1 (mean mode): every pixel 1, the same.
 MASKED_MIOU = 0.25
-# Per image, IoU counts = (true positives of class 0, 1; target + predicted pixels of class 0, 1):
-CLEAN_COUNTS = [32, 32, 64, 64]
-MASKED_COUNTS = [32, 0, 32 + 64, 32 + 0]  # every pixel predicted 0
+# Per image, IoU counts = (true positives of class 0, 1; target pixels of class 0, 1; predicted pixels of class 0, 1):
+CLEAN_COUNTS = [32, 32, 32, 32, 32, 32]
+MASKED_COUNTS = [32, 0, 32, 32, 64, 0]  # every pixel predicted 0
 
 
 def test_masking_the_one_channel_drops_miou_to_the_hand_value_and_others_do_nothing():
@@ -84,10 +84,10 @@ def test_mean_mode_fills_the_channel_and_batches_keep_every_image():
     assert torch.equal(channel_means(model, "body", images), torch.tensor([0.5, 1, 1, 1]))
     curve = ablation_curve(model, "body", [0, 1, 2, 3], (images, masks), n=[1], mode="mean",
                            means=torch.tensor([1.0, 1, 1, 1]), random_draws=0, batch_size=3)
-    # every pixel predicted 1: per image tp (0, 32), target + predicted (32, 32 + 64); the last image lacks one
+    # every pixel predicted 1: per image tp (0, 32), target (32, 32), predicted (0, 64); the last image lacks one
     # class-1 pixel (top left)
-    assert curve.points[0].ranked_counts[0].tolist() == [[0, 32, 32, 96]] * 3 + [[0, 31, 32, 94]]
-    assert curve.clean_counts.tolist() == [CLEAN_COUNTS] * 3 + [[32, 31, 64, 62]]
+    assert curve.points[0].ranked_counts[0].tolist() == [[0, 32, 32, 32, 0, 64]] * 3 + [[0, 31, 32, 31, 0, 63]]
+    assert curve.clean_counts.tolist() == [CLEAN_COUNTS] * 3 + [[32, 31, 32, 31, 32, 31]]
     assert curve.points[0].ranked_miou == [pytest.approx(MASKED_MIOU, abs=2e-3)] and curve.mode == "mean"
     assert curve.miou_clean == 1.0
     with pytest.raises(UserError, match="needs the per-channel means"):

@@ -44,9 +44,10 @@ RANKING = ChannelRanking("body", "flip", {"left": torch.tensor([1.0, 0.0, 0.0]),
 # pixel of the half is predicted 0: IoU(class 0) = 16 / 32, IoU(class 1) = 0 / 16, mIoU 0.25; the other half keeps
 # mIoU 1. PGD with eps 0.6 (in the images' units) moves every pixel of the region across the 0.5 threshold: mIoU 0.
 BROKEN = 0.25
-# Per image, the IoU counts of a half (true positives of class 0, 1; target + predicted pixels of class 0, 1):
-WHOLE = [16, 16, 32, 32]
-BROKEN_COUNTS = [16, 0, 16 + 32, 16 + 0]  # every pixel of the half predicted 0
+# Per image, the IoU counts of a half (true positives of class 0, 1; target pixels of class 0, 1; predicted pixels
+# of class 0, 1):
+WHOLE = [16, 16, 16, 16, 16, 16]
+BROKEN_COUNTS = [16, 0, 16, 16, 32, 0]  # every pixel of the half predicted 0
 
 
 def test_masking_a_regions_channel_breaks_that_region_only():
@@ -89,8 +90,8 @@ def test_masked_pgd_breaks_the_region_and_eps_zero_changes_nothing():
     (pgd,) = result.arms
     assert (pgd.method, pgd.n, pgd.channels, pgd.clean) == ("pgd", None, [], (1.0, 1.0))
     assert pgd.after == [(0.0, 1.0), (0.0, 1.0)]
-    # every pixel of the left half flipped: tp 0, target + predicted 16 + 16 per class; the clean on 3 images
-    assert [a["in"].tolist() for a in pgd.after_counts] == [[[0, 0, 32, 32]] * 3] * 2
+    # every pixel of the left half flipped: tp 0, 16 target and 16 predicted pixels per class; the clean on 3 images
+    assert [a["in"].tolist() for a in pgd.after_counts] == [[[0, 0, 16, 16, 16, 16]] * 3] * 2
     assert pgd.clean_counts["in"].tolist() == [WHOLE] * 3
     assert torch.equal(pgd.examples[:, :, : SIDE // 2], 1 - data(2)[1][:, :, : SIDE // 2])  # flipped inside
     assert torch.equal(result.clean_examples, data(2)[1])
@@ -100,6 +101,17 @@ def test_masked_pgd_breaks_the_region_and_eps_zero_changes_nothing():
         raw = region_attack(ev.model, "body", RANKING, ev, region="left", n=1, methods=["pgd"], pgd_eps=0.3,
                             mean=[0.0], std=[std])
         assert raw.arms[0].after == [after]
+
+
+def test_region_miou_averages_over_the_classes_of_the_regions_target():
+    # The top half holds class 1 only (the bottom half class 0 only). Channel 0 masked, the left half of the image is
+    # predicted 0: inside, class 1 keeps IoU 16 / 32 and class 0, absent from the region's target, is left out of the
+    # mean (over target or prediction the mIoU would be (0.5 + 0) / 2); outside, every pixel stays right.
+    result = region_attack(LeftRight(), "body", RANKING, data(), region="top", n=1, methods=["flip"], key="left")
+    (ranked,) = result.arms
+    assert ranked.channels == [[0]] and ranked.clean == (1.0, 1.0) and ranked.after == [(0.5, 1.0)]
+    assert ranked.after_counts[0]["in"].tolist() == [[0, 16, 0, 32, 16, 16]] * 2
+    assert ranked.after_counts[0]["out"].tolist() == [[32, 0, 32, 0, 32, 0]] * 2
 
 
 def test_bad_input():

@@ -1,9 +1,10 @@
-"""Segmentation scenes: exact composites and masks, placement rules, determinism, splits, validation."""
+"""Segmentation scenes: exact composites and masks, placement rules, determinism, random flips, splits, validation."""
 
 import dataclasses
 
 import pytest
 import torch
+from tests.data.flips import flipped_samples, half_flipped
 
 from poschan.data.scenes import (
     MASK_THRESHOLD,
@@ -147,6 +148,32 @@ def test_stream_batches_are_a_pure_function_of_seed_epoch_batch(items):
     other = next(iter(SceneStream(items, SceneSpec(side=64), 50, 16, seed=8).epoch(0)))[1]
     assert not torch.equal(first[0][1], later) and not torch.equal(first[0][1], other)
     assert not torch.equal(first[0][1], first[1][1])
+
+
+def test_stream_without_hflip_renders_the_scenes_of_seed_epoch_batch(items):
+    spec = SceneSpec(side=48)
+    for hflip in ({}, {"hflip": False}):
+        batches = list(SceneStream(items, spec, 40, 16, seed=3, **hflip).epoch(2))
+        assert len(batches) == 3
+        for b, (x, m) in enumerate(batches):
+            rx, rm = render_scenes(items, spec, len(x), seeded_generator(3, 2, b))
+            assert torch.equal(x, rx) and torch.equal(m, rm)
+
+
+def test_hflip_mirrors_about_half_the_scenes_image_and_mask_together(items):
+    plain = SceneStream(items, SceneSpec(side=40, max_items=2), 400, 16, seed=5)
+    flips = [flipped_samples(p, f) for p, f in zip(plain.epoch(1), dataclasses.replace(plain, hflip=True).epoch(1),
+                                                   strict=True)]
+    assert all(0 < int(f.sum()) < len(f) for f in flips)  # a coin per scene, not per batch
+    assert half_flipped(int(torch.cat(flips).sum()), 400)
+
+
+def test_hflip_batches_are_a_pure_function_of_seed_epoch_batch(items):
+    stream = SceneStream(items, SceneSpec(side=40), 50, 16, seed=7, hflip=True)
+    full = list(stream.epoch(3))
+    resumed = list(dataclasses.replace(stream).epoch(3, start_batch=2))
+    assert len(resumed) == 2
+    assert all(torch.equal(x, y) and torch.equal(m, n) for (x, m), (y, n) in zip(full[2:], resumed))
 
 
 @pytest.mark.parametrize("region, rows, cols", [

@@ -1,12 +1,14 @@
-"""CanvasStream: deterministic epochs, correct labels, validation."""
+"""CanvasStream and TensorStream: deterministic epochs, correct labels, random flips, validation."""
 
 import pytest
 import torch
+from tests.data.flips import flipped_samples, half_flipped
 
 from poschan.data.canvas import crop
 from poschan.data.sources import load_dataset
-from poschan.data.stream import CanvasStream
+from poschan.data.stream import CanvasStream, TensorStream
 from poschan.errors import UserError
+from poschan.runtime import seeded_generator
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +96,6 @@ def test_invalid_epoch_arguments(data):
 
 
 def test_tensor_stream_is_a_seeded_permutation_per_epoch():
-    from poschan.data.stream import TensorStream
-
     x, y = torch.arange(10).float().view(10, 1), torch.arange(10)
     stream = TensorStream(x, y, batch_size=4, seed=3)
     first = [b for b in stream.epoch(0)]
@@ -106,3 +106,39 @@ def test_tensor_stream_is_a_seeded_permutation_per_epoch():
     assert not torch.equal(seen, torch.cat([yy for _, yy in stream.epoch(1)]))
     with pytest.raises(UserError):
         TensorStream(x, y[:3], batch_size=4, seed=0)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    """Random images (N, 3, 8, 8) and masks (N, 8, 8)."""
+    generator = seeded_generator(11)
+    return torch.randn(400, 3, 8, 8, generator=generator), torch.randint(0, 5, (400, 8, 8), generator=generator)
+
+
+def test_tensor_stream_without_hflip_is_the_seeded_order_split_into_batches(pairs):
+    x, y = pairs
+    order = torch.randperm(len(x), generator=seeded_generator(3, 2))
+    for hflip in ({}, {"hflip": False}):
+        batches = list(TensorStream(x, y, 48, seed=3, **hflip).epoch(2))
+        assert len(batches) == 9
+        assert all(torch.equal(bx, x[i]) and torch.equal(by, y[i]) for (bx, by), i in zip(batches, order.split(48)))
+
+
+def test_tensor_stream_hflip_mirrors_about_half_the_samples_image_and_mask_together(pairs):
+    plain = TensorStream(*pairs, batch_size=16, seed=5)
+    flipped = TensorStream(*pairs, batch_size=16, seed=5, hflip=True)
+    flips = [flipped_samples(p, f) for p, f in zip(plain.epoch(1), flipped.epoch(1), strict=True)]
+    assert all(0 < int(f.sum()) < len(f) for f in flips)  # a coin per sample, not per batch
+    assert half_flipped(int(torch.cat(flips).sum()), len(pairs[0]))
+
+
+def test_tensor_stream_hflip_batches_are_a_pure_function_of_seed_epoch_batch(pairs):
+    full = list(TensorStream(*pairs, batch_size=48, seed=7, hflip=True).epoch(3))
+    resumed = list(TensorStream(*pairs, batch_size=48, seed=7, hflip=True).epoch(3, start_batch=6))
+    assert len(full) == 9 and len(resumed) == 3
+    assert all(torch.equal(x, u) and torch.equal(y, v) for (x, y), (u, v) in zip(full[6:], resumed))
+
+
+def test_tensor_stream_hflip_needs_masks_as_wide_as_the_images():
+    with pytest.raises(UserError, match="hflip"):
+        TensorStream(torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), 2, seed=0, hflip=True)

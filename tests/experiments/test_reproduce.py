@@ -18,7 +18,12 @@ def test_killed_study_rerun_skips_finished_steps_and_ends_with_the_report(tmp_pa
     out = tmp_path / "study"
     steps = [s.name for s in study("smoke", out)]
     assert steps[:5] == ["gap-study", "probe", "position-map", "rank", "augshift"]
-    assert steps[5:] == ["seg-train-p0.9", "ablate-p0.9", "attack-p0.9"]
+    assert steps[5:] == ["seg-train-tb-p0.9", "ablate-tb-p0.9", "attack-tb-p0.9"]
+    quick = study("quick", out)  # the main setting first; ablate takes every network of its seg-train run
+    assert [s.name for s in quick][5:8] == ["seg-train-tb-p0.9", "ablate-tb-p0.9", "attack-tb-p0.9"]
+    assert quick[5].argv[1:5] == ("--layout", "top-bottom", "--layout-prior", "0.9")
+    assert quick[6].argv == ("ablate", "--checkpoint", str(out / "seg-train-tb-p0.9"))
+    assert quick[7].argv[-2:] == ("--region", "top,bottom") and "efficientnet-lite0" in quick[-3].argv
     proc = subprocess.Popen([sys.executable, "-m", "poschan", "reproduce", "--preset", "smoke", "--no-progress",
                              "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

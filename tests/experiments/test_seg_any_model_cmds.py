@@ -17,6 +17,7 @@ from poschan.models.weights import weights_fingerprint
 
 SMALL = ["--preset", "smoke", "--no-progress"]
 TINY = ["--test-size", "4", "--rank-scenes", "4", "--batch-size", "4", "--n", "1"]
+FLIP_ONLY = ["--rankings", "flip"]  # a knock-out of each of 2048 channels is slow on a CPU
 FACTORY = '''
 import torch
 from torch import nn
@@ -61,10 +62,10 @@ def test_ablate_and_attack_a_torchvision_deeplab(deeplab, tmp_path):
     path, fingerprint = deeplab
     model = ["--model", "tv:deeplabv3_resnet50", "--weights", str(path)]
     out = tmp_path / "ablate"
-    assert main(["ablate", *SMALL, *model, *TINY, "--side", "32", "--out", str(out)]) == 0
+    assert main(["ablate", *SMALL, *model, *TINY, *FLIP_ONLY, "--side", "32", "--out", str(out)]) == 0
     m = metrics(out)
     assert (m["layer"], m["channels"], m["test_images"]) == ("backbone.layer4", 2048, 4)
-    assert 0 <= m["miou_clean_all"] <= 1 and m["reliance"][0]["random"]["n"] == 5
+    assert 0 <= m["miou_clean"]["mean"] <= 1 and len(m["reliance"][0]["random_channels"]) == 5
     ranking = json.loads((out / "ranking.json").read_text())
     assert (ranking["layer"], ranking["channels"], ranking["weights"]) == ("backbone.layer4", 2048, fingerprint)
     assert ranking["model"] == "tv:deeplabv3_resnet50" and ranking["data"]["split"] == "rank"
@@ -168,5 +169,5 @@ def test_ablate_accepts_a_ranking_written_by_poschan_rank(factory, deeplab, tmp_
     ranking = json.loads((ranked / "ranking.json").read_text())
     assert (ranking["layer"], ranking["channels"], ranking["weights"]) == ("backbone.layer4", 2048, fingerprint)
     out = tmp_path / "ablate-deeplab"
-    assert main(["ablate", *SMALL, "--model", "tv:deeplabv3_resnet50", "--weights", str(path), *TINY, "--side", "32",
-                 "--ranking", str(ranked / "ranking.json"), "--out", str(out)]) == 0
+    assert main(["ablate", *SMALL, "--model", "tv:deeplabv3_resnet50", "--weights", str(path), *TINY, *FLIP_ONLY,
+                 "--side", "32", "--ranking", str(ranked / "ranking.json"), "--out", str(out)]) == 0

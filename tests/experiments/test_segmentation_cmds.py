@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.contract import statistic_ok
+from tests.contract import statistic_ok, violations
 
 from poschan.cli import main
 
@@ -50,25 +50,44 @@ def test_seg_train_contract(trained):
 def test_ablate_contract(ablated):
     m = json.loads((ablated / "results.json").read_text())["metrics"]
     assert statistic_ok(m["miou_clean"]) and statistic_ok(m["pixel_accuracy_clean"])
-    ns = [row["n"] for row in m["reliance"]]
-    assert ns == sorted(ns) and all(1 <= n <= m["channels"] for n in ns)
+    assert violations(m) == []  # every statistic inside the range it records, with its method
+    names = list(dict.fromkeys(row["ranking"] for row in m["reliance"]))
+    assert names == ["flip", "flip-normalised", "position-only", "shift", "dimest", "probe", "knockout"]
+    ns = sorted({row["n"] for row in m["reliance"]})
+    assert all(1 <= n <= m["channels"] for n in ns) and len(m["reliance"]) == len(names) * len(ns)
     for row in m["reliance"]:
-        for name in ("ranked", "random"):
-            assert statistic_ok(row[name]) and statistic_ok(row[f"{name}_pixel_accuracy"])
+        for name in ("ranked", "random", "matched"):
+            assert statistic_ok(row[name]) and row[name]["n"] == 1  # one network: units are networks
             assert comparison_ok({**row[f"{name}_drop"], "name": "-", "a": "-", "b": "-", "question": "-"}, (-1, 1))
-        assert row["random"]["n"] == 5 and row["ranked"]["n"] == 1  # smoke: one ranking seed, five random draws
-        assert "ranking seeds" in row["ranked"]["method"] and "random draws" in row["random"]["method"]
-        assert ratio_ok(row["drop_ratio"])
-    assert [c["name"] for c in m["comparisons"]] == [f"ranked_vs_random_drop_n{n}" for n in ns]
-    for entry in m["comparisons"]:
-        assert comparison_ok(entry, (-1, 1)) and entry["n"] == 5  # one ranking seed beside each of five draws
-        assert "paired cyclically" in entry["method"]
+            assert "one trained network" in row[name]["method"]
+    expected = [f"{name}_vs_{control}_drop_n{n}" for name in names for n in ns for control in ("random", "matched")]
+    assert [c["name"] for c in m["comparisons"]] == expected
+    assert all(comparison_ok(entry, (-1, 1)) for entry in m["comparisons"])
+    assert [v["ranking"] for v in m["rankings"]] == names[:-1] and m["closest_to_reference"] in names[:-1]
+    pairs = {(r["a"], r["b"]) for r in m["chirality"]}
+    assert pairs == {("canvas", "mirror-in-place"), ("canvas", "position-only"), ("mirror-in-place", "position-only")}
+    assert all(r["chance"] == r["n"] ** 2 / m["channels"] for r in m["chirality"])
     ranking = json.loads((ablated / "ranking.json").read_text())
     assert ranking["schema"] == "poschan-ranking/1" and ranking["layer"] == m["layer"] == "backbone"
     assert ranking["data"]["split"] == "rank" and ranking["channels"] == m["channels"]
-    assert sorted(ranking["keys"]["overall"]["order"]) == list(range(m["channels"]))
-    for name in ("reliance.png", "overlays.png", "table.csv", "comparisons.csv"):
+    scores = json.loads((ablated / "scores.json").read_text())
+    assert scores["flip"] == ranking["keys"]["overall"]["scores"]  # the flip ranking is the paper's score
+    for name in ("reliance.png", "overlays.png", "table.csv", "comparisons.csv", "rankings.csv", "chirality.csv"):
         assert (ablated / name).is_file()
+
+
+def test_ablate_over_the_networks_of_a_run(trained, tmp_path):
+    """A seg-train run of two seeds: every network is a unit of the intervals."""
+    run = tmp_path / "two"
+    assert main(["seg-train", *SMALL, "--seeds", "0,1", "--out", str(run)]) == 0
+    out = tmp_path / "ablate"
+    assert main(["ablate", *SMALL, "--checkpoint", str(run), "--rankings", "flip,knockout", "--out", str(out)]) == 0
+    m = json.loads((out / "results.json").read_text())["metrics"]
+    assert m["networks"] == 2 and m["checkpoints"] == [str(run / "seed0/checkpoint.pt"),
+                                                         str(run / "seed1/checkpoint.pt")]
+    assert all(row["ranked"]["n"] == 2 and "trained networks" in row["ranked"]["method"] for row in m["reliance"])
+    assert (out / "network0/ranking.json").is_file() and (out / "network1/scores.json").is_file()
+    assert violations(m) == []
 
 
 def test_ablate_reuses_a_ranking_of_the_same_model(trained, ablated, tmp_path):
@@ -92,11 +111,13 @@ def test_attack_contract(trained, tmp_path):
     assert ("cell:4", "flip") not in methods  # flip ranks halves only
     assert ("cell:4", "shift-opposite") not in methods  # the centre cell is its own mirror: no opposite control
     for r in m["attack"]:
-        for key in ("miou_in", "miou_out", "miou_in_clean", "miou_out_clean"):
-            assert statistic_ok(r[key])
-        for key, bounds in (("drop_in", (-1, 1)), ("drop_out", (-1, 1)), ("selectivity", (-2, 2))):
-            assert comparison_ok({**r[key], "name": "-", "a": "-", "b": "-", "question": "-"}, bounds)
+        for metric, prefix in (("miou", ""), ("pixel_accuracy", "pixel_accuracy_"), ("fw_iou", "fw_iou_")):
+            for key in ("in", "out", "in_clean", "out_clean"):
+                assert statistic_ok(r[f"{metric}_{key}"], 0, 1)
+            for key, bounds in (("drop_in", (-1, 1)), ("drop_out", (-1, 1)), ("selectivity", (-2, 2))):
+                assert comparison_ok({**r[prefix + key], "name": "-", "a": "-", "b": "-", "question": "-"}, bounds)
         assert ratio_ok(r["drop_ratio"])
+    assert violations(m) == []  # every statistic inside the range it records, with its method
     names = {c["name"] for c in m["comparisons"]}
     assert {"left_n8_flip_vs_random_drop_in", "left_n8_flip_vs_random_selectivity", "left_n8_shift_vs_opposite_selectivity",
             "cell:4_n8_shift_vs_random_selectivity"} <= names and len(names) == len(m["comparisons"])

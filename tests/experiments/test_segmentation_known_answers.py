@@ -60,31 +60,51 @@ def top(scores: list[float], n: int) -> list[int]:
 
 
 def hand_counts(pred: torch.Tensor, masks: torch.Tensor, where: torch.Tensor | None = None) -> np.ndarray:
-    """Per image: each class's true positives, then its target + predicted pixels, over the scored pixels ``where``."""
+    """Per image: each class's true positives, then its target pixels, then its predicted pixels, over the scored
+    pixels ``where``."""
     rows = []
     for p, t in zip(pred.numpy(), masks.numpy()):
         keep = t != IGNORE
         if where is not None:
             keep &= where.numpy()
         conf = np.bincount(t[keep] * NUM_CLASSES + p[keep], minlength=NUM_CLASSES ** 2).reshape(NUM_CLASSES, -1)
-        rows.append(np.concatenate([np.diag(conf), conf.sum(0) + conf.sum(1)]))
+        rows.append(np.concatenate([np.diag(conf), conf.sum(1), conf.sum(0)]))
     return np.array(rows, dtype=np.float64)
 
 
+def hand_ious(means: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of (..., 3K) mean ``hand_counts``: each class's IoU (0 where its union is empty), union and target pixels."""
+    k = NUM_CLASSES
+    tp, target, predicted = means[..., :k], means[..., k:2 * k], means[..., 2 * k:]
+    union = target + predicted - tp
+    return np.where(union > 0, tp / np.where(union > 0, union, 1), 0), union, target
+
+
 def hand_miou(means: np.ndarray) -> np.ndarray:
-    """mIoU over the classes present of (..., 2K) mean ``hand_counts``."""
-    tp, both = means[..., :NUM_CLASSES], means[..., NUM_CLASSES:]
-    present = both > 0
-    return np.where(present, tp / np.where(present, both - tp, 1), 0).sum(-1) / present.sum(-1)
+    """mIoU over the classes present in the target or the prediction."""
+    iou, union, _ = hand_ious(means)
+    return iou.sum(-1) / (union > 0).sum(-1)
+
+
+def hand_miou_present(means: np.ndarray) -> np.ndarray:
+    """mIoU over the classes present in the target."""
+    iou, _, target = hand_ious(means)
+    return (iou * (target > 0)).sum(-1) / (target > 0).sum(-1)
+
+
+def hand_fw_iou(means: np.ndarray) -> np.ndarray:
+    """IoU weighted by each class's share of the target pixels."""
+    iou, _, target = hand_ious(means)
+    return (iou * target).sum(-1) / target.sum(-1)
 
 
 def hand_accuracy(means: np.ndarray) -> np.ndarray:
-    return means[..., :NUM_CLASSES].sum(-1) / (means[..., NUM_CLASSES:].sum(-1) / 2)
+    return means[..., :NUM_CLASSES].sum(-1) / means[..., NUM_CLASSES:2 * NUM_CLASSES].sum(-1)
 
 
-def hand_halves(means: np.ndarray) -> np.ndarray:
-    """mIoU of the first 2K columns minus mIoU of the last 2K."""
-    return hand_miou(means[..., :2 * NUM_CLASSES]) - hand_miou(means[..., 2 * NUM_CLASSES:])
+def hand_halves(metric=hand_miou):
+    """``metric`` of the first 3K columns minus ``metric`` of the last 3K."""
+    return lambda means: metric(means[..., :3 * NUM_CLASSES]) - metric(means[..., 3 * NUM_CLASSES:])
 
 
 def cycled(a: list, b: list) -> tuple[list, list]:
@@ -112,19 +132,21 @@ def check_score(stat: dict, groups: list[np.ndarray], unit: str, metric=hand_mio
                stats.estimate(groups, metric, bounds=(0, 1), unit=unit, item="test images"), (0, 1))
 
 
-def check_drop(stat: dict, clean: np.ndarray, groups: list[np.ndarray], unit: str) -> None:
-    expected = stats.paired_difference([clean] * len(groups), groups, hand_miou, bounds=(-1, 1), unit=unit,
+def check_drop(stat: dict, clean: np.ndarray, groups: list[np.ndarray], unit: str, metric=hand_miou) -> None:
+    expected = stats.paired_difference([clean] * len(groups), groups, metric, bounds=(-1, 1), unit=unit,
                                        item="test images")
-    check_stat(stat, [float(hand_miou(clean.mean(0)) - hand_miou(g.mean(0))) for g in groups], expected, (-1, 1))
+    check_stat(stat, [float(metric(clean.mean(0)) - metric(g.mean(0))) for g in groups], expected, (-1, 1))
 
 
-def check_ratio(stat: dict, a: list[np.ndarray], b: list[np.ndarray], unit: str) -> None:
-    """``stat``: drop(a) / drop(b) per unit (rows: clean beside after) as stats.ratio gives it, or not estimated."""
-    expected = stats.ratio(a, b, hand_halves, unit=unit, item="test images")
+def check_ratio(stat: dict, a: list[np.ndarray], b: list[np.ndarray], unit: str, metric=hand_miou) -> None:
+    """``stat``: drop(a) / drop(b) of ``metric`` per unit (rows: clean beside after) as stats.ratio gives it, or not
+    estimated."""
+    halves = hand_halves(metric)
+    expected = stats.ratio(a, b, halves, unit=unit, item="test images")
     if "estimable" in expected or not np.isfinite(expected["ci95"]).all():
         assert stat["estimable"] is False and stat["reason"]
         return
-    check_stat(stat, [float(hand_halves(x.mean(0)) / hand_halves(y.mean(0))) for x, y in zip(a, b)], expected,
+    check_stat(stat, [float(halves(x.mean(0)) / halves(y.mean(0))) for x, y in zip(a, b)], expected,
                (-np.inf, np.inf))
 
 
@@ -186,8 +208,8 @@ def scores_without(ref: SimpleNamespace, channels: list[int] | None) -> tuple[fl
 
 
 def in_out(pred: torch.Tensor, masks: torch.Tensor, inside: torch.Tensor) -> tuple[float, float]:
-    """Reference mIoU inside and outside the region ``inside``."""
-    return reference_scores(pred, masks, inside)[0], reference_scores(pred, masks, ~inside)[0]
+    """mIoU over the classes of the target inside and outside the region ``inside``, of the summed confusion."""
+    return tuple(float(hand_miou_present(hand_counts(pred, masks, where).sum(0))) for where in (inside, ~inside))
 
 
 def test_seg_train_epochs_0_evaluates_exactly_the_given_weights(weights, trained, scenes):
@@ -216,8 +238,8 @@ def test_seg_train_epochs_0_evaluates_exactly_the_given_weights(weights, trained
 @pytest.fixture(scope="module")
 def ablated(ref, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ablate") / "run"
-    assert main(["ablate", *RUN, *EVAL, "--checkpoint", ref.checkpoint,
-                 "--n", ",".join(COUNTS), "--seeds", "0,1", "--out", str(out)]) == 0
+    assert main(["ablate", *RUN, *EVAL, "--checkpoint", ref.checkpoint, "--rankings", "flip,knockout",
+                 "--knockout-scenes", "20", "--n", ",".join(COUNTS), "--seeds", "0,1", "--out", str(out)]) == 0
     return out
 
 
@@ -227,42 +249,48 @@ def test_ablate_reports_the_miou_of_the_channels_it_names(ref, ablated):
     orders = {seed: top(scores["overall"], CHANNELS) for seed, scores in ranking["per_seed"].items()}
     assert sorted(orders) == ["0", "1"] and orders["0"] != orders["1"]  # each seed ranks its own scenes
     overall = ranking["keys"]["overall"]
-    assert overall["order"] == top(overall["scores"], CHANNELS)
+    assert overall["order"] == top(overall["scores"], CHANNELS)  # pooled over the two seeds' scenes
     assert ranking["layer"] == "backbone" and ranking["channels"] == CHANNELS and ranking["method"] == "flip"
-    assert m["channels"] == CHANNELS and m["mode"] == "zero" and m["test_images"] == TEST
+    assert m["channels"] == CHANNELS and m["mode"] == "zero" and m["test_images"] == TEST and m["networks"] == 1
     assert m["random_seeds"] == 5 and m["ranking"] == {"source": "ranking.json", "seeds": [0, 1]}
 
     clean_pred = predict(ref.model, ref.feats, ref.size)  # all test scenes in one batch, as the command
     clean = hand_counts(clean_pred, ref.masks)
-    check_score(m["miou_clean"], [clean], "training seeds")
-    check_score(m["pixel_accuracy_clean"], [clean], "training seeds", hand_accuracy)
-    assert m["miou_clean_all"] == pytest.approx(reference_scores(clean_pred, ref.masks)[0], abs=TOL)
+    unit = "trained networks"
+    check_score(m["miou_clean"], [clean], unit)
+    check_score(m["pixel_accuracy_clean"], [clean], unit, hand_accuracy)
 
-    assert [row["n"] for row in m["reliance"]] == list(COUNTS.values())
-    assert [c["name"] for c in m["comparisons"]] == [f"ranked_vs_random_drop_n{n}" for n in COUNTS.values()]
+    flip = [row for row in m["reliance"] if row["ranking"] == "flip"]
+    assert [row["n"] for row in flip] == list(COUNTS.values())
+    by_name = {c["name"]: c for c in m["comparisons"]}
     moved = []
-    for row, versus in zip(m["reliance"], m["comparisons"]):
+    for row in flip:
         n = row["n"]
-        assert row["fraction"] == pytest.approx(n / CHANNELS)
-        check_draws(row["random_channels"], n, 5)
-        sets = {"ranked": [orders[s][:n] for s in ("0", "1")], "random": row["random_channels"]}
-        units = {"ranked": "ranking seeds", "random": "random draws"}
-        counts = {}
-        for name, channel_sets in sets.items():
-            preds = [predict(ref.model, ref.feats, ref.size, channels) for channels in channel_sets]
-            assert [reference_scores(p, ref.masks)[0] for p in preds] == pytest.approx(row[name]["values"], abs=TOL)
-            counts[name] = [hand_counts(p, ref.masks) for p in preds]
-            check_score(row[name], counts[name], units[name])
-            check_score(row[f"{name}_pixel_accuracy"], counts[name], units[name], hand_accuracy)
-            check_drop(row[f"{name}_drop"], clean, counts[name], units[name])
-            moved += [abs(d) for d in row[f"{name}_drop"]["values"]]
-        pairs = "(ranking seed, random draw) pairs"
-        check_versus(versus, counts["ranked"], counts["random"], hand_miou, (-1, 1), pairs)
-        assert versus["n"] == 5 and "2 ranking seeds and 5 random draws paired cyclically" in versus["method"]
-        ranked, random = cycled([np.concatenate([clean, c], 1) for c in counts["ranked"]],
-                                [np.concatenate([clean, c], 1) for c in counts["random"]])
-        check_ratio(row["drop_ratio"], ranked, random, pairs)
+        assert row["fraction"] == pytest.approx(n / CHANNELS) and row["ranked_channels"] == [overall["order"][:n]]
+        draws = [torch.randperm(CHANNELS, generator=torch.Generator().manual_seed(1000 * n + r))[:n].tolist()
+                 for r in range(5)]
+        assert row["random_channels"] == draws
+        ranked = hand_counts(predict(ref.model, ref.feats, ref.size, overall["order"][:n]), ref.masks)
+        random = np.mean([hand_counts(predict(ref.model, ref.feats, ref.size, d), ref.masks) for d in draws], 0)
+        check_score(row["ranked"], [ranked], unit)
+        check_score(row["ranked_pixel_accuracy"], [ranked], unit, hand_accuracy)
+        check_score(row["random"], [random], unit)  # the draws pooled within the network
+        check_drop(row["ranked_drop"], clean, [ranked], unit)
+        check_drop(row["random_drop"], clean, [random], unit)
+        check_versus(by_name[f"flip_vs_random_drop_n{n}"], [ranked], [random], hand_miou, (-1, 1), unit)
+        moved.append(abs(row["ranked_drop"]["mean"]))
     assert max(moved) > 1e-3  # zeroing channels moves the mIoU: an ablation that zeroed nothing is caught
+
+    costs = json.loads((ablated / "scores.json").read_text())["knockout"]  # each channel's own cost, rank scenes
+    meta = torch.load(ref.checkpoint, weights_only=True)["meta"]
+    knock = SegData.from_meta(meta, None).rank_set(20, seed=0)
+    with torch.no_grad():
+        feats = ref.model.features(knock.images)
+    base = hand_miou(hand_counts(predict(ref.model, feats, ref.size), knock.masks).mean(0))
+    assert len(costs) == CHANNELS and max(costs) > 1e-3
+    for c in (int(np.argmax(costs)), int(np.argmin(costs))):
+        after = hand_counts(predict(ref.model, feats, ref.size, [c]), knock.masks)
+        assert costs[c] == pytest.approx(float(base - hand_miou(after.mean(0))), abs=TOL)
 
 
 def test_ablate_applies_a_reused_ranking_in_its_own_order(ref, ablated, tmp_path):
@@ -276,7 +304,7 @@ def test_ablate_applies_a_reused_ranking_in_its_own_order(ref, ablated, tmp_path
                                     "keys": {**record["keys"], "overall": {"order": order, "scores": scores}}}))
         out = tmp_path / name
         assert main(["ablate", *RUN, *EVAL, "--checkpoint", ref.checkpoint, "--n", ",".join(COUNTS),
-                     "--ranking", str(path), "--out", str(out)]) == 0
+                     "--rankings", "flip", "--ranking", str(path), "--out", str(out)]) == 0
         m = metrics(out)
         assert m["ranking"] == {"source": str(path), "seeds": [0]} and not (out / "ranking.json").exists()
         ranked[name] = [row["ranked"]["mean"] for row in m["reliance"]]
@@ -324,18 +352,25 @@ def kw_seeds(attacked: SimpleNamespace, method: str) -> list[int]:
     return list(seeds)
 
 
+ROW_METRICS = {"miou": (hand_miou_present, ""), "pixel_accuracy": (hand_accuracy, "pixel_accuracy_"),
+               "fw_iou": (hand_fw_iou, "fw_iou_")}  # a row's metrics: how to score them, their drop keys' prefix
+
+
 def check_row(row: dict, clean: dict[str, np.ndarray], after: list[dict[str, np.ndarray]], unit: str) -> None:
-    """An attack row from per-image counts inside / outside the region, clean and after each unit's edit."""
-    for side in ("in", "out"):
-        check_score(row[f"miou_{side}_clean"], [clean[side]], "training seeds")
-        check_score(row[f"miou_{side}"], [a[side] for a in after], unit)
-        check_drop(row[f"drop_{side}"], clean[side], [a[side] for a in after], unit)
+    """An attack row from per-image counts inside / outside the region, clean and after each unit's edit: each
+    metric's scores, drops and selectivity; the mIoU drop ratio."""
     inside = [np.concatenate([clean["in"], a["in"]], 1) for a in after]
     outside = [np.concatenate([clean["out"], a["out"]], 1) for a in after]
-    drop_in, drop_out = (np.array(row[f"drop_{side}"]["values"]) for side in ("in", "out"))
-    expected = stats.paired_difference(inside, outside, hand_halves, bounds=(-2, 2), unit=unit, item="test images")
-    check_stat(row["selectivity"], list(drop_in - drop_out), expected, (-2, 2))
-    check_ratio(row["drop_ratio"], inside, outside, unit)
+    for name, (metric, prefix) in ROW_METRICS.items():
+        for side in ("in", "out"):
+            check_score(row[f"{name}_{side}_clean"], [clean[side]], "training seeds", metric)
+            check_score(row[f"{name}_{side}"], [a[side] for a in after], unit, metric)
+            check_drop(row[f"{prefix}drop_{side}"], clean[side], [a[side] for a in after], unit, metric)
+        drop_in, drop_out = (np.array(row[f"{prefix}drop_{side}"]["values"]) for side in ("in", "out"))
+        expected = stats.paired_difference(inside, outside, hand_halves(metric), bounds=(-2, 2), unit=unit,
+                                           item="test images")
+        check_stat(row[f"{prefix}selectivity"], list(drop_in - drop_out), expected, (-2, 2))
+    check_ratio(row["drop_ratio"], inside, outside, unit, hand_miou_present)
 
 
 def split(pred: torch.Tensor, masks: torch.Tensor, region: str) -> dict[str, np.ndarray]:
@@ -400,14 +435,14 @@ def test_attack_reports_the_in_out_miou_of_the_attacked_regions_channels(ref, at
         method, _, what = rest.partition("_vs_")
         if what == "random_drop_in":
             check_versus(entry, [a["in"] for a in after[region, method]], [a["in"] for a in after[region, "random"]],
-                         hand_miou, (-1, 1), "(ranking seed, random draw) pairs")
+                         hand_miou_present, (-1, 1), "(ranking seed, random draw) pairs")
         elif what == "random_selectivity":
-            check_versus(entry, sides[region, method], sides[region, "random"], hand_halves, (-2, 2),
-                         "(ranking seed, random draw) pairs")
+            check_versus(entry, sides[region, method], sides[region, "random"], hand_halves(hand_miou_present),
+                         (-2, 2), "(ranking seed, random draw) pairs")
         else:
             assert what == "opposite_selectivity"
-            check_versus(entry, sides[region, method], sides[region, f"{method}-opposite"], hand_halves, (-2, 2),
-                         "(ranking seed, ranking seed) pairs")
+            check_versus(entry, sides[region, method], sides[region, f"{method}-opposite"],
+                         hand_halves(hand_miou_present), (-2, 2), "(ranking seed, ranking seed) pairs")
     assert any(abs(c["mean"]) > 1e-3 for c in m["comparisons"])  # the comparisons see the edits
 
 
@@ -424,3 +459,26 @@ def test_attack_pgd_stays_in_its_budget_and_region(ref, attacked):
         assert delta.max().item() > 0.9 * EPS  # signed steps of 2.5·eps/steps reach the budget: eps is the one given
         adv_raw = adv * ref.std + ref.mean
         assert adv_raw.min().item() >= -1e-5 and adv_raw.max().item() <= 1 + 1e-5
+
+
+def test_attack_rows_score_the_classes_of_each_regions_target():
+    """A region whose target holds class 1 only (K = 3; outside: class 0 only), two images. The ranked channels
+    make one pixel of image 0 inside predicted 2, a class absent from the region's target: the region's mIoU is
+    IoU(1) = 7 / 8 (over target or prediction it would be (7 / 8 + 0) / 2); the random channels change nothing."""
+    inside, outside = [0, 4, 0, 0, 4, 0, 0, 4, 0], [4, 0, 0, 4, 0, 0, 4, 0, 0]  # tp; target; predicted pixels
+    clean = {"in": np.array([inside] * 2, dtype=np.float64), "out": np.array([outside] * 2, dtype=np.float64)}
+    stray = {"in": np.array([[0, 3, 0, 0, 4, 0, 0, 3, 1], inside], dtype=np.float64), "out": clean["out"]}
+    ranked = poschan.control.attack.AttackArm("left", "flip", 1, (1.0, 1.0), [(7 / 8, 1.0)], [[0]], None, clean,
+                                              [stray])
+    random = poschan.control.attack.AttackArm("left", "random", 1, (1.0, 1.0), [(1.0, 1.0)], [[1]], None, clean,
+                                              [clean])
+    row = attack._row(ranked, attack._clean(ranked))
+    assert row["miou_in_clean"]["mean"] == row["miou_out_clean"]["mean"] == 1.0
+    keys = ("miou_in", "miou_out", "drop_in", "drop_out", "selectivity", "pixel_accuracy_in", "pixel_accuracy_drop_in",
+            "fw_iou_selectivity")
+    assert [v for key in keys for v in row[key]["values"]] == pytest.approx([7 / 8, 1, 1 / 8, 0, 1 / 8, 7 / 8, 1 / 8,
+                                                                           1 / 8])
+    assert row["drop_ratio"]["estimable"] is False  # no drop outside
+    versus = attack._comparisons([ranked, random])
+    assert [c["name"] for c in versus] == ["left_n1_flip_vs_random_drop_in", "left_n1_flip_vs_random_selectivity"]
+    assert [v for c in versus for v in c["values"]] == pytest.approx([1 / 8, 1 / 8])

@@ -80,11 +80,18 @@ def test_augshift_claims_use_the_paired_comparisons():
 
 def test_segmentation_claims_put_the_random_control_beside_the_effect():
     ablate = Run(path=None, experiment="ablate", config={}, seeds=[0], env={}, elapsed_s=0.0, metrics={
-        "reliance": [{"n": 6, "fraction": 0.05, "ranked_drop": stat(0.1, 0.2), "random_drop": stat(0.0, 0.02)}],
-        "comparisons": [{"name": "ranked_vs_random_drop_n6", **stat(0.08, 0.19, p_value=0.001)}]})
+        "reliance": [{"ranking": name, "n": 6, "fraction": 0.05, "ranked_drop": stat(0.1, 0.2),
+                      "random_drop": stat(0.0, 0.02)} for name in ("flip", "shift")],
+        "comparisons": [{"name": "flip_vs_random_drop_n6", **stat(0.08, 0.19, p_value=0.001)},
+                        {"name": "flip_vs_matched_drop_n6", **stat(-0.02, 0.01, p_value=0.3)},
+                        {"name": "shift_vs_random_drop_n6", **stat(-0.3, -0.2, p_value=0.001)}],
+        "networks": 3, "closest_to_reference": "shift",
+        "rankings": [{"ranking": "shift", "shortfall": stat(0.01, 0.03, p_value=0.01)}]})
     attack = Run(path=None, experiment="attack", config={}, seeds=[0], env={}, elapsed_s=0.0, metrics={"attack": [
         {"region": "left", "n": 32, "method": "flip", "selectivity": stat(-0.05, -0.01, p_value=0.01)},
         {"region": "left", "n": 32, "method": "random", "selectivity": stat(-0.01, 0.01, p_value=0.9)}]})
-    reliance, region = claims([ablate, attack])
+    reliance, region = claims([ablate, attack])  # the paper's claim is about its flip ranking only
     assert reliance.verdict == "reproduced" and "random drop 0.010 [0.000, 0.020]" in reliance.measured
+    assert "flip − magnitude-matched drop -0.005 [-0.020, 0.010]" in reliance.measured
+    assert "closest to the knock-out reference: shift" in reliance.measured and "3 network(s)" in reliance.claim
     assert region.verdict == "not reproduced" and "random channels 0.000 [-0.010, 0.010]" in region.measured

@@ -180,7 +180,7 @@ def ranked_orders(ranking: ChannelRanking | Tensor | Sequence[int], key: str = "
 @dataclass
 class AblationPoint:
     """Masking ``n`` channels: per ranking seed (``ranked_*``) and per random draw (``random_*``); ``*_counts``: the
-    per-image IoU counts (n_images, 2K) of each seed or draw (``metrics.segmentation.iou_counts``), for intervals."""
+    per-image IoU counts (n_images, 3K) of each seed or draw (``metrics.segmentation.iou_counts``), for intervals."""
 
     n: int
     ranked_channels: list[list[int]]
@@ -208,7 +208,7 @@ class AblationCurve:
     miou_clean: float
     pixel_accuracy_clean: float
     points: list[AblationPoint]
-    clean_counts: np.ndarray | None = field(default=None, compare=False, repr=False)  # (n_images, 2K), unmasked
+    clean_counts: np.ndarray | None = field(default=None, compare=False, repr=False)  # (n_images, 3K), unmasked
 
 
 def ablation_curve(model: nn.Module, layer: str, ranking: ChannelRanking | Tensor | Sequence[int], data: object,

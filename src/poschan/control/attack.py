@@ -1,7 +1,9 @@
 """The region-specific attack of any segmenter: mask the channels ranked for one image region; does the
 segmentation break mostly inside it? mIoU inside and outside the region, before and after, against two controls
 (as many random channels; the channels of the opposite region) and, beside it, a pixel-space masked PGD attack
-confined to the same region (``control.pgd.masked_pgd``)."""
+confined to the same region (``control.pgd.masked_pgd``). A region's mIoU averages over the classes present in its
+target (``metrics.segmentation.miou_present_of``): a stray predicted pixel of a class absent from the region does
+not move it."""
 
 from __future__ import annotations
 
@@ -17,18 +19,18 @@ from poschan.control.pgd import masked_pgd
 from poschan.data.regions import opposite, region_mask
 from poschan.errors import UserError
 from poschan.locate.ranking import ChannelRanking
-from poschan.metrics.segmentation import ConfusionMeter
+from poschan.metrics.segmentation import ConfusionMeter, miou_present_of
 from poschan.models.segmentation import logits_of
 from poschan.runtime import eval_mode
 
-Counts = dict[str, np.ndarray]  # "in" / "out": (n_images, 2K) IoU counts (metrics.segmentation.iou_counts)
+Counts = dict[str, np.ndarray]  # "in" / "out": (n_images, 3K) IoU counts (metrics.segmentation.iou_counts)
 
 
 @dataclass
 class AttackArm:
-    """One channel-set family (or PGD) on one region: mIoU (inside, outside) before (``clean``) and after, one
-    ``after`` per channel set (ranking seed or random draw) or PGD seed; ``*_counts``: the per-image IoU counts
-    behind them, for intervals."""
+    """One channel-set family (or PGD) on one region: mIoU over the classes present in the target (inside,
+    outside) before (``clean``) and after, one ``after`` per channel set (ranking seed or random draw) or PGD seed;
+    ``*_counts``: the per-image IoU counts behind them, for intervals (of any metric)."""
 
     region: str
     method: str  # a ranking's name ("flip"), its control ("flip-opposite"), "random" or "pgd"
@@ -73,7 +75,9 @@ class _Logits(nn.Module):
 
 
 def _in_out(meter: ConfusionMeter) -> tuple[float, float]:
-    return meter.miou("in"), meter.miou("out")
+    """The mIoU over the classes present in the target inside and outside the region."""
+    inside, outside = (float(miou_present_of(meter.counts(side).sum(0))) for side in ("in", "out"))
+    return inside, outside
 
 
 def _counts(meter: ConfusionMeter) -> Counts:
@@ -87,8 +91,9 @@ def region_attack(model: nn.Module, layer: str, ranking: ChannelRanking | Mappin
                   pgd_seeds: Sequence[int] = (0,), mean: Sequence[float] | None = None,
                   std: Sequence[float] | None = None, key: str | None = None, examples: int = 0,
                   batch_size: int = 64, device: torch.device | str | None = None) -> RegionAttack:
-    """mIoU of ``model`` on ``data`` inside and outside ``region`` before and after masking (zeroing) the top-N
-    channels of ``layer`` that a ranking scores for that region, for every N of ``n`` (counts or percentages).
+    """mIoU (over the classes present in the target) of ``model`` on ``data`` inside and outside ``region`` before
+    and after masking (zeroing) the top-N channels of ``layer`` that a ranking scores for that region, for every N
+    of ``n`` (counts or percentages).
 
     ``ranking``: a ChannelRanking whose keys include the region (flip: left/right/top/bottom; shift: those,
     center, q1..q4, cell:I), or several by name (e.g. {"flip": ..., "shift": ...}); one channel set per ranking

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from poschan.data.regions import Box, check_region, region_box
 from poschan.data.sources import ImageSet, load_dataset
-from poschan.data.stream import EpochBatches
+from poschan.data.stream import EpochBatches, flip_generator, random_hflip
 from poschan.errors import UserError
 from poschan.runtime import seeded_generator
 
@@ -211,13 +211,15 @@ def fixed_scenes(items: ImageSet, spec: SceneSpec, count: int, seed: int,
 
 @dataclass
 class SceneStream(EpochBatches):
-    """Epochs of fresh scene batches; every batch is a pure function of (seed, epoch, batch)."""
+    """Epochs of fresh scene batches; every batch is a pure function of (seed, epoch, batch). ``hflip``: each scene
+    mirrored left-right (image and mask) with probability 1/2, by coins of their own stream (``random_hflip``)."""
 
     items: ImageSet
     spec: SceneSpec
     scenes_per_epoch: int
     batch_size: int
     seed: int
+    hflip: bool = False
 
     def __post_init__(self) -> None:
         self.spec.validate()
@@ -238,7 +240,8 @@ class SceneStream(EpochBatches):
         """(images (B, 1, side, side), masks (B, side, side) int64) for batches start_batch.. of ``epoch``."""
         for b in range(start_batch, len(self)):
             count = min(self.batch_size, self.scenes_per_epoch - b * self.batch_size)
-            yield render_scenes(self.items, self.spec, count, seeded_generator(self.seed, epoch, b), device)
+            images, masks = render_scenes(self.items, self.spec, count, seeded_generator(self.seed, epoch, b), device)
+            yield random_hflip(images, masks, flip_generator(self.seed, epoch, b)) if self.hflip else (images, masks)
 
 
 def _check_items(items: ImageSet) -> None:

@@ -4,11 +4,13 @@ train / rank / evaluation images; and (images, masks) pairs from whatever a user
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from poschan.data.scene_pairs import PAIRS, ScenePairs, scene_pairs
 from poschan.data.scenes import NUM_CLASSES, SceneSpec, SceneStream, class_names, fixed_scenes, scene_items
 from poschan.data.segsets import SEGSET_CLASSES, load_segset, parse_segset
 from poschan.data.sources import ImageSet, stack_items
@@ -81,29 +83,42 @@ class SegData:
             parse_segset(self.source)
         self.scenes.validate()
 
-    def test_set(self, count: int) -> EvalSet:
-        """The fixed evaluation images: test scenes (seed TEST_SEED), or the first ``count`` val images."""
+    def _fixed_set(self, split: str, spec: SceneSpec, count: int, seed: int) -> EvalSet:
+        """``count`` scenes drawn with ``seed`` from the items of scene split ``split``, or the first ``count`` images
+        of the real dataset's split (train for scene splits train / rank, val for test)."""
         if self.synthetic:
-            items = scene_items("test", self.data_root)
-            images, masks = fixed_scenes(items, self.scenes, count, TEST_SEED)
+            items = scene_items(split, self.data_root)
+            images, masks = fixed_scenes(items, spec, count, seed)
             return EvalSet(images, masks, class_names(items), tuple(items.mean), tuple(items.std))
-        data = load_segset(self.source, "val", self.scenes.side, limit=count)
+        data = load_segset(self.source, "val" if split == "test" else "train", self.scenes.side, limit=count)
         return EvalSet(data.images, data.masks, data.classes, tuple(data.mean), tuple(data.std))
 
+    def test_set(self, count: int) -> EvalSet:
+        """The fixed evaluation images: test scenes (seed TEST_SEED), or the first ``count`` val images."""
+        return self._fixed_set("test", self.scenes, count, TEST_SEED)
+
+    def rank_set(self, count: int, seed: int, region: str | None = None) -> EvalSet:
+        """Images and masks to rank channels on (never the evaluation split): ``count`` rank scenes of ranking seed
+        ``seed`` with every item in ``region`` (None: as trained), or the first ``count`` train images of a real
+        dataset."""
+        spec = dataclasses.replace(self.scenes, region=region if self.synthetic else None)
+        spec.validate()
+        return self._fixed_set("rank", spec, count, RANK_SEED_OFFSET + seed)
+
     def rank_images(self, count: int, seed: int, region: str | None = None) -> ImageSet:
-        """Images to rank channels on (never the evaluation split): ``count`` rank scenes of ranking seed ``seed``
-        with every item in ``region`` (None: as trained), or the first ``count`` train images of a real dataset."""
-        if self.synthetic:
-            spec = dataclasses.replace(self.scenes, region=region)
-            spec.validate()
-            items = scene_items("rank", self.data_root)
-            images, _ = fixed_scenes(items, spec, count, RANK_SEED_OFFSET + seed)
-            mean, std = items.mean, items.std
-        else:
-            data = load_segset(self.source, "train", self.scenes.side, limit=count)
-            images, mean, std = data.images, data.mean, data.std
-        return ImageSet(images, torch.zeros(len(images), dtype=torch.long), ("image",), tuple(mean), tuple(std),
-                        self.source, self.rank_split)
+        """The images of ``rank_set`` as an ImageSet (one dummy label each)."""
+        ranked = self.rank_set(count, seed, region)
+        return ImageSet(ranked.images, torch.zeros(len(ranked.images), dtype=torch.long), ("image",), ranked.mean,
+                        ranked.std, self.source, self.rank_split)
+
+    def rank_pairs(self, count: int, seed: int, region: str | None = None, pairs: Sequence[str] = PAIRS
+                   ) -> ScenePairs:
+        """The rank scenes of ``rank_set`` (scenes only) with their flip partners (data.scene_pairs)."""
+        if not self.synthetic:
+            raise UserError(f"flip pair constructions need scenes (items pasted in boxes); {self.source} has none")
+        spec = dataclasses.replace(self.scenes, region=region)
+        spec.validate()
+        return scene_pairs(scene_items("rank", self.data_root), spec, count, RANK_SEED_OFFSET + seed, pairs)
 
     def rank_items(self, count: int) -> ImageSet:
         """The first ``count`` rank-split items, to paste into the cells of a scene canvas (scenes only)."""
@@ -111,12 +126,13 @@ class SegData:
             raise UserError(f"{self.source} has no items to paste into cells; the shift ranking needs scenes")
         return scene_items("rank", self.data_root, limit=count)
 
-    def train_source(self, count: int, batch_size: int, seed: int):
-        """Training batches (images, masks): scenes redrawn every epoch, or the shuffled train split."""
+    def train_source(self, count: int, batch_size: int, seed: int, hflip: bool = False) -> SceneStream | TensorStream:
+        """Training batches (images, masks): scenes redrawn every epoch, or the shuffled train split; ``hflip``:
+        each sample mirrored left-right with probability 1/2."""
         if self.synthetic:
-            return SceneStream(scene_items("train", self.data_root), self.scenes, count, batch_size, seed)
+            return SceneStream(scene_items("train", self.data_root), self.scenes, count, batch_size, seed, hflip)
         data = load_segset(self.source, "train", self.scenes.side, limit=count)
-        return TensorStream(data.images, data.masks, batch_size, seed)
+        return TensorStream(data.images, data.masks, batch_size, seed, hflip)
 
     def num_classes(self) -> int:
         return NUM_CLASSES if self.synthetic else len(SEGSET_CLASSES[parse_segset(self.source)[0]])

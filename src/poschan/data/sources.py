@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -96,6 +97,15 @@ class ImageSet:
         images = ((out.images * old_std + old_mean) - mean) / std
         return ImageSet(images, out.labels, out.classes, tuple(input_norm[0]), tuple(input_norm[1]), out.name,
                         out.split)
+
+
+def model_input(images: Tensor, mean: Sequence[float], std: Sequence[float], in_chans: int | None,
+                input_norm: tuple[tuple[float, ...], tuple[float, ...]] | None) -> Tensor:
+    """A batch of images normalised with ``mean`` / ``std`` as a model takes them (``ImageSet.for_model``;
+    ``in_chans`` None: as they are)."""
+    as_set = ImageSet(images, torch.zeros(len(images), dtype=torch.long), ("image",), tuple(mean), tuple(std), "batch",
+                      "batch")
+    return as_set.for_model(as_set.channels if in_chans is None else in_chans, input_norm).images
 
 
 def stack_items(data: object, what: str) -> list[Tensor]:

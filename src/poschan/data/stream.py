@@ -121,14 +121,33 @@ class CanvasStream(EpochBatches):
         return seeded_generator(self.seed, epoch, stream)
 
 
+def random_hflip(images: Tensor, targets: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Each sample of a batch mirrored left-right with probability 1/2, its image (B, C, H, W) and dense target
+    (B, H, W) together; one coin per sample from ``generator`` (a CPU generator)."""
+    flip = torch.rand(len(images), generator=generator) < 0.5
+    return _where_flipped(flip, images), _where_flipped(flip, targets)
+
+
+def _where_flipped(flip: Tensor, x: Tensor) -> Tensor:
+    return torch.where(flip.to(x.device).view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
+
+
+def flip_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
+    """The flip coins of batch ``batch`` of ``epoch``: a stream of their own, so the other draws do not move."""
+    return seeded_generator(seed, epoch, batch, "hflip")
+
+
 @dataclass
-class TensorStream:
-    """Epochs of (inputs, targets) batches from tensors held in memory, in an order drawn from (seed, epoch)."""
+class TensorStream(EpochBatches):
+    """Epochs of (inputs, targets) batches from tensors held in memory, in an order drawn from (seed, epoch).
+    ``hflip``: dense targets (N, H, W) of inputs (N, C, H, W), each sample mirrored with probability 1/2
+    (``random_hflip``)."""
 
     inputs: Tensor
     targets: Tensor
     batch_size: int
     seed: int
+    hflip: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -136,11 +155,17 @@ class TensorStream:
         if len(self.inputs) == 0 or len(self.inputs) != len(self.targets):
             raise UserError(f"need as many targets as inputs (at least one), got {len(self.inputs)} and "
                             f"{len(self.targets)}")
+        if self.hflip and (self.inputs.dim() != 4 or self.targets.shape[1:] != self.inputs.shape[2:]):
+            raise UserError(f"hflip needs inputs (N, C, H, W) and masks (N, H, W), got {tuple(self.inputs.shape)} "
+                            f"and {tuple(self.targets.shape)}")
 
     def __len__(self) -> int:
         return math.ceil(len(self.inputs) / self.batch_size)
 
-    def epoch(self, epoch: int, device: torch.device | str | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+    def _batches(self, epoch: int, device: torch.device | str | None,
+                 start_batch: int) -> Iterator[tuple[Tensor, Tensor]]:
         order = torch.randperm(len(self.inputs), generator=seeded_generator(self.seed, epoch))
-        for index in order.split(self.batch_size):
-            yield self.inputs[index].to(device), self.targets[index].to(device)
+        for b in range(start_batch, len(self)):
+            index = order[b * self.batch_size:(b + 1) * self.batch_size]
+            x, y = self.inputs[index].to(device), self.targets[index].to(device)
+            yield random_hflip(x, y, flip_generator(self.seed, epoch, b)) if self.hflip else (x, y)

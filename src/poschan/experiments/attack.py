@@ -8,14 +8,18 @@ For each region R (poschan.regions) and each N, channel sets:
 - ``flip-opposite`` / ``shift-opposite``: the opposite region's channels, same method (control);
 - ``random``: N random channels, ``random_seeds`` draws (control);
 and ``pgd``: an L∞ PGD perturbation of ``eps`` (raw intensity units) confined to R's pixels (no N), on the
-first ``pgd_size`` test scenes (its drops are measured against the clean mIoU of those scenes).
-mIoU is measured inside R and outside it on the fixed test scenes, before and after; drop = clean − after (a paired
-difference on the same images); selectivity = drop inside − drop outside (a paired estimate with its p-value), and
-``drop_ratio`` = drop inside / drop outside where the outside drop's interval excludes 0. Ranked methods and PGD are
-repeated over ``seeds`` (each seed draws its own rank scenes / PGD start). Every interval is a bootstrap over the
+first ``pgd_size`` test scenes (its drops are measured against the clean scores of those scenes).
+Three metrics are measured inside R and outside it on the fixed test scenes, before and after: ``miou`` (the mean IoU
+over the classes present in that part's target, metrics.segmentation.miou_present_of: a half of a scene holds few
+classes, and a stray predicted pixel of an absent one must not move its score), ``pixel_accuracy`` and ``fw_iou``
+(frequency-weighted IoU). For each, drop = clean − after (a paired difference on the same images) and selectivity =
+drop inside − drop outside (a paired estimate with its p-value); the row keys ``miou_in`` / ``miou_in_clean`` ...,
+``drop_in`` / ``drop_out`` / ``selectivity`` (mIoU) and ``pixel_accuracy_drop_in`` ..., ``fw_iou_selectivity``.
+``drop_ratio`` = mIoU drop inside / drop outside where the outside drop's interval excludes 0. Ranked methods and PGD
+are repeated over ``seeds`` (each seed draws its own rank scenes / PGD start). Every interval is a bootstrap over the
 units (ranking seeds, random draws or PGD seeds) and the test images (poschan.stats, from per-image confusions).
-``metrics["comparisons"]``: for each ranked method, its drop inside and its selectivity minus the random control's,
-and its selectivity minus its opposite control's, with p-values.
+``metrics["comparisons"]``: for each ranked method, its mIoU drop inside and its mIoU selectivity minus the random
+control's, and its selectivity minus its opposite control's, with p-values.
 
 The segmenter: a `seg-train` checkpoint, or ``--model`` / ``--weights`` / ``--layer`` (any segmentation network,
 poschan.models.segmentation.load_segmenter). The method is ``poschan.control.attack.region_attack``; the
@@ -32,6 +36,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from poschan import stats
 from poschan.config import command_defaults, setting
 from poschan.control.ablation import SegEval, channel_counts
 from poschan.control.attack import AttackArm, region_attack
@@ -46,24 +51,24 @@ from poschan.experiments.seg_common import (
     comparison,
     describe,
     drop,
-    halves_difference,
+    halves_difference_of,
     load_model,
     one_model,
     ranked_minus_random,
-    ratio_of_drops,
     score,
 )
 from poschan.experiments.settings import GridSettings, MethodsSettings, SegEvalSettings
 from poschan.locate.ranking import ChannelRanking
 from poschan.locate.segmentation import segmenter_ranking
-from poschan.metrics.segmentation import miou_of
+from poschan.metrics.segmentation import fw_iou_of, miou_present_of, pixel_accuracy_of
 from poschan.report.segmentation_figures import overlays, region_heatmap
 from poschan.runtime import resolve_device
-from poschan.stats import paired_difference
 from poschan.tables import comparison_rows, write_csv
 
 EXPERIMENT = "attack"
 HELP = "region-specific attack: zero one region's position channels (and masked PGD); mIoU inside vs outside"
+METRICS: dict[str, stats.Metric] = {"miou": miou_present_of, "pixel_accuracy": pixel_accuracy_of, "fw_iou": fw_iou_of}
+SELECTIVITY = halves_difference_of(miou_present_of)  # of beside(in, out) rows: mIoU inside − mIoU outside
 METHODS = ("flip", "shift", "flip-opposite", "shift-opposite", "random", "pgd")
 FLIP_SIDES = {"left": "left", "right": "left", "top": "top", "bottom": "top"}  # region -> where the rank scenes lie
 
@@ -156,28 +161,37 @@ def _sides(arm: AttackArm) -> list[np.ndarray]:
     return [beside(a["in"], a["out"]) for a in arm.after_counts]
 
 
+def _prefix(metric: str) -> str:
+    """The prefix of a metric's drop and selectivity keys: none for mIoU (``drop_in``, ``selectivity``)."""
+    return "" if metric == "miou" else f"{metric}_"
+
+
 def _row(arm: AttackArm, clean: dict) -> dict:
-    """The arm's statistics; ``clean``: the clean in/out mIoU estimates of its images (shared by the region's arms)."""
+    """The arm's statistics; ``clean``: the clean scores of its images (``_clean``, shared by the region's arms)."""
     unit = _unit(arm)
-    ins, outs = [a["in"] for a in arm.after_counts], [a["out"] for a in arm.after_counts]
-    inside = [beside(arm.clean_counts["in"], x) for x in ins]  # clean beside after: halves_difference is the drop
-    outside = [beside(arm.clean_counts["out"], y) for y in outs]
-    selectivity = paired_difference(inside, outside, halves_difference, bounds=(-2.0, 2.0), unit=unit, item=ITEMS)
-    row = {"region": arm.region, "n": arm.n, "method": arm.method, "miou_in_clean": clean["in"],
-           "miou_out_clean": clean["out"], "miou_in": one_model(score(ins, unit)),
-           "miou_out": one_model(score(outs, unit)), "drop_in": one_model(drop(arm.clean_counts["in"], ins, unit)),
-           "drop_out": one_model(drop(arm.clean_counts["out"], outs, unit)), "selectivity": one_model(selectivity),
-           "drop_ratio": ratio_of_drops(inside, outside, unit)}
+    after = {side: [a[side] for a in arm.after_counts] for side in ("in", "out")}
+    # clean beside after, per unit: halves_difference_of(metric) is the metric's drop
+    pairs = {side: [beside(arm.clean_counts[side], x) for x in after[side]] for side in ("in", "out")}
+    row = {"region": arm.region, "n": arm.n, "method": arm.method, **clean}
+    for name, metric in METRICS.items():
+        for side in ("in", "out"):
+            row[f"{name}_{side}"] = one_model(score(after[side], unit, metric))
+            row[f"{_prefix(name)}drop_{side}"] = one_model(drop(arm.clean_counts[side], after[side], unit, metric))
+        row[f"{_prefix(name)}selectivity"] = one_model(stats.paired_difference(
+            pairs["in"], pairs["out"], halves_difference_of(metric), bounds=(-2.0, 2.0), unit=unit, item=ITEMS))
+    row["drop_ratio"] = one_model(stats.ratio(pairs["in"], pairs["out"], SELECTIVITY, unit=unit, item=ITEMS))
     return row if arm.method == "pgd" else {**row, "channels": arm.channels}
 
 
 def _clean(arm: AttackArm) -> dict:
-    return {side: score([arm.clean_counts[side]], "training seeds") for side in ("in", "out")}
+    """Each metric inside and outside the region on the arm's images, unedited (``miou_in_clean`` ...)."""
+    return {f"{name}_{side}_clean": score([arm.clean_counts[side]], "training seeds", metric)
+            for name, metric in METRICS.items() for side in ("in", "out")}
 
 
 def _comparisons(arms: list[AttackArm]) -> list[dict]:
-    """Each ranked method against the random control (drop inside, selectivity) and against its opposite control
-    (selectivity), at the same region and N."""
+    """Each ranked method against the random control (mIoU drop inside, selectivity) and against its opposite
+    control (selectivity), at the same region and N."""
     out = []
     by_method = {(a.method, a.n): a for a in arms}
     for arm in arms:
@@ -189,24 +203,38 @@ def _comparisons(arms: list[AttackArm]) -> list[dict]:
         if random is not None:
             ranked_in, random_in = ([a["in"] for a in x.after_counts] for x in (arm, random))
             out.append(comparison(
-                ranked_minus_random(ranked_in, random_in, miou_of, bounds=(-1.0, 1.0)),
+                ranked_minus_random(ranked_in, random_in, miou_present_of, bounds=(-1.0, 1.0)),
                 f"{arm.region}_n{arm.n}_{arm.method}_vs_random_drop_in", f"{label}: mIoU drop inside",
                 f"{arm.n} random channels: mIoU drop inside",
                 f"Do the {arm.method} channels of {where} lower the mIoU inside it more than as many random ones?"))
             out.append(comparison(
-                ranked_minus_random(_sides(arm), _sides(random), halves_difference, bounds=(-2.0, 2.0)),
+                ranked_minus_random(_sides(arm), _sides(random), SELECTIVITY, bounds=(-2.0, 2.0)),
                 f"{arm.region}_n{arm.n}_{arm.method}_vs_random_selectivity", f"{label}: drop inside − outside",
                 f"{arm.n} random channels: drop inside − outside",
                 f"Is masking the {arm.method} channels of {where} more selective for it than as many random ones?"))
         if mirror is not None:
             out.append(comparison(
-                ranked_minus_random(_sides(arm), _sides(mirror), halves_difference, bounds=(-2.0, 2.0),
+                ranked_minus_random(_sides(arm), _sides(mirror), SELECTIVITY, bounds=(-2.0, 2.0),
                                     random_unit="ranking seeds"),
                 f"{arm.region}_n{arm.n}_{arm.method}_vs_opposite_selectivity", f"{label}: drop inside − outside",
                 f"{arm.method} channels of the opposite region: drop inside − outside",
                 f"Is masking the {arm.method} channels of {where} more selective for it than masking the "
                 "opposite region's?"))
     return out
+
+
+def _table_row(row: dict) -> dict:
+    """A row of table.csv: per metric its clean and after means inside and outside, drops and selectivity (with its
+    interval and p-value); the mIoU drop ratio."""
+    out = {key: row[key] for key in ("region", "n", "method")}
+    for name in METRICS:
+        p = _prefix(name)
+        out |= {key: row[key]["mean"] for key in (f"{name}_in_clean", f"{name}_in", f"{name}_out_clean",
+                                                  f"{name}_out", f"{p}drop_in", f"{p}drop_out", f"{p}selectivity")}
+        sel = row[f"{p}selectivity"]
+        out |= {f"{p}selectivity_lo": sel["ci95"][0], f"{p}selectivity_hi": sel["ci95"][1],
+                f"{p}selectivity_p": sel["p_value"]}
+    return {**out, "drop_ratio": row["drop_ratio"].get("mean")}
 
 
 def run(plan: AttackPlan, work: Path, *, progress: bool = True) -> dict:
@@ -232,15 +260,7 @@ def run(plan: AttackPlan, work: Path, *, progress: bool = True) -> dict:
         overlays(loaded.test.images[:4], loaded.test.masks[:4], examples,
                  work / f"overlays_{region.replace(':', '')}.png", class_names=loaded.test.classes,
                  region=region_mask(region, side, c.grid))
-    write_csv(work / "table.csv", [{"region": r["region"], "n": r["n"], "method": r["method"],
-                                    "miou_in_clean": r["miou_in_clean"]["mean"], "miou_in": r["miou_in"]["mean"],
-                                    "miou_out_clean": r["miou_out_clean"]["mean"], "miou_out": r["miou_out"]["mean"],
-                                    "drop_in": r["drop_in"]["mean"], "drop_out": r["drop_out"]["mean"],
-                                    "selectivity": r["selectivity"]["mean"],
-                                    "selectivity_lo": r["selectivity"]["ci95"][0],
-                                    "selectivity_hi": r["selectivity"]["ci95"][1],
-                                    "selectivity_p": r["selectivity"]["p_value"],
-                                    "drop_ratio": r["drop_ratio"].get("mean")} for r in rows])
+    write_csv(work / "table.csv", [_table_row(r) for r in rows])
     write_csv(work / "comparisons.csv", comparison_rows(comparisons))
     region_heatmap(rows, work / "regions.png", title=f"{loaded.label()} · {describe(loaded.data)}")
     return {"attack": rows, "comparisons": comparisons, "channels": loaded.channels, "layer": seg.layer,
@@ -249,12 +269,13 @@ def run(plan: AttackPlan, work: Path, *, progress: bool = True) -> dict:
 
 
 def print_summary(metrics: dict) -> None:
-    print(f"{'region':<8} {'N':>4} {'method':<15} {'mIoU in':>13} {'mIoU out':>13} {'drop in':>8} {'drop out':>8} "
-          f"{'in − out':>24} {'p':>6}")
+    print(f"{'region':<8} {'N':>4} {'method':<15} {'mIoU in':>11} {'mIoU out':>11} {'drop in':>8} {'drop out':>8} "
+          f"{'mIoU in − out':>24} {'p':>6} {'acc in − out':>13} {'fwIoU in − out':>15}")
     for r in metrics["attack"]:
         sel = r["selectivity"]
         print(f"{r['region']:<8} {r['n'] if r['n'] is not None else '—':>4} {r['method']:<15} "
               f"{r['miou_in_clean']['mean']:.3f}→{r['miou_in']['mean']:.3f} "
               f"{r['miou_out_clean']['mean']:.3f}→{r['miou_out']['mean']:.3f} "
               f"{r['drop_in']['mean']:>8.3f} {r['drop_out']['mean']:>8.3f} "
-              f"{sel['mean']:>+8.3f} [{sel['ci95'][0]:+.3f}, {sel['ci95'][1]:+.3f}] {sel['p_value']:>6.3f}")
+              f"{sel['mean']:>+8.3f} [{sel['ci95'][0]:+.3f}, {sel['ci95'][1]:+.3f}] {sel['p_value']:>6.3f} "
+              f"{r['pixel_accuracy_selectivity']['mean']:>+13.3f} {r['fw_iou_selectivity']['mean']:>+15.3f}")

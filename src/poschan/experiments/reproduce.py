@@ -17,8 +17,33 @@ from tqdm.auto import tqdm
 from poschan.config import PRESETS
 from poschan.errors import UserError
 
-# Layout priors of the segmentation steps (seg-train, then ablate and attack of its first seed's checkpoint)
-PRIORS = {"smoke": ("0.9",), "quick": ("0", "0.9"), "paper": ("0", "0.5", "0.9", "1")}
+
+@dataclass(frozen=True)
+class SegSetting:
+    """One segmentation condition of the study: scene layout, layout prior and backbone."""
+
+    layout: str
+    prior: str
+    model: str = "resnet18-paper"
+
+    @property
+    def name(self) -> str:
+        short = {"top-bottom": "tb", "left-right": "lr"}[self.layout]
+        return f"{short}-p{self.prior}" + ("-lite0" if self.model == "efficientnet-lite0" else "")
+
+    @property
+    def regions(self) -> str:
+        return "top,bottom" if self.layout == "top-bottom" else "left,right"
+
+
+# The segmentation conditions: the main setting mirrors street scenes (a top-bottom prior, trained with flips);
+# left-right priors train without flips (seg-train's flip auto), and a pretrained backbone sits beside.
+_SWEEP = [SegSetting(layout, prior, model) for model in ("resnet18-paper", "efficientnet-lite0")
+          for layout in ("top-bottom", "left-right") for prior in ("0", "0.5", "0.9", "1")]
+SEG_SETTINGS = {"smoke": (SegSetting("top-bottom", "0.9"),),
+                "quick": (SegSetting("top-bottom", "0.9"), SegSetting("top-bottom", "0"),
+                          SegSetting("left-right", "0.9"), SegSetting("top-bottom", "0.9", "efficientnet-lite0")),
+                "paper": tuple(_SWEEP)}
 
 
 @dataclass(frozen=True)
@@ -29,14 +54,16 @@ class Step:
 
 def study(preset: str, out: Path) -> list[Step]:
     """The steps of the whole study at ``preset``: the GAP study, the probe, position maps, the channel ranking,
-    AugShift, and for each layout prior a segmenter with its reliance (ablate) and region attack."""
+    AugShift, and for each segmentation condition its trained segmenters (seeds of the seg-train preset), their
+    reliance (ablate over every network) and the region attack (of the first network)."""
     steps = [Step(name, (name,)) for name in ("gap-study", "probe", "position-map", "rank", "augshift")]
-    for prior in PRIORS[preset]:
-        train = f"seg-train-p{prior}"
-        checkpoint = str(out / train / "seed0" / "checkpoint.pt")
-        steps += [Step(train, ("seg-train", "--layout-prior", prior)),
-                  Step(f"ablate-p{prior}", ("ablate", "--checkpoint", checkpoint)),
-                  Step(f"attack-p{prior}", ("attack", "--checkpoint", checkpoint, "--region", "left,right"))]
+    for seg in SEG_SETTINGS[preset]:
+        train = f"seg-train-{seg.name}"
+        condition = ("--layout", seg.layout, "--layout-prior", seg.prior, "--model", seg.model)
+        steps += [Step(train, ("seg-train", *condition)),
+                  Step(f"ablate-{seg.name}", ("ablate", "--checkpoint", str(out / train))),
+                  Step(f"attack-{seg.name}", ("attack", "--checkpoint", str(out / train / "seed0" / "checkpoint.pt"),
+                                              "--region", seg.regions))]
     return steps
 
 

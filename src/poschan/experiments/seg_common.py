@@ -124,7 +124,7 @@ def one_model(stat: dict) -> dict:
 
 
 def score(groups: list[np.ndarray], unit: str, metric: stats.Metric = miou_of) -> dict:
-    """mIoU (or ``metric``, in [0, 1]) of each unit's per-image IoU counts (n_images, 2K), with its 95% interval over
+    """mIoU (or ``metric``, in [0, 1]) of each unit's per-image IoU counts (n_images, 3K), with its 95% interval over
     the ``unit`` and the test images."""
     return stats.estimate(groups, metric, bounds=(0.0, 1.0), unit=unit, item=ITEMS)
 
@@ -135,14 +135,23 @@ def beside(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def halves_difference(means: np.ndarray) -> np.ndarray:
-    """mIoU of the first half of (..., 4K) ``beside`` rows minus mIoU of the second half."""
+    """mIoU of the first half of (..., 6K) ``beside`` rows minus mIoU of the second half."""
     half = means.shape[-1] // 2
     return miou_of(means[..., :half]) - miou_of(means[..., half:])
 
 
-def drop(clean: np.ndarray, after: list[np.ndarray], unit: str) -> dict:
-    """Clean mIoU − mIoU after an edit, per unit, on the same test images: a paired difference in [-1, 1]."""
-    return stats.paired_difference([clean] * len(after), after, miou_of, bounds=(-1.0, 1.0), unit=unit, item=ITEMS)
+def halves_difference_of(metric: stats.Metric) -> stats.Metric:
+    """``halves_difference`` of another ``metric`` (in [0, 1]): it of the first half minus it of the second."""
+    def difference(means: np.ndarray) -> np.ndarray:
+        half = means.shape[-1] // 2
+        return metric(means[..., :half]) - metric(means[..., half:])
+    return difference
+
+
+def drop(clean: np.ndarray, after: list[np.ndarray], unit: str, metric: stats.Metric = miou_of) -> dict:
+    """Clean mIoU (or ``metric``, in [0, 1]) − that after an edit, per unit, on the same test images: a paired
+    difference in [-1, 1]."""
+    return stats.paired_difference([clean] * len(after), after, metric, bounds=(-1.0, 1.0), unit=unit, item=ITEMS)
 
 
 def paired_units(a: list, b: list, a_unit: str, b_unit: str) -> tuple[list, list, str, str]:

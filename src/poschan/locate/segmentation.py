@@ -1,5 +1,5 @@
 """Rankings of a segmenter's layer on its own kind of images: flip on scenes (optionally every item in one half) or
-on real segmentation images, shift with single items pasted in the cells of the scene canvas."""
+on real segmentation images; shift and dimest with single items pasted in the cells of the scene canvas."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from poschan.locate.rank import ranking_from_tallies
 from poschan.locate.ranking import ChannelRanking
 from poschan.runtime import eval_mode
 
-SEG_METHODS = ("flip", "shift")
+SEG_METHODS = ("flip", "shift", "dimest")
 
 
 def _ranked_images(sets: Sequence[ImageSet]) -> ImageSet:
@@ -44,7 +44,8 @@ def segmenter_ranking(model: nn.Module, layer: str, data: SegData, method: str =
     as trained (keys overall, left, right, top, bottom); "left" / "top": every item in that half, so ``left`` /
     ``right`` rank the channels that fire for content on that side (real images are ranked as they are).
     ``shift``: the first ``count`` rank-split items pasted in every cell of a grid×grid layout of the scene
-    canvas (black background, as the scenes); None for real data (no items to paste).
+    canvas (black background, as the scenes); ``dimest``: the same items in pairs that share a cell or an item
+    (keys position, semantic); None for real data (no items to paste).
     """
     if method not in SEG_METHODS:
         raise UserError(f"unknown segmenter ranking method {method!r}; allowed: {', '.join(SEG_METHODS)}")
@@ -56,7 +57,7 @@ def segmenter_ranking(model: nn.Module, layer: str, data: SegData, method: str =
     else:
         if not data.synthetic:
             return None
-        spec = RankSpec("shift", grid=grid, canvas=data.scenes.side, background="black")
+        spec = RankSpec(method, grid=grid, canvas=data.scenes.side, background="black")
         sets = [data.rank_items(count)] * len(seeds)
     with eval_mode(model):
         tallies = [accumulate(model, layer, images, spec, seed=seed, batch_size=batch_size, device=device,

@@ -1,16 +1,20 @@
-"""Segmentation metrics over pixel masks: confusion matrices (whole and per image), mean IoU, pixel accuracy.
+"""Segmentation metrics over pixel masks: confusion matrices (whole and per image), mean IoU, pixel accuracy,
+frequency-weighted IoU.
 
-Conventions: a confusion matrix is (K, K) int64 with rows = target class, columns = predicted class. The mean IoU
-averages IoU = tp / (tp + fp + fn) over the classes PRESENT, i.e. seen in the target or in the prediction of the
-counted pixels; a class absent from both has no defined IoU and is left out (as torchmetrics leaves out its NaN
-classes and the VOC protocol averages over present classes). A class predicted but absent from the target counts
-with IoU 0. An empty confusion (no pixel counted) gives NaN. Target pixels labelled IGNORE_INDEX (255, e.g.
-VOC's void border, Cityscapes' unlabelled classes) are never counted.
+Conventions: a confusion matrix is (K, K) int64 with rows = target class, columns = predicted class. IoU =
+tp / (tp + fp + fn). The mean IoU (``miou``, ``miou_of``) averages it over the classes PRESENT, i.e. seen in the
+target or in the prediction of the counted pixels; a class absent from both has no defined IoU and is left out (as
+torchmetrics leaves out its NaN classes and the VOC protocol averages over present classes). A class predicted but
+absent from the target counts with IoU 0 there. ``miou_present_of`` averages over the classes of the TARGET alone,
+so that a stray predicted pixel of an absent class cannot move it (the mIoU of an image region, which holds few
+classes); ``fw_iou_of`` weights those classes' IoU by their share of the target pixels. An empty confusion (no pixel
+counted) gives NaN. Target pixels labelled IGNORE_INDEX (255, e.g. VOC's void border, Cityscapes' unlabelled
+classes) are never counted.
 
 For intervals over test images (``poschan.stats``), each image is one row of *IoU counts* (``iou_counts``): per
-class its true positives, then its target plus predicted pixels (2K numbers, all that mIoU and pixel accuracy
-read from a confusion). ``miou_of`` / ``pixel_accuracy_of`` score the mean of such rows, vectorised over leading
-axes; the mean over images scores as the summed confusion does.
+class its true positives, then its target pixels, then its predicted pixels (3K numbers, all that these metrics
+read from a confusion). ``miou_of``, ``miou_present_of``, ``fw_iou_of`` and ``pixel_accuracy_of`` score the mean
+of such rows, vectorised over leading axes; the mean over images scores as the summed confusion does.
 """
 
 from __future__ import annotations
@@ -63,37 +67,59 @@ def image_confusions(pred: Tensor, target: Tensor, num_classes: int, mask: Tenso
 
 
 def iou_counts(confusions: Tensor | np.ndarray) -> np.ndarray:
-    """(..., K, K) confusions -> (..., 2K) float64: each class's true positives, then its target + predicted
-    pixels (the rows that ``miou_of`` and ``pixel_accuracy_of`` score)."""
+    """(..., K, K) confusions -> (..., 3K) float64: each class's true positives, then its target pixels, then its
+    predicted pixels (the rows that ``miou_of``, ``miou_present_of``, ``fw_iou_of`` and ``pixel_accuracy_of``
+    score)."""
     c = confusions.detach().cpu().double().numpy() if isinstance(confusions, Tensor) else np.asarray(
         confusions, dtype=np.float64)
-    return np.concatenate([np.diagonal(c, axis1=-2, axis2=-1), c.sum(-1) + c.sum(-2)], axis=-1)
+    return np.concatenate([np.diagonal(c, axis1=-2, axis2=-1), c.sum(-1), c.sum(-2)], axis=-1)
+
+
+def _split(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(..., 3K) IoU counts -> true positives, target pixels, predicted pixels, each (..., K)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    k = counts.shape[-1] // 3
+    return counts[..., :k], counts[..., k:2 * k], counts[..., 2 * k:]
 
 
 def _class_ious(counts: np.ndarray) -> np.ndarray:
-    """(..., 2K) IoU counts -> (..., K) IoU of each class, NaN for a class absent from target and prediction."""
-    k = counts.shape[-1] // 2
-    tp, both = counts[..., :k], counts[..., k:]
-    union = both - tp  # tp + fp + fn
+    """(..., 3K) IoU counts -> (..., K) IoU of each class, NaN for a class absent from target and prediction."""
+    tp, target, pred = _split(counts)
+    union = target + pred - tp  # tp + fp + fn
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, tp / np.where(union > 0, union, 1.0), np.nan)
 
 
-def miou_of(counts: np.ndarray) -> np.ndarray:
-    """Mean IoU of (..., 2K) IoU counts (or their means over images) over the classes present, vectorised over the
-    leading axes; NaN where nothing is counted."""
-    ious = _class_ious(np.asarray(counts, dtype=np.float64))
-    present = ~np.isnan(ious)
+def _mean_over(ious: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted mean of the IoUs over the last axis, NaN where every weight is 0 (IoUs of weight 0 ignored)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(present, ious, 0.0).sum(-1) / present.sum(-1)
+        return np.where(weights > 0, ious * weights, 0.0).sum(-1) / weights.sum(-1)
+
+
+def miou_of(counts: np.ndarray) -> np.ndarray:
+    """Mean IoU of (..., 3K) IoU counts (or their means over images) over the classes present in the target or the
+    prediction, vectorised over the leading axes; NaN where nothing is counted."""
+    ious = _class_ious(counts)
+    return _mean_over(ious, (~np.isnan(ious)).astype(np.float64))
+
+
+def miou_present_of(counts: np.ndarray) -> np.ndarray:
+    """Mean IoU of (..., 3K) IoU counts over the classes present in the target (a class only predicted is left
+    out), vectorised over the leading axes; NaN where no target pixel is counted."""
+    return _mean_over(_class_ious(counts), (_split(counts)[1] > 0).astype(np.float64))
+
+
+def fw_iou_of(counts: np.ndarray) -> np.ndarray:
+    """Frequency-weighted IoU of (..., 3K) IoU counts: sum over classes of (target pixels / all target pixels) ·
+    IoU, vectorised over the leading axes; NaN where nothing is counted."""
+    return _mean_over(_class_ious(counts), _split(counts)[1])
 
 
 def pixel_accuracy_of(counts: np.ndarray) -> np.ndarray:
-    """Fraction of counted pixels predicted correctly, from (..., 2K) IoU counts; NaN where nothing is counted."""
-    counts = np.asarray(counts, dtype=np.float64)
-    k = counts.shape[-1] // 2
+    """Fraction of counted pixels predicted correctly, from (..., 3K) IoU counts; NaN where nothing is counted."""
+    tp, target, _ = _split(counts)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return 2 * counts[..., :k].sum(-1) / counts[..., k:].sum(-1)  # every pixel counts once as target, once as pred
+        return tp.sum(-1) / target.sum(-1)
 
 
 def iou_per_class(conf: Tensor) -> Tensor:
@@ -137,7 +163,7 @@ class ConfusionMeter:
         return torch.cat(self._batches[name]) if self._batches[name] else torch.zeros(0, k, k, dtype=torch.int64)
 
     def counts(self, name: str = "all") -> np.ndarray:
-        """(N, 2K) IoU counts of each image over mask ``name`` (rows for ``poschan.stats``)."""
+        """(N, 3K) IoU counts of each image over mask ``name`` (rows for ``poschan.stats``)."""
         return iou_counts(self.images(name))
 
     @property

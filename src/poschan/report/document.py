@@ -10,7 +10,7 @@ from pathlib import Path
 
 from poschan.results import Run, load_run
 
-MAX_ROWS = 40  # a longer table (one row per channel, say) is cut; its CSV beside the run has every row
+MAX_ROWS = 60  # a longer table (one row per channel, say) is cut; its CSV beside the run has every row
 
 
 @dataclass(frozen=True)

@@ -24,23 +24,34 @@ def _stat(value: float | dict) -> tuple[float, float, float]:
 
 
 def reliance_curve(rows: list[dict], path: Path, *, title: str, clean: float) -> None:
-    """mIoU against the fraction of channels ablated (``n`` when rows lack "fraction"): the ranked and the random
-    choice of channels, each with its 95% band, and the clean mIoU dashed."""
+    """mIoU against the fraction of channels ablated (``n`` when rows lack "fraction"), one panel per "ranking" of
+    the rows (one panel when they name none): the ranked channels and the controls the rows hold (uniform random,
+    magnitude-matched random), each with its 95% band, and the clean mIoU dashed."""
     key = "fraction" if all("fraction" in row for row in rows) else "n"
-    rows = sorted(rows, key=lambda row: row[key])
-    xs = [row[key] for row in rows]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name, color in (("ranked", "tab:red"), ("random", "tab:blue")):
-        if not all(name in row for row in rows):
-            continue
-        mean, lo, hi = zip(*(_stat(row[name]) for row in rows))
-        ax.plot(xs, mean, marker="o", color=color, label=name)
-        ax.fill_between(xs, lo, hi, color=color, alpha=0.2)
-    ax.axhline(clean, color="grey", linestyle="--", label=f"clean {clean:.3f}")
-    ax.set(xlabel="fraction of channels ablated" if key == "fraction" else "channels ablated", ylabel="mIoU",
-           title=title)
-    ax.title.set_fontsize(9)
-    ax.legend(fontsize=8)
+    names = list(dict.fromkeys(row.get("ranking", "") for row in rows))
+    columns = min(3, len(names))
+    fig, axes = plt.subplots((len(names) + columns - 1) // columns, columns, figsize=(4.2 * columns,
+                             3.2 * ((len(names) + columns - 1) // columns)), squeeze=False, sharey=True)
+    for ax, name in zip(axes.flat, names):
+        mine = sorted((row for row in rows if row.get("ranking", "") == name), key=lambda row: row[key])
+        xs = [row[key] for row in mine]
+        for series, color in (("ranked", "tab:red"), ("random", "tab:blue"), ("matched", "tab:green")):
+            shown = [(x, row[series]) for x, row in zip(xs, mine) if series in row]
+            if not shown:
+                continue
+            mean, lo, hi = zip(*(_stat(v) for _, v in shown))
+            at = [x for x, _ in shown]
+            ax.plot(at, mean, marker="o", color=color, label=series)
+            ax.fill_between(at, lo, hi, color=color, alpha=0.2)
+        ax.axhline(clean, color="grey", linestyle="--", label=f"clean {clean:.3f}")
+        ax.set(xlabel="fraction of channels ablated" if key == "fraction" else "channels ablated", ylabel="mIoU",
+               title=name or None)
+        if key == "fraction":
+            ax.set_xscale("log")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
     save_figure(fig, path)
 
 
