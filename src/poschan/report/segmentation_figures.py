@@ -31,7 +31,8 @@ def reliance_curve(rows: list[dict], path: Path, *, title: str, clean: float) ->
     names = list(dict.fromkeys(row.get("ranking", "") for row in rows))
     columns = min(3, len(names))
     fig, axes = plt.subplots((len(names) + columns - 1) // columns, columns, figsize=(4.2 * columns,
-                             3.2 * ((len(names) + columns - 1) // columns)), squeeze=False, sharey=True)
+                             3.4 * ((len(names) + columns - 1) // columns)), squeeze=False, sharey=True,
+                             layout="constrained")
     for ax, name in zip(axes.flat, names):
         mine = sorted((row for row in rows if row.get("ranking", "") == name), key=lambda row: row[key])
         xs = [row[key] for row in mine]
@@ -48,6 +49,7 @@ def reliance_curve(rows: list[dict], path: Path, *, title: str, clean: float) ->
                title=name or None)
         if key == "fraction":
             ax.set_xscale("log")
+            ax.minorticks_off()
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
