@@ -130,18 +130,12 @@ def score(groups: list[np.ndarray], unit: str, metric: stats.Metric = miou_of) -
 
 
 def beside(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Two sets of per-image IoU counts of the same images side by side: rows for ``halves_difference``."""
+    """Two sets of per-image IoU counts of the same images side by side: rows for ``halves_difference_of``."""
     return np.concatenate([a, b], axis=1)
 
 
-def halves_difference(means: np.ndarray) -> np.ndarray:
-    """mIoU of the first half of (..., 6K) ``beside`` rows minus mIoU of the second half."""
-    half = means.shape[-1] // 2
-    return miou_of(means[..., :half]) - miou_of(means[..., half:])
-
-
 def halves_difference_of(metric: stats.Metric) -> stats.Metric:
-    """``halves_difference`` of another ``metric`` (in [0, 1]): it of the first half minus it of the second."""
+    """``metric`` (in [0, 1]) of the first half of ``beside`` rows minus ``metric`` of the second half."""
     def difference(means: np.ndarray) -> np.ndarray:
         half = means.shape[-1] // 2
         return metric(means[..., :half]) - metric(means[..., half:])
@@ -179,22 +173,6 @@ def ranked_minus_random(ranked: list[np.ndarray], random: list[np.ndarray], metr
     out = stats.paired_difference(b, a, metric, bounds=bounds, unit=unit, item=ITEMS)
     out["method"] += note + "; ranked drop − control drop = control-masked − ranked-masked score" + ONE_MODEL
     return out
-
-
-def ratio_of_drops(a: list[np.ndarray], b: list[np.ndarray], unit: str, note: str = "") -> dict:
-    """Mean over units of drop(a) / drop(b), each unit's rows ``beside(clean, after)`` of the same images, or why
-    it is not estimated (stats.ratio)."""
-    out = stats.ratio(a, b, halves_difference, unit=unit, item=ITEMS)
-    if "method" in out:
-        out["method"] += note + ONE_MODEL
-    return out
-
-
-def drop_ratio(clean: np.ndarray, ranked: list[np.ndarray], random: list[np.ndarray]) -> dict:
-    """Ranked mIoU drop / random mIoU drop (units paired by ``paired_units``), or why it is not estimated."""
-    a, b, unit, note = paired_units([beside(clean, r) for r in ranked], [beside(clean, r) for r in random],
-                                    "ranking seeds", "random draws")
-    return ratio_of_drops(a, b, unit, note)
 
 
 def comparison(stat: dict, name: str, a: str, b: str, question: str) -> dict:
