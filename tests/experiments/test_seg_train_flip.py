@@ -60,3 +60,24 @@ def test_the_resolved_flip_trains_and_is_recorded(tmp_path, monkeypatch, flags, 
     assert metrics["hflip"] is hflip and metrics["hflip_rule"].startswith(rule)
     assert torch.load(out / "seed0/checkpoint.pt", weights_only=True)["meta"]["hflip"] is hflip
     assert yaml.safe_load((out / "config.yaml").read_text())["flip"] == ("on" if "--flip" in flags else "auto")
+
+
+def test_efficientnet_lite0_starts_from_its_packaged_weights_unless_told_not_to(tmp_path, monkeypatch):
+    import poschan.experiments.seg_train as seg_train
+
+    built = []
+    real = seg_train.build_segmenter
+
+    def spy(spec, *, pretrained=False):
+        built.append(pretrained)
+        return real(spec, pretrained=pretrained)
+
+    monkeypatch.setattr(seg_train, "build_segmenter", spy)
+    base = ["seg-train", "--preset", "smoke", "--no-progress", "--model", "efficientnet-lite0", "--epochs", "1",
+            "--train-size", "16", "--test-size", "8"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert built[-1] is True  # the trained model (prepare's shape check builds one without weights first)
+    built.clear()
+    assert main([*base, "--no-pretrained", "--out", str(tmp_path / "b")]) == 0
+    assert built and not any(built)
+    assert yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["pretrained"] is False

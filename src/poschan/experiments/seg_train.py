@@ -65,8 +65,9 @@ class Config(RunSettings, FitSettings, PaddingSettings, WidthSettings, Pretraine
         "data": {"help": "scenes (Fashion-MNIST scenes, default), voc:PATH or cityscapes:PATH"},
         "model": {"help": f"backbone: {', '.join(SEG_MODELS)}"},
         "width": {"help": "width multiplier of resnet18-paper (64 = full)"},
-        "pretrained": {"help": "start efficientnet-lite0 from its packaged ImageNet weights (other models: from "
-                               "scratch)"},
+        "pretrained": {"help": "start efficientnet-lite0 from its packaged ImageNet weights (the default; other "
+                               "models: from scratch)",
+                       "negative": "--no-pretrained", "negative_help": "train efficientnet-lite0 from scratch"},
         "weights": {"help": "state dict to start from (tv:deeplabv3_resnet50: torchvision key names)"},
         "epochs": {"help": "training epochs (0: evaluate --weights as they are)"},
         "train_size": {"help": "training scenes per epoch (default 50000; real data: the first N train images)"},
