@@ -37,6 +37,12 @@ CASES = {
     "seg-train-pickled-weights": (["seg-train", *SMOKE, "--epochs", "0", "--weights", "{pickled}"],
                                   "pickled Python objects"),
     "ablate-missing-checkpoint": (["ablate", *SMOKE, "--checkpoint", "{tmp}/none.pt"], "none.pt"),
+    "ablate-run-without-networks": (["ablate", *SMOKE, "--checkpoint", "{tmp}"], "without seed<S>/checkpoint.pt"),
+    "ablate-unknown-ranking": (["ablate", *SMOKE, "--checkpoint", "{tmp}/none.pt", "--rankings", "flip,psychic"],
+                               "psychic"),
+    "ablate-no-matched-draws": (["ablate", *SMOKE, "--checkpoint", "{tmp}/none.pt", "--matched-draws", "0"],
+                                "matched_draws"),
+    "seg-train-flip": (["seg-train", *SMOKE, "--flip", "sometimes"], "allowed: auto, on, off"),
     "attack-inf-eps": (["attack", *SMOKE, "--checkpoint", "{tmp}/none.pt", "--eps", "inf"], "finite"),
 }
 
