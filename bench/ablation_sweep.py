@@ -17,6 +17,7 @@ import torch
 from common import interleaved, timed
 from poschan.control.ablation import SegEval
 from poschan.data.scenes import SceneSpec, fixed_scenes, scene_items
+from poschan.metrics.segmentation import labels_of
 from poschan.models.segmentation import SegSpec, build_segmenter
 
 
@@ -59,7 +60,7 @@ def main() -> None:
     @torch.no_grad()
     def head_only() -> None:
         for f, x in zip(feats, batches):
-            model.decode(f, x.shape[-2:]).argmax(1)
+            labels_of(model.decode(f, x.shape[-2:]))
 
     t_reused, t_naive = interleaved(reused, naive, repeats=args.repeats)
     t_backbone = min(timed(backbone_only) for _ in range(args.repeats))

@@ -21,7 +21,7 @@ from poschan.data.segdata import segmentation_pairs
 from poschan.data.segsets import IGNORE_INDEX
 from poschan.errors import UserError
 from poschan.locate.ranking import ChannelRanking
-from poschan.metrics.segmentation import ConfusionMeter
+from poschan.metrics.segmentation import ConfusionMeter, labels_of
 from poschan.models.segmentation import SegNet, logits_of
 from poschan.runtime import eval_mode, model_device
 from poschan.taps import capture, check_mask_mode, get_layer, mask_channels, masked
@@ -128,7 +128,7 @@ class SegEval:
                     f = feats[i:i + self.batch_size].to(self.device)
                     if idx is not None:
                         f = masked(f, idx, mode=mode, means=means)
-                    yield self.model.decode(f, size).argmax(1).cpu(), masks[i:i + self.batch_size]
+                    yield labels_of(self.model.decode(f, size)).cpu(), masks[i:i + self.batch_size]
                 return
             images = self.images[index]
             hook = (mask_channels(self.model, self.layer, idx, mode=mode, means=means) if idx is not None
@@ -136,7 +136,7 @@ class SegEval:
             with hook:
                 for i in range(0, len(images), self.batch_size):
                     logits = logits_of(self.model(images[i:i + self.batch_size].to(self.device)))
-                    yield logits.argmax(1).cpu(), masks[i:i + self.batch_size]
+                    yield labels_of(logits).cpu(), masks[i:i + self.batch_size]
 
 
 def evaluation(model: nn.Module, layer: str, data: object, *, batch_size: int = 64,

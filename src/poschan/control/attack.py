@@ -19,7 +19,7 @@ from poschan.control.pgd import masked_pgd
 from poschan.data.regions import opposite, region_mask
 from poschan.errors import UserError
 from poschan.locate.ranking import ChannelRanking
-from poschan.metrics.segmentation import ConfusionMeter, miou_present_of
+from poschan.metrics.segmentation import ConfusionMeter, labels_of, miou_present_of
 from poschan.models.segmentation import logits_of
 from poschan.runtime import eval_mode
 
@@ -190,7 +190,7 @@ def _pgd_arm(ev: SegEval, name: str, inside: Tensor, eps: float, steps: int, siz
                 adv = masked_pgd(net, x, y.to(device), inside.to(device), eps=budget, steps=steps, lower=lower,
                                  upper=upper, generator=generator)
                 with torch.no_grad():
-                    pred = net(adv).argmax(1).cpu()
+                    pred = labels_of(net(adv)).cpu()
                 meter.update(pred, y)
                 if shown is None and examples:
                     shown = pred[:examples]

@@ -41,7 +41,7 @@ class SegSetting:
 _SWEEP = [SegSetting(layout, prior, model) for model in ("resnet18-paper", "efficientnet-lite0")
           for layout in ("top-bottom", "left-right") for prior in ("0", "0.5", "0.9", "1")]
 SEG_SETTINGS = {"smoke": (SegSetting("top-bottom", "0.9"),),
-                "quick": (SegSetting("top-bottom", "0.9"), SegSetting("top-bottom", "0"),
+                "quick": (*(SegSetting("top-bottom", p) for p in ("0.9", "0", "0.5", "1")),
                           SegSetting("left-right", "0.9"), SegSetting("top-bottom", "0.9", "efficientnet-lite0")),
                 "paper": tuple(_SWEEP)}
 
