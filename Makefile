@@ -9,7 +9,7 @@ DATA_FLAG := $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
 DOC_MODULES := poschan poschan.data poschan.models poschan.taps poschan.measure poschan.locate poschan.control \
                poschan.metrics poschan.stats poschan.results poschan.engine
 
-.PHONY: demo reproduce readme test test-slow mutation lint docs bench data chromium install
+.PHONY: demo reproduce long readme test test-slow mutation lint docs bench data chromium install
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ demo: install data
 
 reproduce: install data
 	$(POSCHAN) reproduce --preset quick $(DATA_FLAG) --out $(RUNS)/study-quick
+
+# PermuteNet learning curves (gap-study's long preset), beside the quick study so that `make readme` shows them.
+long: install data
+	$(POSCHAN) gap-study --preset long $(DATA_FLAG) --out $(RUNS)/study-quick/gap-long
 
 # After `make reproduce`: copy the study's summaries to results/, regenerate the README's results section and
 # its screenshot of the HTML report (docs/report.png).

@@ -62,18 +62,18 @@ MUTATIONS = [
              ("tests/test_permutation_known_answers.py",)),
     # ---- training engine
     Mutation("engine-no-epoch-reseed", "src/poschan/engine.py",
-             "        torch.manual_seed(epoch_seed(seed, epoch))\n        net.train()\n",
-             "        net.train()\n",
+             "            torch.manual_seed(epoch_seed(seed, epoch))\n            net.train()\n",
+             "            net.train()\n",
              ("tests/test_engine.py",)),
     Mutation("engine-no-eval-rng-fork", "src/poschan/engine.py",
-             "            with torch.random.fork_rng(devices=[]):\n"
+             "                with torch.random.fork_rng(devices=[]):\n"
+             "                    torch.manual_seed(evaluation_seed(seed, epoch))\n"
+             "                    row.update(evaluate(model, epoch + 1))\n",
              "                torch.manual_seed(evaluation_seed(seed, epoch))\n"
              "                row.update(evaluate(model, epoch + 1))\n",
-             "            torch.manual_seed(evaluation_seed(seed, epoch))\n"
-             "            row.update(evaluate(model, epoch + 1))\n",
              ("tests/test_engine.py",)),
     Mutation("engine-no-rank-filter", "src/poschan/engine.py",
-             "            if step % world != rank:\n                continue\n", "",
+             "                if step % world != rank:\n                    continue\n", "",
              ("tests/test_engine_ddp.py",)),
     # ---- rankings and masks
     Mutation("ranking-ascending", "src/poschan/locate/ranking.py",
@@ -108,6 +108,16 @@ MUTATIONS = [
              "return _mean_over(_class_ious(counts), (_split(counts)[1] > 0).astype(np.float64))",
              "return _mean_over(_class_ious(counts), (_split(counts)[1] + _split(counts)[2] > 0).astype(np.float64))",
              ("tests/test_segmetrics.py",)),
+    Mutation("channels-last-without-workaround", "src/poschan/execution.py",
+             "    return (isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1)",
+             "    return False and (isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1)",
+             ("tests/test_execution.py",)),
+    Mutation("channels-last-subsample-offset", "src/poschan/execution.py",
+             "return (args[0][..., ::sy, ::sx], *args[1:])", "return (args[0][..., 1::sy, 1::sx], *args[1:])",
+             ("tests/test_execution.py",)),
+    Mutation("one-cycle-not-resumed", "src/poschan/engine.py",
+             "            scheduler.load_state_dict(state[\"scheduler\"])", "            pass",
+             ("tests/test_engine.py",)),
     Mutation("pgd-eps-10x", "src/poschan/control/attack.py", "budget, lower, upper = eps / s,",
              "budget, lower, upper = 10 * eps / s,",
              ("tests/experiments/test_segmentation_known_answers.py", "tests/control/test_attack.py")),
@@ -149,8 +159,8 @@ MUTATIONS = [
              "        if False:\n", ("tests/test_results.py", "tests/test_resume_cli.py")),
     Mutation("non-finite-accepted", "src/poschan/config.py", "        if not math.isfinite(value):\n",
              "        if False:\n", ("tests/test_config.py", "tests/test_bad_input_cli.py")),
-    Mutation("divergence-not-stopped", "src/poschan/engine.py", "            if not math.isfinite(value):\n",
-             "            if False:\n", ("tests/test_bad_input_cli.py",)),
+    Mutation("divergence-not-stopped", "src/poschan/engine.py", "                if not math.isfinite(value):\n",
+             "                if False:\n", ("tests/test_bad_input_cli.py",)),
     Mutation("partial-kept-after-bad-input", "src/poschan/cli.py", "        run.discard_if_new()\n",
              "        pass\n", ("tests/test_bad_input_cli.py",)),
     # ---- the public API

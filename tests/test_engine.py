@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from poschan.engine import fit, load_checkpoint
+from poschan.errors import UserError
 from poschan.models.heads import ChannelPermute
 from poschan.results import atomic_torch_save
 
@@ -66,10 +67,11 @@ def test_training_draws_from_the_seeded_global_rng(make):
     assert same_weights(a, b) and not same_weights(a, c)
 
 
+@pytest.mark.parametrize("schedule", ["constant", "one-cycle"])
 @pytest.mark.parametrize("make", [make_model, *RANDOM_MODELS])
-def test_resume_equals_uninterrupted_bit_for_bit(tmp_path, monkeypatch, make):
+def test_resume_equals_uninterrupted_bit_for_bit(tmp_path, monkeypatch, make, schedule):
     full = make()
-    full_hist = fit(full, Blobs(), epochs=3, lr=1e-2, progress=False)
+    full_hist = fit(full, Blobs(), epochs=3, lr=1e-2, progress=False, schedule=schedule)
 
     import poschan.engine as engine
 
@@ -81,11 +83,11 @@ def test_resume_equals_uninterrupted_bit_for_bit(tmp_path, monkeypatch, make):
     monkeypatch.setattr(engine, "atomic_torch_save", save_then_die)
     killed = make()
     with pytest.raises(KeyboardInterrupt):
-        fit(killed, Blobs(), epochs=3, lr=1e-2, checkpoint=tmp_path / "c.pt", progress=False)
+        fit(killed, Blobs(), epochs=3, lr=1e-2, checkpoint=tmp_path / "c.pt", progress=False, schedule=schedule)
     monkeypatch.undo()
     resumed = make()
     torch.manual_seed(12345)  # a new process: its global RNG is anywhere
-    hist = fit(resumed, Blobs(), epochs=3, lr=1e-2, checkpoint=tmp_path / "c.pt", progress=False)
+    hist = fit(resumed, Blobs(), epochs=3, lr=1e-2, checkpoint=tmp_path / "c.pt", progress=False, schedule=schedule)
     assert [h["epoch"] for h in hist] == [1, 2, 3]
     assert [h["train_loss"] for h in hist] == [h["train_loss"] for h in full_hist]
     assert same_weights(full, resumed)
@@ -104,3 +106,32 @@ def test_evaluation_leaves_training_and_the_global_rng_untouched(make):
     assert len({h["noise"] for h in evaluated_hist}) == 3
     assert same_weights(plain, evaluated)
     assert torch.equal(torch.get_rng_state(), plain_rng)  # what the caller draws next does not depend on it
+
+
+def test_one_cycle_rises_to_the_peak_rate_then_anneals(monkeypatch):
+    """The rate of every step: torch's one-cycle shape (warm-up to ``lr`` over 30% of the steps, then cosine
+    annealing far below it) over all epochs; constant: ``lr`` throughout."""
+    rates: dict[str, list[float]] = {"constant": [], "one-cycle": []}
+    step = torch.optim.Adam.step
+    current: list[list[float]] = []
+
+    def recording_step(self, *args, **kwargs):
+        current[-1].append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    for schedule, seen in rates.items():
+        current.append(seen)
+        fit(make_model(), Blobs(n_batches=10), epochs=2, lr=0.01, progress=False, schedule=schedule)
+    assert rates["constant"] == [0.01] * 20
+    cycle = rates["one-cycle"]
+    peak = max(range(20), key=cycle.__getitem__)
+    assert len(cycle) == 20 and 4 <= peak <= 7 and cycle[peak] == pytest.approx(0.01, rel=0.02)
+    assert cycle[0] == pytest.approx(0.01 / 25) and cycle[-1] < 0.01 / 25
+    assert all(a < b for a, b in zip(cycle[:peak], cycle[1:peak + 1]))
+    assert all(a > b for a, b in zip(cycle[peak:-1], cycle[peak + 1:]))
+
+
+def test_unknown_schedule_is_refused():
+    with pytest.raises(UserError, match="one-cycle"):
+        fit(make_model(), Blobs(), epochs=1, progress=False, schedule="cosine")

@@ -20,11 +20,13 @@ from tqdm.auto import tqdm
 
 from poschan.data.stream import BatchSource
 from poschan.errors import UserError
+from poschan.execution import MEMORY_FORMATS, autocast, channels_last, compiled, to_channels_last
 from poschan.results import atomic_torch_save, read_tensor_file
 from poschan.tables import write_csv
 
 LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
 EvalFn = Callable[[nn.Module, int], dict]
+SCHEDULES = ("constant", "one-cycle")
 
 
 def cross_entropy_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -82,6 +84,10 @@ def fit(
     desc: str = "train",
     tensorboard: Path | None = None,
     meta: dict | None = None,
+    schedule: str = "constant",
+    memory_format: str = "contiguous",
+    compile: bool = False,
+    precision: str = "fp32",
 ) -> list[dict]:
     """Train ``model`` with Adam for ``epochs`` epochs; returns the per-epoch metrics history.
 
@@ -92,65 +98,86 @@ def fit(
     takes every world-th batch, and only rank 0 writes files. ``tensorboard`` names a log directory used when
     the tensorboard package is installed. ``meta`` (plain data: what the model is) is stored in every
     checkpoint under key "meta".
+
+    ``schedule``: ``constant`` (the paper's Adam) or ``one-cycle`` (torch's OneCycleLR over all steps, stepped per
+    batch, peak ``lr``, betas kept; its state is in the checkpoint). Execution (poschan.execution; results change
+    by float rounding only): ``memory_format`` ``channels_last`` or ``contiguous``, ``compile`` (torch.compile of
+    the training forward), ``precision`` ``fp32`` or ``bf16`` (autocast, CUDA).
     """
+    if schedule not in SCHEDULES:
+        raise UserError(f"unknown schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}")
+    if memory_format not in MEMORY_FORMATS:
+        raise UserError(f"unknown memory format {memory_format!r}; allowed: {', '.join(MEMORY_FORMATS)}")
     device = torch.device(device)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
+    rank, world = _rank_world()
+    steps = (len(train) // world) * world  # every rank runs the same number of steps
+    scheduler = (torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(1, epochs * steps // world),
+                                                     cycle_momentum=False) if schedule == "one-cycle" else None)
     history: list[dict] = []
     start = 0
     if checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
         start, history = int(state["epoch"]), list(state["history"])
-    rank, world = _rank_world()
-    net: nn.Module = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    fast = memory_format == "channels_last"
     writer = _tensorboard_writer(tensorboard) if rank == 0 else None
-    steps = (len(train) // world) * world  # every rank runs the same number of steps
-    for epoch in range(start, epochs):
-        torch.manual_seed(epoch_seed(seed, epoch))
-        net.train()
-        began, total, count = time.perf_counter(), 0.0, 0
-        bar = tqdm(total=steps // world, desc=f"{desc} {epoch + 1}/{epochs}",
-                   disable=None if progress and rank == 0 else True,  # None: only on a terminal
-                   leave=False)
-        for step, (x, y) in enumerate(train.epoch(epoch, device)):
-            if step >= steps:
-                break
-            if step % world != rank:
-                continue
-            loss = loss_fn(net, x, y)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise UserError(f"training diverged: the loss is {value} at epoch {epoch + 1}, step {step + 1} "
-                                f"(lr {lr}); lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total, count = total + value * len(y), count + len(y)
-            bar.update()
-            bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
-        bar.close()
-        row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "seconds": time.perf_counter() - began}
-        if evaluate is not None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(evaluation_seed(seed, epoch))
-                row.update(evaluate(model, epoch + 1))
-        history.append(row)
-        if rank == 0:
-            if checkpoint is not None:
-                atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "epoch": epoch + 1, "history": history, **({"meta": meta} if meta else {})},
-                                  checkpoint)
-            if log_csv is not None:
-                write_csv(log_csv, history)
-            if writer is not None:
-                for key, value in row.items():
-                    if key != "epoch":
-                        writer.add_scalar(key, value, epoch + 1)
-                writer.flush()
+    with channels_last(model, fast):
+        net: nn.Module = model
+        if world > 1:
+            net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                      else None)
+        net = compiled(net, compile)
+        for epoch in range(start, epochs):
+            torch.manual_seed(epoch_seed(seed, epoch))
+            net.train()
+            began, total, count = time.perf_counter(), 0.0, 0
+            bar = tqdm(total=steps // world, desc=f"{desc} {epoch + 1}/{epochs}",
+                       disable=None if progress and rank == 0 else True,  # None: only on a terminal
+                       leave=False)
+            for step, (x, y) in enumerate(train.epoch(epoch, device)):
+                if step >= steps:
+                    break
+                if step % world != rank:
+                    continue
+                with autocast(precision, device):
+                    loss = loss_fn(net, to_channels_last(x, fast), y)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise UserError(f"training diverged: the loss is {value} at epoch {epoch + 1}, step {step + 1} "
+                                    f"(lr {lr}); lower the learning rate")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                total, count = total + value * len(y), count + len(y)
+                bar.update()
+                bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+            bar.close()
+            row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "seconds": time.perf_counter() - began}
+            if evaluate is not None:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(evaluation_seed(seed, epoch))
+                    row.update(evaluate(model, epoch + 1))
+            history.append(row)
+            if rank == 0:
+                if checkpoint is not None:
+                    atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                       "epoch": epoch + 1, "history": history, **({"meta": meta} if meta else {}),
+                                       **({"scheduler": scheduler.state_dict()} if scheduler else {})},
+                                      checkpoint)
+                if log_csv is not None:
+                    write_csv(log_csv, history)
+                if writer is not None:
+                    for key, value in row.items():
+                        if key != "epoch":
+                            writer.add_scalar(key, value, epoch + 1)
+                    writer.flush()
     if writer is not None:
         writer.close()
     return history

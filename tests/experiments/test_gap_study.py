@@ -8,7 +8,7 @@ from poschan.cli import main
 from poschan.config import build_config
 from poschan.data.sources import load_dataset
 from poschan.data.stream import CanvasStream
-from poschan.experiments.gap_study import Config, Variant, evaluators, variants
+from poschan.experiments.gap_study import Config, Variant, evaluators, plateaus, prepare, variants
 
 
 def test_subset_design_covers_what_the_quick_preset_promises():
@@ -22,6 +22,42 @@ def test_subset_design_covers_what_the_quick_preset_promises():
     assert any(v.head == "gapnet" for v in chosen) and any(v.grid == 5 for v in chosen)
     assert len(chosen) == len(set(chosen))
     assert len(c.seeds) >= 3
+
+
+def test_semantic_rows_get_their_own_budget():
+    """Each variant trains on its task's first train_size items for its task's epochs (the data loaded once)."""
+    c = Config(tasks=["location", "semantic"], heads=["gap-fc"], paddings=["zeros"], grids=[3], permutes=["per-batch"],
+               stage=None, design="subset", epochs=1, train_size=40, semantic_epochs=3, semantic_train_size=70,
+               test_size=20, width=4, seeds=[0])
+    plan = prepare(c)
+    assert len(plan.variants) == 4
+    for v, tp in plan.plans.items():
+        semantic = v.task == "semantic"
+        assert (tp.config.epochs, tp.config.train_size) == ((3, 70) if semantic else (1, 40))
+        assert len(tp.train_set) == tp.config.train_size
+    first = [tp.train_set.images for v, tp in plan.plans.items()]
+    assert all(torch.equal(x[:40], first[0][:40]) for x in first)  # the first items of one loaded set
+
+
+def test_plateaus_test_the_change_over_the_last_third_by_seed():
+    def curve(variant, seed, values):
+        return [{"variant": variant, "eval": "accuracy", "seed": seed, "epoch": e + 1, "accuracy": a}
+                for e, a in enumerate(values)]
+
+    rising = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]  # epoch 6 vs epoch 4: +0.2 in every seed
+    flat = [0.1, 0.5, 0.6, 0.7, 0.7, 0.7]
+    curves = [*curve("up", 0, rising), *curve("up", 1, [a + 0.01 for a in rising]),
+              *curve("up", 2, [a + 0.03 for a in rising[:4]] + [0.64, 0.65]),
+              *curve("flat", 0, flat), *curve("flat", 1, flat[:4] + [0.71, 0.69]), *curve("flat", 2, flat),
+              *curve("short", 0, [0.1, 0.2])]
+    ends = {e["variant"]: e for e in plateaus(curves)}
+    assert set(ends) == {"up", "flat"}  # two epochs: no last third to test
+    up, flat_end = ends["up"], ends["flat"]
+    assert (up["epochs"], up["since_epoch"]) == (6, 4)
+    assert up["change"]["values"] == pytest.approx([0.2, 0.2, 0.22])
+    assert up["final"]["values"] == pytest.approx([0.6, 0.61, 0.65])
+    assert up["still_changing"] and not flat_end["still_changing"]
+    assert flat_end["change"]["values"] == pytest.approx([0.0, -0.01, 0.0])
 
 
 def test_full_design_is_the_cross_product():
@@ -91,7 +127,9 @@ def test_smoke_run_has_a_row_for_every_combination(tmp_path):
         assert p["values"] == pytest.approx([a - b for a, b in zip(permuted["values"], plain["values"])])
         assert -1 <= p["ci95"][0] <= p["mean"] <= p["ci95"][1] <= 1 and p["ci95"][0] < p["ci95"][1]
         assert 0 < p["p_value"] <= 1 and p["method"]
-    for name in ("table.csv", "comparisons.csv", "curves.csv", "accuracy_by_padding.png", "permutation.png", "learning_curves.png"):
+    assert data["metrics"]["plateaus"] == []  # one epoch: no curve to judge
+    for name in ("table.csv", "comparisons.csv", "curves.csv", "accuracy_by_padding.png", "permutation.png",
+                 "learning_curves.png"):
         assert (tmp_path / "g" / name).exists()
     assert set(data["metrics"]["permute_meanings"]) == {"none", "test-only", "per-batch", "per-sample"}
 

@@ -130,7 +130,8 @@ def train_config(c: Config) -> train.Config:
                         data_root=c.data_root, model=c.model, width=c.width, head="gap-fc", padding=c.padding,
                         pretrained=c.pretrained, weights=c.weights, epochs=c.epochs, batch_size=c.batch_size,
                         lr=c.lr, betas=list(c.betas), train_size=c.train_size, test_size=c.test_size,
-                        test_passes=c.test_passes, seeds=list(c.seeds), device=c.device, preset=c.preset)
+                        test_passes=c.test_passes, seeds=list(c.seeds), device=c.device, preset=c.preset,
+                        **c.schedule_fields())
 
 
 @dataclass
@@ -190,7 +191,7 @@ def train_run(plan: Plan, r: Recipe, seed: int, run_dir: Path, *, progress: bool
     def evaluate(m: nn.Module, _epoch: int) -> dict:
         return {"test_accuracy": accuracy(m, test, device=device)}
 
-    history = fit(model, source, epochs=c.epochs, lr=c.lr, betas=tuple(c.betas), seed=seed, device=device,
+    history = fit(model, source, epochs=c.epochs, **c.fit_options(device), seed=seed, device=device,
                   checkpoint=run_dir / "checkpoint.pt", log_csv=run_dir / "metrics.csv", evaluate=evaluate,
                   loss_fn=r.loss.training_loss if r.loss is not None else cross_entropy_loss, progress=progress, desc=f"{run_dir.parent.name} seed {seed}",
                   tensorboard=run_dir / "tensorboard")

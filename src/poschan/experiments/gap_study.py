@@ -32,7 +32,7 @@ from poschan.experiments.settings import (
 )
 from poschan.metrics.classification import outcomes
 from poschan.report.gap_figures import gap_figures
-from poschan.stats import paired_difference, proportion, ratio, versus_chance
+from poschan.stats import paired_difference, proportion, ratio, summarize, versus_chance
 from poschan.tables import comparison_rows, flat_stats, write_csv
 from poschan.taps import permute_channels
 
@@ -78,6 +78,9 @@ class Config(RunSettings, TrainingSettings, PaddingsSettings, BackgroundSettings
     stage: str | None = setting("stage3", "stage to permute before as well (e.g. stage3)")
     stage_permutes: list[str] = setting(["per-batch", "per-sample"], "trained permutations before the stage",
                                         cli=False)
+    semantic_epochs: int | None = setting(None, "epochs of the semantic rows (default: --epochs)")
+    semantic_train_size: int | None = setting(None, "training items per epoch of the semantic rows (default: "
+                                                    "--train-size)")
 
     def validate(self) -> None:
         if self.design not in ("full", "subset"):
@@ -128,25 +131,25 @@ class Plan:
 
 def train_config(c: Config, v: Variant) -> train.Config:
     permute = "none" if v.permute == "none" else v.where
+    semantic = v.task == "semantic"  # the semantic rows may get their own budget
     return train.Config(task=v.task, grid=v.grid, background=c.background, data=c.data, data_root=c.data_root,
                         model=c.model, width=c.width, head=v.head, padding=v.padding, permute=permute,
                         permute_per_sample=v.permute == "per-sample", pretrained=c.pretrained, weights=c.weights,
-                        epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, betas=list(c.betas),
-                        train_size=c.train_size, test_size=c.test_size, test_passes=c.test_passes,
-                        seeds=list(c.seeds), device=c.device, preset=c.preset)
+                        epochs=semantic and c.semantic_epochs or c.epochs, batch_size=c.batch_size, lr=c.lr,
+                        betas=list(c.betas), train_size=semantic and c.semantic_train_size or c.train_size,
+                        test_size=c.test_size, test_passes=c.test_passes, seeds=list(c.seeds), device=c.device,
+                        preset=c.preset, **c.schedule_fields())
 
 
 def prepare(config: Config) -> Plan:
     """Load the data once and validate every variant (each model is built once) before anything is written."""
     chosen = variants(config)
-    first = train_config(config, chosen[0])
-    first.validate()
-    train_set, test_set = train.load_data(first)
-    plans = {}
-    for v in chosen:
-        tc = train_config(config, v)
+    configs = {v: train_config(config, v) for v in chosen}
+    for tc in configs.values():
         tc.validate()
-        plans[v] = train.plan_for(tc, train_set, test_set)
+    largest = max(configs.values(), key=lambda tc: tc.train_size or float("inf"))
+    train_set, test_set = train.load_data(largest)  # each variant trains on the first train_size items
+    plans = {v: train.plan_for(tc, train_set.subset(tc.train_size), test_set) for v, tc in configs.items()}
     if config.stage:
         _stage_module(plans[chosen[0]].make_model(), config.stage)
     return Plan(config, chosen, plans)
@@ -218,6 +221,26 @@ def comparisons(plan: Plan, hits: dict[tuple[Variant, str], list[np.ndarray]]) -
     return out
 
 
+def plateaus(curves: list[dict]) -> list[dict]:
+    """Per variant and evaluation trained 3 epochs or more: the last epoch's accuracy over seeds and its change over
+    the last third of the schedule (since epoch ``since_epoch``), paired by seed; ``still_changing`` when that
+    change's interval excludes 0."""
+    series: dict[tuple[str, str], dict[int, dict[int, float]]] = {}
+    for c in curves:
+        series.setdefault((c["variant"], c["eval"]), {}).setdefault(c["seed"], {})[c["epoch"]] = c["accuracy"]
+    out = []
+    for (variant, name), seeds in series.items():
+        last = min(max(s) for s in seeds.values())
+        if last < 3:
+            continue
+        since = last - max(1, last // 3)
+        change = summarize([s[last] - s[since] for s in seeds.values()], bounds=(-1.0, 1.0))
+        out.append({"variant": variant, "eval": name, "epochs": last, "since_epoch": since,
+                    "final": summarize([s[last] for s in seeds.values()], bounds=(0.0, 1.0)), "change": change,
+                    "still_changing": not change["ci95"][0] <= 0.0 <= change["ci95"][1]})
+    return out
+
+
 def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:
     c = plan.config
     rows, curves = [], []
@@ -243,8 +266,17 @@ def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:
     write_csv(work / "table.csv", [flat_stats(r) for r in rows])
     write_csv(work / "comparisons.csv", comparison_rows(paired))
     write_csv(work / "curves.csv", curves)
+    ends = plateaus(curves)
+    if ends:
+        write_csv(work / "plateaus.csv", [{"variant": e["variant"], "eval": e["eval"], "epochs": e["epochs"],
+                                           "final": e["final"]["mean"], "final_lo": e["final"]["ci95"][0],
+                                           "final_hi": e["final"]["ci95"][1], "since_epoch": e["since_epoch"],
+                                           "change": e["change"]["mean"], "change_lo": e["change"]["ci95"][0],
+                                           "change_hi": e["change"]["ci95"][1],
+                                           "still_changing": e["still_changing"]} for e in ends])
     gap_figures(rows, curves, work)
-    return {"rows": rows, "comparisons": paired, "permute_meanings": PERMUTE_MEANINGS,
+    return {"rows": rows, "comparisons": paired, "plateaus": ends,
+            "permute_meanings": PERMUTE_MEANINGS,
             "n_train": len(next(iter(plan.plans.values())).train_set),
             "n_test": len(next(iter(plan.plans.values())).test_set)}
 
@@ -256,3 +288,8 @@ def print_summary(metrics: dict) -> None:
         a = r["accuracy"]
         print(f"{r['task']:<9}{r['head']:<8}{r['padding']:<10}{r['grid']:>4}  {r['permute']:<12}{r['where']:<8}"
               f"{a['mean']:>9.3f}  [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]  {r['chance']:>6.3f}")
+    for p in metrics.get("plateaus", []):
+        f, d = p["final"], p["change"]
+        print(f"{p['variant']} [{p['eval']}]: epoch {p['epochs']} {f['mean']:.3f}, change since epoch "
+              f"{p['since_epoch']} {d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+              + (" (still changing)" if p["still_changing"] else ""))

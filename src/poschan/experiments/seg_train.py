@@ -210,8 +210,8 @@ def run(plan: SegTrainPlan, work: Path, *, progress: bool = True) -> dict:
             model.to(plan.device)
         else:
             stream = plan.data.train_source(c.train_size or 50_000, c.batch_size, seed, plan.hflip)
-            history = fit(model, _Batches(stream, plan), epochs=c.epochs, lr=c.lr,
-                          betas=tuple(c.betas), seed=seed, device=plan.device, checkpoint=run_dir / "checkpoint.pt",
+            history = fit(model, _Batches(stream, plan), epochs=c.epochs, **c.fit_options(plan.device),
+                          seed=seed, device=plan.device, checkpoint=run_dir / "checkpoint.pt",
                           log_csv=run_dir / "metrics.csv", evaluate=lambda m, _e: evaluate(m, plan),
                           loss_fn=_pixel_cross_entropy, progress=progress, desc=f"seed {seed}",
                           tensorboard=run_dir / "tensorboard", meta=meta)

@@ -12,8 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
+
 from poschan.config import command_defaults, setting
+from poschan.engine import SCHEDULES
 from poschan.errors import UserError
+from poschan.execution import MEMORY_FORMATS, PRECISIONS, resolve_precision
 from poschan.models.padding import PADDING_MODES
 
 FOLDER_HELP = ("folder:PATH (one sub-folder per split: PATH/train/<class>/<image>, PATH/test/...; "
@@ -139,11 +143,38 @@ class LearningRateSettings:
 
 
 @dataclass
-class FitSettings(LearningRateSettings, BatchSettings, TestSizeSettings, TrainSizeSettings):
-    """Training a network with Adam (the paper's protocol by default: 20 epochs, lr 1e-3, betas (0.5, 0.999))."""
+class ExecutionSettings:
+    """How training runs on this hardware (poschan.execution): results change by float rounding only."""
+
+    memory_format: str = setting("channels_last", "channels_last or contiguous", choices=MEMORY_FORMATS)
+    compile: bool = setting(False, "torch.compile the training forward (pays on long runs and GPUs)")
+    precision: str = setting("auto", "auto (bf16 autocast on CUDA, else fp32), fp32 or bf16", choices=PRECISIONS)
+
+
+@dataclass
+class FitSettings(ExecutionSettings, LearningRateSettings, BatchSettings, TestSizeSettings, TrainSizeSettings):
+    """Training a network with Adam (the paper's protocol by default: 20 epochs, lr 1e-3, betas (0.5, 0.999),
+    constant rate)."""
 
     epochs: int = setting(20, "training epochs")
     betas: list[float] = setting([0.5, 0.999], "Adam's betas", cli=False)
+    schedule: str = setting("constant", "learning-rate schedule: constant (the paper's) or one-cycle (peak --lr)",
+                            choices=SCHEDULES)
+
+    def schedule_fields(self) -> dict:
+        """The fields of these settings that another command's training config takes over unchanged."""
+        return {name: getattr(self, name) for name in ("memory_format", "compile", "precision", "schedule")}
+
+    def fit_options(self, device: torch.device) -> dict:
+        """The keyword arguments of engine.fit these settings name (the precision resolved for ``device``); refused
+        with one line when a value is unknown."""
+        for name, value, allowed in (("schedule", self.schedule, SCHEDULES),
+                                     ("memory_format", self.memory_format, MEMORY_FORMATS)):
+            if value not in allowed:  # also checked by fit, which runs after the output folder exists
+                raise UserError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
+        return {"lr": self.lr, "betas": tuple(self.betas), "schedule": self.schedule,
+                "memory_format": self.memory_format, "compile": self.compile,
+                "precision": resolve_precision(self.precision, device)}
 
 
 @dataclass

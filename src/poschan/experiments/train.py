@@ -94,7 +94,7 @@ def prepare(config: Config) -> TrainPlan:
 
 def plan_for(config: Config, train_set: ImageSet, test_set: ImageSet) -> TrainPlan:
     """Validate ``config`` against already loaded data by building its model once and running one canvas."""
-    resolve_device(config.device)
+    config.fit_options(resolve_device(config.device))  # refuses unknown execution settings before any file
     probe = CanvasStream(train_set, config.task, config.grid, config.batch_size, seed=0, canvas=config.canvas,
                          background=config.background)
     data_chans = train_set.channels
@@ -159,7 +159,7 @@ def train_one_seed(plan: TrainPlan, seed: int, work: Path, *, progress: bool = T
         last[epoch] = {name: score(m, test, c.test_passes, device) for name, score in evaluators.items()}
         return {name: float(v.mean()) for name, v in last[epoch].items()}
 
-    history = fit(model, train, epochs=c.epochs, lr=c.lr, betas=tuple(c.betas), seed=seed, device=device,
+    history = fit(model, train, epochs=c.epochs, **c.fit_options(device), seed=seed, device=device,
                   checkpoint=run_dir / "checkpoint.pt", log_csv=run_dir / "metrics.csv", evaluate=evaluate,
                   progress=progress, desc=f"seed {seed}", tensorboard=run_dir / "tensorboard")
     if c.epochs not in last:

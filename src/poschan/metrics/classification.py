@@ -9,7 +9,7 @@ from poschan.data.stream import BatchSource
 from poschan.runtime import eval_mode
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def outcomes(model: nn.Module, source: BatchSource, *, passes: int = 1, device: torch.device | str = "cpu",
              first_pass: int = 0) -> Tensor:
     """Per-item 0/1 correctness (float, on the CPU) over ``passes`` epochs of ``source``, in the stream's order

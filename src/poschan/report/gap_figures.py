@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from poschan.report.figures import save_figure
+from poschan.stats import summarize
 
 
 def _bars(ax: plt.Axes, labels: list[str], stats: list[dict], chance: float, title: str) -> None:
@@ -41,13 +42,21 @@ def gap_figures(rows: list[dict], curves: list[dict], out: Path) -> None:
                   [r["accuracy"] for r in chosen], chosen[0]["chance"], f"{task}: channel permutation (zeros)")
     save_figure(fig, out / "permutation.png")
 
-    by_line: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    lines: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for c in curves:
-        by_line[f"{c['variant']} [{c['eval']}]"][c["epoch"]].append(c["accuracy"])
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, points in sorted(by_line.items()):
-        epochs = sorted(points)
-        ax.plot(epochs, [sum(points[e]) / len(points[e]) for e in epochs], marker="o", label=label)
-    ax.set(xlabel="epoch", ylabel="test accuracy (mean over seeds)", ylim=(0, 1.02), title="learning curves")
-    ax.legend(fontsize=5, loc="center left", bbox_to_anchor=(1, 0.5))
+        lines[f"{c['variant']} [{c['eval']}]"][c["epoch"]].append(c["accuracy"])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.5), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for label, points in sorted(lines.items()):
+            if not label.startswith(f"{task}_"):
+                continue
+            epochs = sorted(points)
+            band = [summarize(points[e], bounds=(0.0, 1.0)) for e in epochs]
+            (line,) = ax.plot(epochs, [b["mean"] for b in band], marker="o", markersize=3,
+                              label=label.removeprefix(f"{task}_"))
+            ax.fill_between(epochs, [b["ci95"][0] for b in band], [b["ci95"][1] for b in band],
+                            color=line.get_color(), alpha=0.15, linewidth=0)
+        ax.set(xlabel="epoch", ylabel="test accuracy (mean over seeds)", ylim=(0, 1.02),
+               title=f"{task}: learning curves (bands: 95% t-interval over seeds)")
+        ax.legend(fontsize=5, loc="lower right")
     save_figure(fig, out / "learning_curves.png")
