@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from poschan.report.claims import Claim, claims_table, rules_text
+from poschan.report.sweep import sweep_table
 from poschan.report.document import Section, Table
 
 _STYLE = """
@@ -50,6 +51,9 @@ def to_html(sections: Sequence[Section], claims: Sequence[Claim], title: str = "
         parts.append(_html_table(claims_table(claims)))
         parts.append("<p>Verdict rules:</p><ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in rules_text(claims))
                      + "</ul></section>")
+    sweep = sweep_table([s.run for s in sections])
+    if sweep is not None:
+        parts.append(f"<section><h2>Segmentation sweep</h2>{_html_table(sweep)}</section>")
     for s in sections:
         parts.append(f"<section><h2>{html.escape(s.title)}</h2>")
         parts.append(f"<p>Command: <code>{html.escape(s.run.command or 'not recorded')}</code></p>")
@@ -84,6 +88,9 @@ def to_markdown(sections: Sequence[Section], claims: Sequence[Claim], out: Path,
     if claims:
         parts += ["## Claims of the paper", _md_table(claims_table(claims)),
                   "Verdict rules:\n\n" + "\n".join(f"- {r}" for r in rules_text(claims))]
+    sweep = sweep_table([s.run for s in sections])
+    if sweep is not None:
+        parts += ["## Segmentation sweep", _md_table(sweep)]
     for s in sections:
         parts += [f"## {s.title}", f"Command: `{s.run.command or 'not recorded'}`",
                   f"Environment: `{_environment(s)}`"]
