@@ -13,8 +13,8 @@ from pathlib import Path
 import yaml
 
 from poschan.report.claims import Claim, claims_table, rules_text
-from poschan.report.sweep import sweep_table
 from poschan.report.document import Section, Table
+from poschan.report.sweep import sweep_table
 
 _STYLE = """
 body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
