@@ -44,7 +44,8 @@ def test_killed_study_rerun_skips_finished_steps_and_ends_with_the_report(tmp_pa
         assert violations(json.loads((out / name / "results.json").read_text())["metrics"]) == [], name
     assert not any(p.name.endswith(".partial") for p in out.iterdir())
     report = (out / "report.html").read_text()
-    assert report.count("<h2>") == len(steps) + 1 and "<h2>Claims of the paper</h2>" in report
+    assert report.count("<h2>") == len(steps) + 2 and "<h2>Claims of the paper</h2>" in report
+    assert "<h2>Segmentation sweep</h2>" in report
     assert "poschan reproduce --preset smoke" in report
 
     assert main(["reproduce", "--preset", "smoke", "--out", str(out)]) == 0  # complete: nothing to do

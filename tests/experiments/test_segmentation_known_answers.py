@@ -472,13 +472,26 @@ def test_attack_rows_score_the_classes_of_each_regions_target():
                                               [stray])
     random = poschan.control.attack.AttackArm("left", "random", 1, (1.0, 1.0), [(1.0, 1.0)], [[1]], None, clean,
                                               [clean])
-    row = attack._row(ranked, attack._clean(ranked))
+    row = attack._row([ranked], attack._clean([ranked]))
     assert row["miou_in_clean"]["mean"] == row["miou_out_clean"]["mean"] == 1.0
     keys = ("miou_in", "miou_out", "drop_in", "drop_out", "selectivity", "pixel_accuracy_in", "pixel_accuracy_drop_in",
             "fw_iou_selectivity")
     assert [v for key in keys for v in row[key]["values"]] == pytest.approx([7 / 8, 1, 1 / 8, 0, 1 / 8, 7 / 8, 1 / 8,
                                                                            1 / 8])
     assert row["drop_ratio"]["estimable"] is False  # no drop outside
-    versus = attack._comparisons([ranked, random])
+    versus = attack._comparisons([[ranked], [random]])
     assert [c["name"] for c in versus] == ["left_n1_flip_vs_random_drop_in", "left_n1_flip_vs_random_selectivity"]
     assert [v for c in versus for v in c["values"]] == pytest.approx([1 / 8, 1 / 8])
+
+    # two networks: units are the networks, each one's ranking seeds pooled (mean counts): the second network's
+    # two seeds, one with the stray pixel and one without, average to 7.5 of 8 true positives inside
+    second = poschan.control.attack.AttackArm("left", "flip", 1, (1.0, 1.0), [(7 / 8, 1.0), (1.0, 1.0)], [[0], [2]],
+                                              None, clean, [stray, clean])
+    row = attack._row([ranked, second], attack._clean([ranked, second]))
+    assert row["miou_in"]["values"] == pytest.approx([7 / 8, 7.5 / 8])  # IoU(1) = tp / (target + pred − tp)
+    assert "trained networks" in row["miou_in"]["method"] and "one trained model" not in row["miou_in"]["method"]
+    assert row["drop_in"]["values"] == pytest.approx([1 - v for v in row["miou_in"]["values"]])
+    assert row["channels"] == [[[0]], [[0], [2]]]
+    both = attack._comparisons([[ranked, second], [random, random]])
+    assert [v for c in both for v in c["values"]] == pytest.approx([1 / 8, 1 - row["miou_in"]["values"][1]] * 2)
+    assert "trained network i paired with trained network i" in both[0]["method"]

@@ -35,7 +35,6 @@ single-channel costs and the overlap of its top 5% with the reference's (chance 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,10 +51,12 @@ from poschan.control.channel_sets import knockout_costs, matched_random
 from poschan.errors import UserError
 from poschan.experiments.seg_common import (
     ITEMS,
+    NETWORKS,
     LoadedModel,
+    checkpoints,
     comparison,
     describe,
-    load_model,
+    load_networks,
     read_ranking,
     score,
 )
@@ -76,7 +77,6 @@ HELP = "zero the top-N channels of several rankings of a segmenter vs random and
 RANKINGS = ("flip", "flip-normalised", "position-only", "shift", "dimest", "probe", "knockout")
 REFERENCE = "knockout"
 OVERLAP_FRACTION = 0.05  # the paper's size: 100 of 2048 channels
-NETWORKS = "trained networks"
 PROBE_ITEMS = 18  # items in every cell of the probe's 3×3 grid, once to fit and once to test
 SCENE_ONLY = ("position-only", "shift", "dimest", "probe")  # rankings that move or mirror items inside scenes
 
@@ -118,34 +118,18 @@ class AblatePlan:
     device: torch.device
 
 
-def checkpoints(path: str) -> list[str]:
-    """The checkpoints a ``--checkpoint`` names: a file, or every ``seed<S>/checkpoint.pt`` of a seg-train run."""
-    root = Path(path)
-    if not root.is_dir():
-        return [path]
-    found = sorted(root.glob("seed*/checkpoint.pt"), key=lambda p: int(p.parent.name.removeprefix("seed") or -1))
-    if not found:
-        raise UserError(f"{path} is a folder without seed<S>/checkpoint.pt; give a seg-train run or a checkpoint")
-    return [str(p) for p in found]
-
-
 def prepare(config: Config) -> AblatePlan:
     config.validate()
     device = resolve_device(config.device)
-    paths = checkpoints(config.checkpoint) if config.checkpoint else [""]
-    if config.ranking and len(paths) > 1:
-        raise UserError(f"--ranking belongs to one network; {config.checkpoint} holds {len(paths)}")
-    networks = [load_model(dataclasses.replace(config, checkpoint=p), device) for p in paths]
+    if config.ranking and config.checkpoint and len(checkpoints(config.checkpoint)) > 1:
+        raise UserError(f"--ranking belongs to one network; {config.checkpoint} holds "
+                        f"{len(checkpoints(config.checkpoint))}")
+    networks, sources = load_networks(config, device)
     first = networks[0]
-    for net in networks[1:]:
-        if net.channels != first.channels or not torch.equal(net.test.images, first.test.images):
-            raise UserError(f"the networks of {config.checkpoint} differ in their layer or test images; give "
-                            "networks of one seg-train run")
     if config.ranking:
         read_ranking(config.ranking, first)
     rankings = [r for r in config.rankings if first.data.synthetic or r not in SCENE_ONLY]
-    return AblatePlan(config, networks, paths if config.checkpoint else [config.model], rankings,
-                      channel_counts(config.n, first.channels), device)
+    return AblatePlan(config, networks, sources, rankings, channel_counts(config.n, first.channels), device)
 
 
 @dataclass

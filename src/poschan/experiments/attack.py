@@ -17,13 +17,16 @@ drop inside − drop outside (a paired estimate with its p-value); the row keys 
 ``drop_in`` / ``drop_out`` / ``selectivity`` (mIoU) and ``pixel_accuracy_drop_in`` ..., ``fw_iou_selectivity``.
 ``drop_ratio`` = mIoU drop inside / drop outside where the outside drop's interval excludes 0. Ranked methods and PGD
 are repeated over ``seeds`` (each seed draws its own rank scenes / PGD start). Every interval is a bootstrap over the
-units (ranking seeds, random draws or PGD seeds) and the test images (poschan.stats, from per-image confusions).
+units and the test images (poschan.stats, from per-image confusions): the trained networks of a seg-train run
+(``--checkpoint RUN``: every ``seed<S>/checkpoint.pt``; each network's seeds or draws pooled), so that intervals
+cover training variation; with one network, its ranking seeds, random draws or PGD seeds (as the method says).
 ``metrics["comparisons"]``: for each ranked method, its mIoU drop inside and its mIoU selectivity minus the random
 control's, and its selectivity minus its opposite control's, with p-values.
 
-The segmenter: a `seg-train` checkpoint, or ``--model`` / ``--weights`` / ``--layer`` (any segmentation network,
+The segmenters: a `seg-train` run or checkpoint, or ``--model`` / ``--weights`` / ``--layer`` (any segmentation network,
 poschan.models.segmentation.load_segmenter). The method is ``poschan.control.attack.region_attack``; the
-rankings (poschan.locate.segmentation) are saved as ``ranking_flip_<side>.json`` / ``ranking_shift.json``.
+rankings (poschan.locate.segmentation) are saved as ``ranking_flip_<side>.json`` / ``ranking_shift.json`` (in
+``network<i>/`` when there are several networks).
 """
 
 from __future__ import annotations
@@ -46,13 +49,14 @@ from poschan.data.scenes import ITEM_SIDE
 from poschan.errors import UserError
 from poschan.experiments.seg_common import (
     ITEMS,
+    NETWORKS,
     LoadedModel,
     beside,
     comparison,
     describe,
     drop,
     halves_difference_of,
-    load_model,
+    load_networks,
     one_model,
     ranked_minus_random,
     score,
@@ -78,6 +82,8 @@ FLIP_SIDES = {"left": "left", "right": "left", "top": "top", "bottom": "top"}  #
 class Config(GridSettings, MethodsSettings, SegEvalSettings):
     DEFAULTS: ClassVar[dict] = {"n": ["25%"], "methods": list(METHODS)}
     FLAGS: ClassVar[dict] = {"methods": {"help": f"subset of {','.join(METHODS)}"},
+                             "checkpoint": {"help": "a seg-train run (every seed<S>/checkpoint.pt in it) or one "
+                                                    "checkpoint"},
                              "grid": {"help": "k of the k×k grid of cell:I regions and of the shift ranking"}}
 
     region: list[str] = setting(["left", "right"],
@@ -104,7 +110,8 @@ class Config(GridSettings, MethodsSettings, SegEvalSettings):
 @dataclass
 class AttackPlan:
     config: Config
-    loaded: LoadedModel
+    networks: list[LoadedModel]
+    sources: list[str]  # each network's checkpoint, or the --model
     counts: list[int]
     device: torch.device
 
@@ -112,7 +119,8 @@ class AttackPlan:
 def prepare(config: Config) -> AttackPlan:
     config.validate()
     device = resolve_device(config.device)
-    loaded = load_model(config, device)
+    networks, sources = load_networks(config, device)
+    loaded = networks[0]
     data = loaded.data
     side = data.scenes.side
     for r in config.region:
@@ -123,17 +131,18 @@ def prepare(config: Config) -> AttackPlan:
             dataclasses.replace(data.scenes, region=FLIP_SIDES[r]).validate()  # rank scenes: items in that half
     if data.synthetic and any(m.startswith("shift") for m in config.methods):
         canvas_side(config.grid, ITEM_SIDE, side)  # the shift ranking pastes items in a grid×grid layout
-    return AttackPlan(config, loaded, channel_counts(config.n, loaded.channels), device)
+    return AttackPlan(config, networks, sources, channel_counts(config.n, loaded.channels), device)
 
 
 class _Rankings:
-    """The ChannelRanking of each (method, side), computed on first use (every seed) and saved beside the results."""
+    """One network's ChannelRanking of each (method, side), computed on first use (every seed) and saved in
+    ``work``."""
 
-    def __init__(self, plan: AttackPlan, work: Path):
-        self.plan, self.work, self.cache = plan, work, {}
+    def __init__(self, plan: AttackPlan, loaded: LoadedModel, work: Path):
+        self.plan, self.loaded, self.work, self.cache = plan, loaded, work, {}
 
     def get(self, method: str, region: str) -> ChannelRanking | None:
-        c, loaded = self.plan.config, self.plan.loaded
+        c, loaded = self.plan.config, self.loaded
         seg = loaded.segmenter
         if method == "flip" and region not in FLIP_SIDES:
             return None
@@ -144,6 +153,7 @@ class _Rankings:
                                         device=self.plan.device, in_chans=seg.in_chans, input_norm=seg.input_norm,
                                         model_name=seg.name)
             if ranking is not None:
+                self.work.mkdir(parents=True, exist_ok=True)
                 ranking.save(self.work / f"ranking_{method}{'_' + side if side else ''}.json")
             self.cache[(method, side)] = ranking
         return self.cache[(method, side)]
@@ -152,13 +162,33 @@ class _Rankings:
 UNITS = {"random": "random draws", "pgd": "PGD seeds"}  # else: ranking seeds
 
 
-def _unit(arm: AttackArm) -> str:
-    return UNITS.get(arm.method, "ranking seeds")
+@dataclass
+class _Units:
+    """One arm (region, method, N) over the units of its statistics: with one network its ranking seeds, random
+    draws or PGD seeds; with several, the networks (each one's seeds or draws pooled: their mean counts)."""
 
+    clean: list[dict[str, np.ndarray]]  # per unit: the clean per-image counts inside / outside
+    after: list[dict[str, np.ndarray]]  # per unit: after the edit
+    unit: str
+    networks: int
 
-def _sides(arm: AttackArm) -> list[np.ndarray]:
-    """Per unit: the per-image IoU counts inside the region beside those outside, after the edit."""
-    return [beside(a["in"], a["out"]) for a in arm.after_counts]
+    @classmethod
+    def of(cls, arms: list[AttackArm]) -> _Units:
+        """``arms``: the same arm of every network."""
+        if len(arms) == 1:
+            (arm,) = arms
+            return cls([arm.clean_counts] * len(arm.after_counts), arm.after_counts,
+                       UNITS.get(arm.method, "ranking seeds"), 1)
+        after = [{side: np.mean([a[side] for a in arm.after_counts], axis=0) for side in ("in", "out")}
+                 for arm in arms]
+        return cls([arm.clean_counts for arm in arms], after, NETWORKS, len(arms))
+
+    def sides(self) -> list[np.ndarray]:
+        """Per unit: the per-image counts inside the region beside those outside, after the edit."""
+        return [beside(a["in"], a["out"]) for a in self.after]
+
+    def note(self, stat: dict) -> dict:
+        return one_model(stat, self.networks)
 
 
 def _prefix(metric: str) -> str:
@@ -166,56 +196,63 @@ def _prefix(metric: str) -> str:
     return "" if metric == "miou" else f"{metric}_"
 
 
-def _row(arm: AttackArm, clean: dict) -> dict:
-    """The arm's statistics; ``clean``: the clean scores of its images (``_clean``, shared by the region's arms)."""
-    unit = _unit(arm)
-    after = {side: [a[side] for a in arm.after_counts] for side in ("in", "out")}
+def _row(arms: list[AttackArm], clean: dict) -> dict:
+    """The statistics of one arm over its units; ``clean``: the clean scores of its images (``_clean``)."""
+    arm, u = arms[0], _Units.of(arms)
+    after = {side: [a[side] for a in u.after] for side in ("in", "out")}
     # clean beside after, per unit: halves_difference_of(metric) is the metric's drop
-    pairs = {side: [beside(arm.clean_counts[side], x) for x in after[side]] for side in ("in", "out")}
+    pairs = {side: [beside(c[side], a[side]) for c, a in zip(u.clean, u.after)] for side in ("in", "out")}
     row = {"region": arm.region, "n": arm.n, "method": arm.method, **clean}
     for name, metric in METRICS.items():
         for side in ("in", "out"):
-            row[f"{name}_{side}"] = one_model(score(after[side], unit, metric))
-            row[f"{_prefix(name)}drop_{side}"] = one_model(drop(arm.clean_counts[side], after[side], unit, metric))
-        row[f"{_prefix(name)}selectivity"] = one_model(stats.paired_difference(
-            pairs["in"], pairs["out"], halves_difference_of(metric), bounds=(-2.0, 2.0), unit=unit, item=ITEMS))
-    row["drop_ratio"] = one_model(stats.ratio(pairs["in"], pairs["out"], SELECTIVITY, unit=unit, item=ITEMS))
-    return row if arm.method == "pgd" else {**row, "channels": arm.channels}
+            row[f"{name}_{side}"] = u.note(score(after[side], u.unit, metric))
+            row[f"{_prefix(name)}drop_{side}"] = u.note(drop([c[side] for c in u.clean], after[side], u.unit, metric))
+        row[f"{_prefix(name)}selectivity"] = u.note(stats.paired_difference(
+            pairs["in"], pairs["out"], halves_difference_of(metric), bounds=(-2.0, 2.0), unit=u.unit, item=ITEMS))
+    row["drop_ratio"] = u.note(stats.ratio(pairs["in"], pairs["out"], SELECTIVITY, unit=u.unit, item=ITEMS))
+    return row if arm.method == "pgd" else {**row, "channels": arm.channels if len(arms) == 1 else
+                                            [a.channels for a in arms]}
 
 
-def _clean(arm: AttackArm) -> dict:
-    """Each metric inside and outside the region on the arm's images, unedited (``miou_in_clean`` ...)."""
-    return {f"{name}_{side}_clean": score([arm.clean_counts[side]], "training seeds", metric)
+def _clean(arms: list[AttackArm]) -> dict:
+    """Each metric inside and outside the region on the arm's images, unedited (``miou_in_clean`` ...), over the
+    networks."""
+    unit = NETWORKS if len(arms) > 1 else "training seeds"
+    return {f"{name}_{side}_clean": score([arm.clean_counts[side] for arm in arms], unit, metric)
             for name, metric in METRICS.items() for side in ("in", "out")}
 
 
-def _comparisons(arms: list[AttackArm]) -> list[dict]:
+def _comparisons(arms: list[list[AttackArm]]) -> list[dict]:
     """Each ranked method against the random control (mIoU drop inside, selectivity) and against its opposite
-    control (selectivity), at the same region and N."""
+    control (selectivity), at the same region and N; ``arms``: per arm, that arm of every network."""
     out = []
-    by_method = {(a.method, a.n): a for a in arms}
-    for arm in arms:
+    units = {(a[0].method, a[0].n): _Units.of(a) for a in arms}
+    for same in arms:
+        arm = same[0]
         if arm.method in ("random", "pgd") or "-" in arm.method:
             continue
         where = f"region {arm.region}, N = {arm.n}"
         label = f"{arm.method} channels of the region"
-        random, mirror = by_method.get(("random", arm.n)), by_method.get((f"{arm.method}-opposite", arm.n))
+        mine = units[arm.method, arm.n]
+        random, mirror = units.get(("random", arm.n)), units.get((f"{arm.method}-opposite", arm.n))
+        versus = dict(ranked_unit=mine.unit, networks=mine.networks)
         if random is not None:
-            ranked_in, random_in = ([a["in"] for a in x.after_counts] for x in (arm, random))
             out.append(comparison(
-                ranked_minus_random(ranked_in, random_in, miou_present_of, bounds=(-1.0, 1.0)),
+                ranked_minus_random([a["in"] for a in mine.after], [a["in"] for a in random.after], miou_present_of,
+                                    bounds=(-1.0, 1.0), random_unit=random.unit, **versus),
                 f"{arm.region}_n{arm.n}_{arm.method}_vs_random_drop_in", f"{label}: mIoU drop inside",
                 f"{arm.n} random channels: mIoU drop inside",
                 f"Do the {arm.method} channels of {where} lower the mIoU inside it more than as many random ones?"))
             out.append(comparison(
-                ranked_minus_random(_sides(arm), _sides(random), SELECTIVITY, bounds=(-2.0, 2.0)),
+                ranked_minus_random(mine.sides(), random.sides(), SELECTIVITY, bounds=(-2.0, 2.0),
+                                    random_unit=random.unit, **versus),
                 f"{arm.region}_n{arm.n}_{arm.method}_vs_random_selectivity", f"{label}: drop inside − outside",
                 f"{arm.n} random channels: drop inside − outside",
                 f"Is masking the {arm.method} channels of {where} more selective for it than as many random ones?"))
         if mirror is not None:
             out.append(comparison(
-                ranked_minus_random(_sides(arm), _sides(mirror), SELECTIVITY, bounds=(-2.0, 2.0),
-                                    random_unit="ranking seeds"),
+                ranked_minus_random(mine.sides(), mirror.sides(), SELECTIVITY, bounds=(-2.0, 2.0),
+                                    random_unit=mirror.unit, **versus),
                 f"{arm.region}_n{arm.n}_{arm.method}_vs_opposite_selectivity", f"{label}: drop inside − outside",
                 f"{arm.method} channels of the opposite region: drop inside − outside",
                 f"Is masking the {arm.method} channels of {where} more selective for it than masking the "
@@ -238,34 +275,38 @@ def _table_row(row: dict) -> dict:
 
 
 def run(plan: AttackPlan, work: Path, *, progress: bool = True) -> dict:
-    c, loaded = plan.config, plan.loaded
-    seg, test = loaded.segmenter, loaded.model_test
-    side = loaded.data.scenes.side
-    ev = SegEval(seg.module, seg.layer, test, batch_size=c.batch_size, device=plan.device)
-    rankings = _Rankings(plan, work)
+    c, first = plan.config, plan.networks[0]
+    side = first.data.scenes.side
+    many = len(plan.networks) > 1
     bases = [b for b in ("flip", "shift") if any(m.partition("-")[0] == b for m in c.methods)]
+    evaluations = [(SegEval(net.module, net.layer, net.model_test, batch_size=c.batch_size, device=plan.device),
+                    _Rankings(plan, net, work / f"network{i}" if many else work))
+                   for i, net in enumerate(plan.networks)]
     rows, comparisons = [], []
     for region in c.region:
-        result = region_attack(seg.module, seg.layer, {b: rankings.get(b, region) for b in bases}, ev, region,
-                               plan.counts, grid=c.grid, methods=c.methods, random_draws=c.random_seeds,
-                               pgd_eps=c.eps, pgd_steps=c.pgd_steps, pgd_size=c.pgd_size, pgd_seeds=c.seeds,
-                               mean=test.mean, std=test.std, examples=4)
+        results = [region_attack(net.module, net.layer, {b: rankings.get(b, region) for b in bases}, ev, region,
+                                 plan.counts, grid=c.grid, methods=c.methods, random_draws=c.random_seeds,
+                                 pgd_eps=c.eps, pgd_steps=c.pgd_steps, pgd_size=c.pgd_size, pgd_seeds=c.seeds,
+                                 mean=net.model_test.mean, std=net.model_test.std, examples=4)
+                   for net, (ev, rankings) in zip(plan.networks, evaluations)]
+        arms = [list(same) for same in zip(*(r.arms for r in results))]  # per arm: that arm of every network
         clean = {}  # the clean estimates of the test images, and of PGD's
-        rows += [_row(arm, clean.setdefault(arm.method == "pgd", _clean(arm))) for arm in result.arms]
-        comparisons += _comparisons(result.arms)
-        examples = {"clean": result.clean_examples}
-        for arm in result.arms:
+        rows += [_row(same, clean.setdefault(same[0].method == "pgd", _clean(same))) for same in arms]
+        comparisons += _comparisons(arms)
+        examples = {"clean": results[0].clean_examples}
+        for arm in results[0].arms:
             if arm.method in ("flip", "shift", "pgd") and arm.method not in examples:
                 examples[arm.method] = arm.examples
-        overlays(loaded.test.images[:4], loaded.test.masks[:4], examples,
-                 work / f"overlays_{region.replace(':', '')}.png", class_names=loaded.test.classes,
+        overlays(first.test.images[:4], first.test.masks[:4], examples,
+                 work / f"overlays_{region.replace(':', '')}.png", class_names=first.test.classes,
                  region=region_mask(region, side, c.grid))
     write_csv(work / "table.csv", [_table_row(r) for r in rows])
     write_csv(work / "comparisons.csv", comparison_rows(comparisons))
-    region_heatmap(rows, work / "regions.png", title=f"{loaded.label()} · {describe(loaded.data)}")
-    return {"attack": rows, "comparisons": comparisons, "channels": loaded.channels, "layer": seg.layer,
-            "test_images": len(test.images), "eps": c.eps, "pgd_steps": c.pgd_steps, "seeds": list(c.seeds),
-            "random_seeds": c.random_seeds}
+    region_heatmap(rows, work / "regions.png", title=f"{first.label()} · {describe(first.data)} · "
+                   f"{len(plan.networks)} network(s)")
+    return {"attack": rows, "comparisons": comparisons, "channels": first.channels, "layer": first.layer,
+            "networks": len(plan.networks), "checkpoints": plan.sources, "test_images": len(first.model_test.images),
+            "eps": c.eps, "pgd_steps": c.pgd_steps, "seeds": list(c.seeds), "random_seeds": c.random_seeds}
 
 
 def print_summary(metrics: dict) -> None:

@@ -55,15 +55,14 @@ class Step:
 def study(preset: str, out: Path) -> list[Step]:
     """The steps of the whole study at ``preset``: the GAP study, the probe, position maps, the channel ranking,
     AugShift, and for each segmentation condition its trained segmenters (seeds of the seg-train preset), their
-    reliance (ablate over every network) and the region attack (of the first network)."""
+    reliance (ablate over every network) and the region attack (over every network)."""
     steps = [Step(name, (name,)) for name in ("gap-study", "probe", "position-map", "rank", "augshift")]
     for seg in SEG_SETTINGS[preset]:
         train = f"seg-train-{seg.name}"
         condition = ("--layout", seg.layout, "--layout-prior", seg.prior, "--model", seg.model)
         steps += [Step(train, ("seg-train", *condition)),
                   Step(f"ablate-{seg.name}", ("ablate", "--checkpoint", str(out / train))),
-                  Step(f"attack-{seg.name}", ("attack", "--checkpoint", str(out / train / "seed0" / "checkpoint.pt"),
-                                              "--region", seg.regions))]
+                  Step(f"attack-{seg.name}", ("attack", "--checkpoint", str(out / train), "--region", seg.regions))]
     return steps
 
 

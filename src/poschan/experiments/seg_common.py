@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -116,11 +117,38 @@ ITEMS = "test images"
 ONE_MODEL = "; one trained model: the variation between training seeds is not covered"
 
 
-def one_model(stat: dict) -> dict:
-    """``stat`` with its method saying that it is of one trained model (ablate, attack)."""
-    if "method" in stat:
+NETWORKS = "trained networks"
+
+
+def one_model(stat: dict, networks: int = 1) -> dict:
+    """``stat`` with its method saying that it is of one trained model (ablate, attack), when ``networks`` is 1."""
+    if "method" in stat and networks == 1:
         stat["method"] += ONE_MODEL
     return stat
+
+
+def checkpoints(path: str) -> list[str]:
+    """The checkpoints a ``--checkpoint`` names: a file, or every ``seed<S>/checkpoint.pt`` of a seg-train run."""
+    root = Path(path)
+    if not root.is_dir():
+        return [path]
+    found = sorted(root.glob("seed*/checkpoint.pt"), key=lambda p: int(p.parent.name.removeprefix("seed") or -1))
+    if not found:
+        raise UserError(f"{path} is a folder without seed<S>/checkpoint.pt; give a seg-train run or a checkpoint")
+    return [str(p) for p in found]
+
+
+def load_networks(c: object, device: torch.device) -> tuple[list[LoadedModel], list[str]]:
+    """Every network a config names (each checkpoint of ``--checkpoint``, or the ``--model``) and their sources;
+    refused when they differ in their layer's channels or test images (not one seg-train run)."""
+    paths = checkpoints(c.checkpoint) if c.checkpoint else [""]
+    networks = [load_model(dataclasses.replace(c, checkpoint=p), device) for p in paths]
+    first = networks[0]
+    for net in networks[1:]:
+        if net.channels != first.channels or not torch.equal(net.test.images, first.test.images):
+            raise UserError(f"the networks of {c.checkpoint} differ in their layer or test images; give "
+                            "networks of one seg-train run")
+    return networks, paths if c.checkpoint else [c.model]
 
 
 def score(groups: list[np.ndarray], unit: str, metric: stats.Metric = miou_of) -> dict:
@@ -142,10 +170,10 @@ def halves_difference_of(metric: stats.Metric) -> stats.Metric:
     return difference
 
 
-def drop(clean: np.ndarray, after: list[np.ndarray], unit: str, metric: stats.Metric = miou_of) -> dict:
-    """Clean mIoU (or ``metric``, in [0, 1]) − that after an edit, per unit, on the same test images: a paired
-    difference in [-1, 1]."""
-    return stats.paired_difference([clean] * len(after), after, metric, bounds=(-1.0, 1.0), unit=unit, item=ITEMS)
+def drop(clean: list[np.ndarray], after: list[np.ndarray], unit: str, metric: stats.Metric = miou_of) -> dict:
+    """Clean mIoU (or ``metric``, in [0, 1]) − that after an edit, per unit (each with its clean counts), on the
+    same test images: a paired difference in [-1, 1]."""
+    return stats.paired_difference(clean, after, metric, bounds=(-1.0, 1.0), unit=unit, item=ITEMS)
 
 
 def paired_units(a: list, b: list, a_unit: str, b_unit: str) -> tuple[list, list, str, str]:
@@ -165,14 +193,14 @@ def paired_units(a: list, b: list, a_unit: str, b_unit: str) -> tuple[list, list
 
 def ranked_minus_random(ranked: list[np.ndarray], random: list[np.ndarray], metric: stats.Metric, *,
                         bounds: tuple[float, float], ranked_unit: str = "ranking seeds",
-                        random_unit: str = "random draws") -> dict:
+                        random_unit: str = "random draws", networks: int = 1) -> dict:
     """Drop of ``metric`` (clean − after) with the ranked channels masked minus that with the control's, with its
     interval and p-value: computed as ``metric``(control) − ``metric``(ranked) on the same images (the clean score
     cancels), the units paired by ``paired_units``."""
     a, b, unit, note = paired_units(ranked, random, ranked_unit, random_unit)
     out = stats.paired_difference(b, a, metric, bounds=bounds, unit=unit, item=ITEMS)
-    out["method"] += note + "; ranked drop − control drop = control-masked − ranked-masked score" + ONE_MODEL
-    return out
+    out["method"] += note + "; ranked drop − control drop = control-masked − ranked-masked score"
+    return one_model(out, networks)
 
 
 def comparison(stat: dict, name: str, a: str, b: str, question: str) -> dict:
