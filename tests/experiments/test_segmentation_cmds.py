@@ -76,18 +76,34 @@ def test_ablate_contract(ablated):
         assert (ablated / name).is_file()
 
 
-def test_ablate_over_the_networks_of_a_run(trained, tmp_path):
+def test_ablate_and_attack_over_the_networks_of_a_run(trained, tmp_path):
     """A seg-train run of two seeds: every network is a unit of the intervals."""
     run = tmp_path / "two"
     assert main(["seg-train", *SMALL, "--seeds", "0,1", "--out", str(run)]) == 0
     out = tmp_path / "ablate"
     assert main(["ablate", *SMALL, "--checkpoint", str(run), "--rankings", "flip,knockout", "--out", str(out)]) == 0
     m = json.loads((out / "results.json").read_text())["metrics"]
-    assert m["networks"] == 2 and m["checkpoints"] == [str(run / "seed0/checkpoint.pt"),
-                                                         str(run / "seed1/checkpoint.pt")]
+    checkpoints = [str(run / "seed0/checkpoint.pt"), str(run / "seed1/checkpoint.pt")]
+    assert m["networks"] == 2 and m["checkpoints"] == checkpoints
     assert all(row["ranked"]["n"] == 2 and "trained networks" in row["ranked"]["method"] for row in m["reliance"])
     assert (out / "network0/ranking.json").is_file() and (out / "network1/scores.json").is_file()
     assert violations(m) == []
+    attacked = tmp_path / "attack"
+    assert main(["attack", *SMALL, "--checkpoint", str(run), "--region", "left", "--n", "25%", "--methods",
+                 "flip,random", "--seeds", "0,1", "--out", str(attacked)]) == 0
+    a = json.loads((attacked / "results.json").read_text())["metrics"]
+    assert a["networks"] == 2 and a["checkpoints"] == checkpoints and violations(a) == []
+    for row in a["attack"]:
+        for key in ("miou_in", "drop_in", "selectivity"):
+            assert row[key]["n"] == 2 and "trained networks" in row[key]["method"]
+        assert len(row["channels"]) == 2 and len(row["channels"][0]) == (2 if row["method"] == "flip" else 5)
+    assert (attacked / "network1/ranking_flip_left.json").is_file()
+    alone = tmp_path / "alone"  # the first network by itself: its own numbers are the first unit's
+    assert main(["attack", *SMALL, "--checkpoint", checkpoints[0], "--region", "left", "--n", "25%", "--methods",
+                 "flip,random", "--seeds", "0,1", "--out", str(alone)]) == 0
+    one = json.loads((alone / "results.json").read_text())["metrics"]
+    assert [r["miou_in_clean"]["mean"] for r in one["attack"]] == pytest.approx(
+        [r["miou_in_clean"]["values"][0] for r in a["attack"]])
 
 
 def test_ablate_reuses_a_ranking_of_the_same_model(trained, ablated, tmp_path):
