@@ -163,6 +163,16 @@ MUTATIONS = [
              "                if False:\n", ("tests/test_bad_input_cli.py",)),
     Mutation("partial-kept-after-bad-input", "src/poschan/cli.py", "        run.discard_if_new()\n",
              "        pass\n", ("tests/test_bad_input_cli.py",)),
+    # ---- many runs (poschan.executor)
+    Mutation("results-in-completion-order", "src/poschan/executor.py", "            self.results[i] = value\n",
+             "            self.results[self.results.index(None)] = value\n", ("tests/test_executor.py",)),
+    Mutation("failed-jobs-never-retried", "src/poschan/executor.py",
+             "if retry and self.attempts[i] <= self.retries", "if False", ("tests/test_executor.py",)),
+    Mutation("jobs-threads-left-to-the-executor", "src/poschan/executor.py",
+             "    torch.set_num_threads(threads)\n    try:\n", "    try:\n", ("tests/test_executor.py",)),
+    Mutation("resume-refuses-another-executor", "src/poschan/results.py",
+             'SCHEDULING_KEYS = frozenset({"executor", "workers", "address"})', "SCHEDULING_KEYS = frozenset()",
+             ("tests/test_executor.py",)),
     # ---- the public API
     Mutation("head-keys-kept", "src/poschan/models/weights.py",
              "            if is_head(key) and rename(key) not in backbone:", "            if False:",

@@ -89,6 +89,9 @@ def environment(device: str) -> dict:
 
 
 CONFIG_FILE = "config.yaml"
+# Settings of where and how many of a run's jobs run at once (poschan.executor): a resume may change them. Only the
+# float rounding of the jobs still to train can change with them (``workers`` sets each job's torch threads).
+SCHEDULING_KEYS = frozenset({"executor", "workers", "address"})
 
 
 def _plain(config: dict) -> dict:
@@ -101,7 +104,8 @@ class RunDir:
     """``OUT.partial`` while running, renamed to ``OUT`` by :meth:`commit`.
 
     The resolved ``config`` is written into ``OUT.partial`` when the run starts; a resume with any other
-    setting is refused, so a finished run's results always describe the settings every epoch used.
+    setting (``SCHEDULING_KEYS`` excepted) is refused, so a finished run's results always describe the settings
+    every epoch used.
     """
 
     out: Path
@@ -131,7 +135,8 @@ class RunDir:
             raise UserError(f"--resume: cannot read the recorded settings {recorded_file}: {exc}") from None
         current = _plain(self.config)
         recorded = recorded if isinstance(recorded, dict) else {}
-        changed = sorted(k for k in set(current) | set(recorded) if current.get(k) != recorded.get(k))
+        keys = (set(current) | set(recorded)) - SCHEDULING_KEYS
+        changed = sorted(k for k in keys if current.get(k) != recorded.get(k))
         if changed:
             detail = ", ".join(f"{k} ({recorded.get(k)!r} -> {current.get(k)!r})" for k in changed)
             raise UserError(f"--resume with changed settings: {detail}; resume with the recorded settings of "

@@ -1,9 +1,10 @@
 """`poschan gap-study`: does position survive global pooling, and does it live in channel order?
 
 Trains the grid of (task, head, padding, grid, permutation) variants with the training engine and reports the
-test accuracy of each over seeds. The channel permutation has three meanings, each supporting its own claim
-(see PERMUTE_MEANINGS); the test-only variant (a) needs no training of its own: it is the normally trained net
-evaluated with a permutation inserted.
+test accuracy of each over seeds; every (variant, seed) is an independent job of poschan.executor (one after
+another here, on local worker processes, or through Ray). The channel permutation has three meanings, each
+supporting its own claim (see PERMUTE_MEANINGS); the test-only variant (a) needs no training of its own: it is the
+normally trained net evaluated with a permutation inserted.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ import torch
 from torch import nn
 
 from poschan.config import setting
+from poschan.data.sources import ImageSet
 from poschan.data.stream import CanvasStream
 from poschan.errors import UserError
+from poschan.executor import Job, JobsFailed, run_jobs
 from poschan.experiments import train
 from poschan.experiments.settings import (
     BackgroundSettings,
     DataSettings,
+    ExecutorSettings,
     ModelSettings,
     PaddingsSettings,
     PretrainedSettings,
@@ -67,8 +71,8 @@ class Variant:
 
 
 @dataclass
-class Config(RunSettings, TrainingSettings, PaddingsSettings, BackgroundSettings, DataSettings, PretrainedSettings,
-             WidthSettings, ModelSettings):
+class Config(ExecutorSettings, RunSettings, TrainingSettings, PaddingsSettings, BackgroundSettings, DataSettings,
+             PretrainedSettings, WidthSettings, ModelSettings):
     design: str = setting("full", "full (cross product) or subset (designed subset)")
     tasks: list[str] = setting(["location", "semantic"], "comma-separated: location,semantic")
     heads: list[str] = setting(["gap-fc", "gapnet"], "comma-separated: gap-fc,gapnet")
@@ -83,6 +87,7 @@ class Config(RunSettings, TrainingSettings, PaddingsSettings, BackgroundSettings
                                                     "--train-size)")
 
     def validate(self) -> None:
+        self.check_executor()
         if self.design not in ("full", "subset"):
             raise UserError(f"design must be 'full' (the cross product) or 'subset' (the designed quick subset), "
                             f"got {self.design!r}")
@@ -127,6 +132,7 @@ class Plan:
     config: Config
     variants: list[Variant]
     plans: dict[Variant, train.TrainPlan]
+    sets: tuple[ImageSet, ImageSet]  # the loaded train and test sets every variant takes its items from
 
 
 def train_config(c: Config, v: Variant) -> train.Config:
@@ -149,10 +155,14 @@ def prepare(config: Config) -> Plan:
         tc.validate()
     largest = max(configs.values(), key=lambda tc: tc.train_size or float("inf"))
     train_set, test_set = train.load_data(largest)  # each variant trains on the first train_size items
-    plans = {v: train.plan_for(tc, train_set.subset(tc.train_size), test_set) for v, tc in configs.items()}
+    plans = {v: variant_plan(tc, train_set, test_set) for v, tc in configs.items()}
     if config.stage:
         _stage_module(plans[chosen[0]].make_model(), config.stage)
-    return Plan(config, chosen, plans)
+    return Plan(config, chosen, plans, (train_set, test_set))
+
+
+def variant_plan(tc: train.Config, train_set: ImageSet, test_set: ImageSet) -> train.TrainPlan:
+    return train.plan_for(tc, train_set.subset(tc.train_size), test_set)
 
 
 def _test_only(layer_of: Callable[[nn.Module], str]) -> train.Evaluator:
@@ -241,8 +251,43 @@ def plateaus(curves: list[dict]) -> list[dict]:
     return out
 
 
+JOB_RETRIES = 2  # another attempt or two for a job whose worker died (a node lost, memory) or that raised
+
+
+def train_job(c: Config, v: Variant, sets: tuple[ImageSet, ImageSet], seed: int, work: Path,
+              progress: bool) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """One (variant, seed), trained (or resumed) in ``work/seed<seed>``: its per-epoch history and each evaluator's
+    per-item outcomes, as plain data that any worker can return. The job plans its variant itself, as ``prepare``
+    did, from the loaded sets that every job shares (so Ray stores them once)."""
+    plan = variant_plan(train_config(c, v), *sets)
+    result = train.train_one_seed(plan, seed, work, progress=progress, evaluators=evaluators(c, v))
+    return result.history, {name: outcome.numpy() for name, outcome in result.outcomes.items()}
+
+
+def train_all(plan: Plan, work: Path, progress: bool) -> dict[tuple[Variant, int], tuple[list[dict], dict]]:
+    """Every (variant, seed) job through the configured executor; failed jobs (their finished siblings checkpointed
+    in ``work``) end the command with one line, bad input (every failure a UserError) with exit 2."""
+    c = plan.config
+    pairs = [(v, seed) for v in plan.variants for seed in c.seeds]
+    parallel = c.executor != "sequential"  # in parallel, one bar over the jobs rather than one per job
+    jobs = [Job(f"{v.key} seed {seed}", train_job, (c, v, plan.sets, seed, work / v.key, progress and not parallel))
+            for v, seed in pairs]
+    try:
+        return dict(zip(pairs, run_jobs(jobs, executor=c.executor, workers=c.workers, address=c.address,
+                                        gpu=torch.device(c.device).type == "cuda", retries=JOB_RETRIES,
+                                        progress=progress and parallel)))
+    except JobsFailed as failed:
+        detail = "; ".join(f"{f.job} ({f.error})" for f in failed.failures)
+        if all(isinstance(f.exception, UserError) for f in failed.failures):
+            raise UserError(f"{len(failed.failures)} of {len(jobs)} jobs refused: {detail}") from None
+        raise SystemExit(f"poschan: error: {len(failed.failures)} of {len(jobs)} jobs failed after "
+                         f"{JOB_RETRIES} retries: {detail}; the finished jobs are kept in {work}: re-run the same "
+                         "command with --resume to redo only the failed ones") from None
+
+
 def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:
     c = plan.config
+    trained = train_all(plan, work, progress)
     rows, curves = [], []
     hits: dict[tuple[Variant, str], list[np.ndarray]] = {}
     for v in plan.variants:
@@ -251,11 +296,11 @@ def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:
         for name in scorers:
             hits[v, name] = []
         for seed in c.seeds:
-            result = train.train_one_seed(tp, seed, work / v.key, progress=progress, evaluators=scorers)
+            history, per_item = trained[v, seed]
             for name in scorers:
-                hits[v, name].append(result.outcomes[name].numpy())
+                hits[v, name].append(per_item[name])
                 curves += [{"variant": v.key, "eval": name, "seed": seed, "epoch": h["epoch"], "accuracy": h[name]}
-                           for h in result.history]
+                           for h in history]
         for name in scorers:
             permute, where = (v.permute, v.where) if name == "accuracy" else tuple(name.split("@"))
             rows.append(_row(v, permute, where, hits[v, name], 1 / tp.num_classes))

@@ -18,6 +18,7 @@ from poschan.config import command_defaults, setting
 from poschan.engine import SCHEDULES
 from poschan.errors import UserError
 from poschan.execution import MEMORY_FORMATS, PRECISIONS, resolve_precision
+from poschan.executor import EXECUTORS, check_executor
 from poschan.models.padding import PADDING_MODES
 
 FOLDER_HELP = ("folder:PATH (one sub-folder per split: PATH/train/<class>/<image>, PATH/test/...; "
@@ -257,3 +258,23 @@ class SegEvalSettings(RunSettings, BatchSettings, TestSizeSettings, SceneSetting
                 raise UserError(f"{key} must be >= 3, got {getattr(self, key)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise UserError(f"seeds must be distinct and >= 0 (at least one), got {self.seeds}")
+
+
+# -- where the independent trainings run -----------------------------------------------------------------------------
+
+@dataclass
+class ExecutorSettings:
+    """How a command's independent jobs (variants × seeds) are scheduled (poschan.executor); a resume may change
+    these settings (results.SCHEDULING_KEYS). Results do not depend on the executor or the address; ``workers`` sets
+    each job's torch threads, hence the float rounding of its training."""
+
+    executor: str = setting("sequential", "sequential (in this process), local (worker processes) or ray (a Ray "
+                                          "instance started here, or the cluster at --address)", choices=EXECUTORS)
+    workers: int = setting(1, "jobs at once; each job computes with (torch's threads here) // workers threads, "
+                              "whatever the executor, so runs with the same --workers agree bit for bit")
+    address: str | None = setting(None, "address of a running Ray cluster (e.g. ray://HOST:10001; with --executor "
+                                        "ray)")
+
+    def check_executor(self) -> None:
+        """Refuse an unknown executor, workers < 1, an address without ray, or ray when it is not installed."""
+        check_executor(self.executor, self.workers, self.address)
