@@ -49,6 +49,14 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def check_options(schedule: str, memory_format: str) -> None:
+    """Refuse, with one line, a schedule or memory format that ``fit`` does not know."""
+    if schedule not in SCHEDULES:
+        raise UserError(f"unknown schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}")
+    if memory_format not in MEMORY_FORMATS:
+        raise UserError(f"unknown memory_format {memory_format!r}; allowed: {', '.join(MEMORY_FORMATS)}")
+
+
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint written by :func:`fit`; pickled code is refused."""
     state = read_tensor_file(path, "checkpoint")
@@ -104,10 +112,7 @@ def fit(
     by float rounding only): ``memory_format`` ``channels_last`` or ``contiguous``, ``compile`` (torch.compile of
     the training forward), ``precision`` ``fp32`` or ``bf16`` (autocast, CUDA).
     """
-    if schedule not in SCHEDULES:
-        raise UserError(f"unknown schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}")
-    if memory_format not in MEMORY_FORMATS:
-        raise UserError(f"unknown memory format {memory_format!r}; allowed: {', '.join(MEMORY_FORMATS)}")
+    check_options(schedule, memory_format)
     device = torch.device(device)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)

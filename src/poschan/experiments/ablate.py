@@ -53,7 +53,6 @@ from poschan.experiments.seg_common import (
     ITEMS,
     NETWORKS,
     LoadedModel,
-    checkpoints,
     comparison,
     describe,
     load_networks,
@@ -121,10 +120,9 @@ class AblatePlan:
 def prepare(config: Config) -> AblatePlan:
     config.validate()
     device = resolve_device(config.device)
-    if config.ranking and config.checkpoint and len(checkpoints(config.checkpoint)) > 1:
-        raise UserError(f"--ranking belongs to one network; {config.checkpoint} holds "
-                        f"{len(checkpoints(config.checkpoint))}")
     networks, sources = load_networks(config, device)
+    if config.ranking and len(networks) > 1:
+        raise UserError(f"--ranking belongs to one network; {config.checkpoint} holds {len(networks)}")
     first = networks[0]
     if config.ranking:
         read_ranking(config.ranking, first)

@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 
 from poschan.config import command_defaults, setting
-from poschan.engine import SCHEDULES
+from poschan.engine import SCHEDULES, check_options
 from poschan.errors import UserError
 from poschan.execution import MEMORY_FORMATS, PRECISIONS, resolve_precision
 from poschan.executor import EXECUTORS, check_executor
@@ -169,10 +169,7 @@ class FitSettings(ExecutionSettings, LearningRateSettings, BatchSettings, TestSi
     def fit_options(self, device: torch.device) -> dict:
         """The keyword arguments of engine.fit these settings name (the precision resolved for ``device``); refused
         with one line when a value is unknown."""
-        for name, value, allowed in (("schedule", self.schedule, SCHEDULES),
-                                     ("memory_format", self.memory_format, MEMORY_FORMATS)):
-            if value not in allowed:  # also checked by fit, which runs after the output folder exists
-                raise UserError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
+        check_options(self.schedule, self.memory_format)  # before the output folder exists
         return {"lr": self.lr, "betas": tuple(self.betas), "schedule": self.schedule,
                 "memory_format": self.memory_format, "compile": self.compile,
                 "precision": resolve_precision(self.precision, device)}
