@@ -7,7 +7,7 @@ DATA_ROOT ?=
 RUNS    ?= runs
 DATA_FLAG := $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
 DOC_MODULES := poschan poschan.data poschan.models poschan.taps poschan.measure poschan.locate poschan.control \
-               poschan.metrics poschan.stats poschan.results poschan.engine poschan.executor
+               poschan.metrics poschan.stats poschan.results poschan.engine poschan.executor poschan.distributed
 
 .PHONY: demo reproduce long readme test test-slow mutation lint docs bench data chromium install
 

@@ -194,3 +194,14 @@ def test_an_unknown_executor_in_a_config_file_exits_2(tmp_path, capsys):
     (tmp_path / "c.yaml").write_text("executor: threads\n")
     assert main([*STUDY, "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "g")]) == 2
     assert "unknown executor 'threads'; allowed: sequential, local, ray" in capsys.readouterr().err
+
+
+def test_parallel_augshift_gives_the_sequential_numbers(tmp_path):
+    """augshift's (method, seed) jobs on local workers: the numbers of the same jobs one after another."""
+    args = ["augshift", "--preset", "smoke", "--no-progress", "--methods", "baseline,augshift", "--seeds", "0,1",
+            "--workers", "2"]
+    assert main([*args, "--out", str(tmp_path / "sequential")]) == 0
+    assert main([*args, "--executor", "local", "--out", str(tmp_path / "local")]) == 0
+    reference = _metrics(tmp_path / "sequential")
+    assert reference["methods"]["baseline"] != reference["methods"]["augshift"]  # a mix-up of jobs would show
+    assert _metrics(tmp_path / "local") == reference

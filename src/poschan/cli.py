@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from poschan import distributed
 from poschan.config import PRESETS, add_flags, as_dict, build_config
 from poschan.errors import UserError
 from poschan.results import RunDir
@@ -55,22 +56,35 @@ def _overrides(args: argparse.Namespace, keys: Sequence[str]) -> dict:
 
 
 def _run_experiment(args: argparse.Namespace, module, config) -> int:
-    """Validate (``module.prepare``), then run into OUT.partial and publish OUT atomically."""
-    run = RunDir(args.out, as_dict(config), resume=args.resume)
-    run.check()  # before the (possibly slow) preparation: a taken OUT or a changed resume fails at once
-    plan = module.prepare(config)
-    work = run.open()
+    """Validate (``module.prepare``), then run into OUT.partial and publish OUT atomically.
+
+    Under torchrun every rank validates and runs; rank 0 alone checks, creates, writes and renames OUT (the
+    others wait for it), and a bad input seen by any rank ends every rank with its one-line message."""
+    distributed.start(config.device)
+    world = distributed.rank_world()[1]
+    main_rank = distributed.is_main()
+    run = RunDir(args.out, {**as_dict(config), "world_size": world}, resume=args.resume)
+    try:
+        if main_rank:
+            run.check()  # before the (possibly slow) preparation: a taken OUT or a changed resume fails at once
+        plan = module.prepare(config)
+        work = run.open() if main_rank else run.work
+    except UserError as exc:
+        distributed.agree(str(exc))
+    distributed.agree(None)
     began = time.perf_counter()
     try:
-        metrics = module.run(plan, work, progress=args.progress)
+        metrics = module.run(plan, work, progress=args.progress and main_rank)
     except UserError:
         run.discard_if_new()
         raise
-    run.write_results(module.EXPERIMENT, metrics, list(config.seeds), config.device, time.perf_counter() - began,
-                      command=shlex.join(["poschan", *args.argv]))
-    out = run.commit()
-    getattr(module, "print_summary", _print_metrics)(metrics)
-    print(f"results: {out}/results.json")
+    if main_rank:
+        run.write_results(module.EXPERIMENT, metrics, list(config.seeds), config.device,
+                          time.perf_counter() - began, command=shlex.join(["poschan", *args.argv]))
+        out = run.commit()
+        getattr(module, "print_summary", _print_metrics)(metrics)
+        print(f"results: {out}/results.json")
+    distributed.barrier()
     return 0
 
 
@@ -160,9 +174,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from poschan.experiments.reproduce import check_preset, run_steps, study
+    from poschan.executor import check_executor
+    from poschan.experiments.reproduce import check_preset, run_study, study
 
     check_preset(args.preset)
+    check_executor(args.executor, args.workers, args.address)
     out = Path(args.out)
     report = out / "report.html"
     if report.exists():
@@ -171,7 +187,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     common = [*(["--data-root", args.data_root] if args.data_root else []),
               *(["--device", args.device] if args.device else []), *([] if args.progress else ["--no-progress"])]
     steps = study(args.preset, out)
-    code = run_steps(steps, args.preset, out, common, run_command=main, progress=args.progress)
+    settings = argparse.Namespace(executor=args.executor, workers=args.workers, address=args.address,
+                                  device=args.device or "cpu")
+    code = run_study(steps, args.preset, out, common, settings, progress=args.progress)
     if code:
         return code
     runs = [str(out / step.name) for step in steps]
@@ -226,6 +244,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--data-root", dest="data_root", help="directory holding the dataset files")
     p.add_argument("--device", help="cpu, cuda, cuda:N")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--executor", default="sequential", help="how the independent jobs run (each step alone; each "
+                   "segmentation condition's seg-train, ablate, attack in order): sequential, local or ray")
+    p.add_argument("--workers", type=int, default=1, help="jobs at once (local, ray); each gets that share of the "
+                   "torch threads")
+    p.add_argument("--address", help="address of a running Ray cluster (with --executor ray)")
     p.set_defaults(func=cmd_reproduce)
     return parser
 

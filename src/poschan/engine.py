@@ -1,4 +1,4 @@
-"""One seeded, resumable training loop (``fit``), ready for torchrun DDP.
+"""One seeded, resumable training loop (``fit``), the same under torchrun DDP.
 
 Determinism: the data of an epoch is a pure function of (seed, epoch) (see ``data.stream``), and the global
 torch RNG (used by e.g. ``ChannelPermute``) is re-seeded at the start of every epoch, so a run resumed from
@@ -13,12 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from poschan.data.stream import BatchSource
+from poschan.distributed import all_sum, barrier, rank_world, rows, synced_batchnorm
 from poschan.errors import UserError
 from poschan.execution import MEMORY_FORMATS, autocast, channels_last, compiled, to_channels_last
 from poschan.results import atomic_torch_save, read_tensor_file
@@ -41,12 +41,6 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def evaluation_seed(seed: int, epoch: int) -> int:
     """The RNG seed of the evaluation after ``epoch`` (0-based): re-running it later gives the same numbers."""
     return epoch_seed(seed, epoch) + 1
-
-
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def check_options(schedule: str, memory_format: str) -> None:
@@ -102,8 +96,10 @@ def fit(
     If ``checkpoint`` exists, training resumes after its last completed epoch. A checkpoint (model, optimizer,
     epoch, history) is written atomically after every epoch. ``evaluate(model, epoch)`` returns extra metrics
     for the history; it runs with its own forked RNG so it never perturbs training.
-    Under torchrun (an initialised process group) the model is wrapped in DistributedDataParallel, each rank
-    takes every world-th batch, and only rank 0 writes files. ``tensorboard`` names a log directory used when
+    Under torchrun (an initialised process group) the model is wrapped in DistributedDataParallel and every
+    batch is split across the ranks (``distributed.rows``), each rank's loss weighted by its share of the rows and
+    BatchNorm synchronised, so the ranks take the steps one process would (up to float rounding; a per-sample
+    channel permutation is drawn per rank); only rank 0 writes files. ``tensorboard`` names a log directory used when
     the tensorboard package is installed. ``meta`` (plain data: what the model is) is stored in every
     checkpoint under key "meta".
 
@@ -116,9 +112,9 @@ def fit(
     device = torch.device(device)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
-    rank, world = _rank_world()
-    steps = (len(train) // world) * world  # every rank runs the same number of steps
-    scheduler = (torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(1, epochs * steps // world),
+    rank, world = rank_world()
+    steps = len(train)
+    scheduler = (torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(1, epochs * steps),
                                                      cycle_momentum=False) if schedule == "one-cycle" else None)
     history: list[dict] = []
     start = 0
@@ -131,7 +127,7 @@ def fit(
         start, history = int(state["epoch"]), list(state["history"])
     fast = memory_format == "channels_last"
     writer = _tensorboard_writer(tensorboard) if rank == 0 else None
-    with channels_last(model, fast):
+    with channels_last(model, fast), synced_batchnorm(model):
         net: nn.Module = model
         if world > 1:
             net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
@@ -141,17 +137,18 @@ def fit(
             torch.manual_seed(epoch_seed(seed, epoch))
             net.train()
             began, total, count = time.perf_counter(), 0.0, 0
-            bar = tqdm(total=steps // world, desc=f"{desc} {epoch + 1}/{epochs}",
+            bar = tqdm(total=steps, desc=f"{desc} {epoch + 1}/{epochs}",
                        disable=None if progress and rank == 0 else True,  # None: only on a terminal
                        leave=False)
             for step, (x, y) in enumerate(train.epoch(epoch, device)):
-                if step >= steps:
-                    break
-                if step % world != rank:
-                    continue
+                if len(y) < world:
+                    raise UserError(f"batch {step + 1} of epoch {epoch + 1} holds {len(y)} rows, fewer than the "
+                                    f"{world} ranks; use a larger batch_size or fewer processes")
+                share = len(rows(y)) / len(y)
+                x, y = rows(x), rows(y)
                 with autocast(precision, device):
-                    loss = loss_fn(net, to_channels_last(x, fast), y)
-                value = float(loss.detach())
+                    loss = loss_fn(net, to_channels_last(x, fast), y) * (share * world)  # the ranks' mean: the batch's
+                value = float(loss.detach()) / (share * world)
                 if not math.isfinite(value):
                     raise UserError(f"training diverged: the loss is {value} at epoch {epoch + 1}, step {step + 1} "
                                     f"(lr {lr}); lower the learning rate")
@@ -164,6 +161,7 @@ def fit(
                 bar.update()
                 bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
             bar.close()
+            total, count = all_sum(torch.tensor([total, count], dtype=torch.float64)).tolist()
             row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "seconds": time.perf_counter() - began}
             if evaluate is not None:
                 with torch.random.fork_rng(devices=[]):
@@ -183,6 +181,7 @@ def fit(
                         if key != "epoch":
                             writer.add_scalar(key, value, epoch + 1)
                     writer.flush()
+            barrier()  # the other ranks read nothing rank 0 has not finished writing
     if writer is not None:
         writer.close()
     return history

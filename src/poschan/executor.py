@@ -235,3 +235,22 @@ def _ray(jobs: Sequence[Job], threads: int, workers: int, address: str | None, g
     finally:
         if started:
             ray.shutdown()
+
+
+JOB_RETRIES = 2  # another attempt or two for a job whose worker died (a node lost, memory) or that raised
+
+
+def run_command_jobs(jobs: Sequence[Job], settings: Any, work: Any, *, progress: bool = False) -> list:
+    """A command's jobs through the executor of its ``settings`` (executor, workers, address, device), with
+    ``JOB_RETRIES`` retries. Failed jobs (their finished siblings kept in ``work``) end the command with one line
+    and exit 1; bad input (every failure a UserError) with exit 2."""
+    try:
+        return run_jobs(jobs, executor=settings.executor, workers=settings.workers, address=settings.address,
+                        gpu=torch.device(settings.device).type == "cuda", retries=JOB_RETRIES, progress=progress)
+    except JobsFailed as failed:
+        detail = "; ".join(f"{f.job} ({f.error})" for f in failed.failures)
+        if all(isinstance(f.exception, UserError) for f in failed.failures):
+            raise UserError(f"{len(failed.failures)} of {len(jobs)} jobs refused: {detail}") from None
+        raise SystemExit(f"poschan: error: {len(failed.failures)} of {len(jobs)} jobs failed after "
+                         f"{JOB_RETRIES} retries: {detail}; the finished jobs are kept in {work}: re-run the same "
+                         "command with --resume to redo only the failed ones") from None

@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from poschan import __version__
+from poschan.distributed import is_main
 from poschan.errors import UserError
 
 
@@ -40,7 +41,9 @@ def temporary_beside(path: Path, suffix: str = "") -> tuple[int, str]:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    """Write ``text`` to ``path`` through a temporary file and a rename (rank 0 only under torchrun)."""
+    if not is_main():
+        return
     fd, tmp = temporary_beside(path)
     try:
         with os.fdopen(fd, "w") as fh:
@@ -52,7 +55,10 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:
-    """``torch.save`` through a temporary file, fsync and rename: a kill never leaves a torn checkpoint."""
+    """``torch.save`` through a temporary file, fsync and rename: a kill never leaves a torn checkpoint (rank 0
+    only under torchrun)."""
+    if not is_main():
+        return
     fd, tmp = temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -89,9 +95,10 @@ def environment(device: str) -> dict:
 
 
 CONFIG_FILE = "config.yaml"
-# Settings of where and how many of a run's jobs run at once (poschan.executor): a resume may change them. Only the
-# float rounding of the jobs still to train can change with them (``workers`` sets each job's torch threads).
-SCHEDULING_KEYS = frozenset({"executor", "workers", "address"})
+# Settings of where and how many of a run's jobs run at once (poschan.executor) and of its torchrun world size: a
+# resume may change them. Only the float rounding of the work still to do can change with them (``workers`` sets
+# each job's torch threads; the ranks split every batch, poschan.distributed).
+SCHEDULING_KEYS = frozenset({"executor", "workers", "address", "world_size"})
 
 
 def _plain(config: dict) -> dict:

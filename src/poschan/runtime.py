@@ -24,6 +24,17 @@ def resolve_device(name: str | torch.device) -> torch.device:
     return device
 
 
+def to_device(t: torch.Tensor, device: torch.device | str | None) -> torch.Tensor:
+    """``t`` on ``device``; a CPU tensor bound for CUDA goes through pinned memory with a non-blocking copy, so the
+    copy overlaps the GPU's work on the previous batch."""
+    if device is None:
+        return t
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def model_device(model: nn.Module) -> torch.device:
     """Where ``model``'s parameters live (the CPU for a model without parameters)."""
     return next(model.parameters(), torch.empty(0)).device

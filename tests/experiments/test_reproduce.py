@@ -55,3 +55,18 @@ def test_killed_study_rerun_skips_finished_steps_and_ends_with_the_report(tmp_pa
 def test_reproduce_refuses_an_unknown_preset(tmp_path, capsys):
     assert main(["reproduce", "--preset", "huge", "--out", str(tmp_path / "s")]) == 2
     assert "unknown preset 'huge'" in capsys.readouterr().err and not (tmp_path / "s").exists()
+
+
+def test_the_study_s_jobs_are_the_lone_steps_and_each_condition_s_chain(tmp_path):
+    from poschan.experiments.reproduce import chains
+
+    jobs = chains(study("quick", tmp_path))
+    assert [len(j) for j in jobs] == [1] * 5 + [3] * 16
+    assert [[s.argv[0] for s in j] for j in jobs[5:]] == [["seg-train", "ablate", "attack"]] * 16
+    for seg_train, ablate, attack in jobs[5:]:  # each chain reads its own networks
+        assert ablate.argv[2] == attack.argv[2] == str(tmp_path / seg_train.name)
+
+
+def test_reproduce_refuses_an_unknown_executor(tmp_path, capsys):
+    assert main(["reproduce", "--preset", "smoke", "--executor", "threads", "--out", str(tmp_path / "s")]) == 2
+    assert "executor" in capsys.readouterr().err and not (tmp_path / "s").exists()

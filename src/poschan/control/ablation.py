@@ -19,11 +19,12 @@ from torch import Tensor, nn
 
 from poschan.data.segdata import segmentation_pairs
 from poschan.data.segsets import IGNORE_INDEX
+from poschan.distributed import gather_in_order, shard
 from poschan.errors import UserError
 from poschan.locate.ranking import ChannelRanking
 from poschan.metrics.segmentation import ConfusionMeter, labels_of
 from poschan.models.segmentation import SegNet, logits_of
-from poschan.runtime import eval_mode, model_device
+from poschan.runtime import eval_mode, model_device, to_device
 from poschan.taps import capture, check_mask_mode, get_layer, mask_channels, masked
 
 Channels = Sequence[int] | Tensor | None
@@ -96,16 +97,18 @@ class SegEval:
     def predict(self, channels: Channels = None, *, mode: str = "zero", means: Tensor | None = None,
                 index: Tensor | slice | None = None) -> Tensor:
         """(n, H, W) argmax labels (on the CPU) of the images ``index`` (all when None) with ``channels`` masked."""
-        return torch.cat([pred for pred, _ in self._batches(channels, mode, means, index)])
+        return torch.cat(gather_in_order([(k, pred) for k, pred, _ in self._batches(channels, mode, means, index)]))
 
     @torch.no_grad()
     def meter(self, channels: Channels = None, *, mode: str = "zero", means: Tensor | None = None,
               regions: Mapping[str, Tensor] | None = None, index: Tensor | slice | None = None) -> ConfusionMeter:
         """Confusions ("all", and one per pixel region of ``regions``: (H, W) bool) of the images ``index``
-        (batches of ``batch_size`` from its first image) with ``channels`` (None or empty: none) masked."""
+        (batches of ``batch_size`` from its first image) with ``channels`` (None or empty: none) masked. Under
+        torchrun each rank takes every world-th batch and the per-image confusions are gathered in image order."""
         meter = ConfusionMeter(self.num_classes, dict(regions or {}))
-        for pred, target in self._batches(channels, mode, means, index):
-            meter.update(pred, target)
+        batches = [(k, meter.batch(pred, target)) for k, pred, target in self._batches(channels, mode, means, index)]
+        for confusions in gather_in_order(batches):
+            meter.add(confusions)
         return meter
 
     def scores(self, channels: Channels = None, **kwargs) -> dict[str, float]:
@@ -121,22 +124,23 @@ class SegEval:
         index = slice(None) if index is None else index
         masks = self.masks[index]
         size = masks.shape[-2:]
+        starts = range(0, len(masks), self.batch_size)
         with eval_mode(self.model):
             if self.features is not None:
                 feats = self.features[index]
-                for i in range(0, len(feats), self.batch_size):
-                    f = feats[i:i + self.batch_size].to(self.device)
+                for k, i in shard(starts):
+                    f = to_device(feats[i:i + self.batch_size], self.device)
                     if idx is not None:
                         f = masked(f, idx, mode=mode, means=means)
-                    yield labels_of(self.model.decode(f, size)).cpu(), masks[i:i + self.batch_size]
+                    yield k, labels_of(self.model.decode(f, size)).cpu(), masks[i:i + self.batch_size]
                 return
             images = self.images[index]
             hook = (mask_channels(self.model, self.layer, idx, mode=mode, means=means) if idx is not None
                     else nullcontext())
             with hook:
-                for i in range(0, len(images), self.batch_size):
-                    logits = logits_of(self.model(images[i:i + self.batch_size].to(self.device)))
-                    yield labels_of(logits).cpu(), masks[i:i + self.batch_size]
+                for k, i in shard(starts):
+                    logits = logits_of(self.model(to_device(images[i:i + self.batch_size], self.device)))
+                    yield k, labels_of(logits).cpu(), masks[i:i + self.batch_size]
 
 
 def evaluation(model: nn.Module, layer: str, data: object, *, batch_size: int = 64,

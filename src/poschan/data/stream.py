@@ -14,7 +14,7 @@ from torch import Tensor
 from poschan.data.canvas import BACKGROUNDS, canvas_side, make_background, paste_in_grid, random_cells
 from poschan.data.sources import ImageSet, match_channels
 from poschan.errors import UserError
-from poschan.runtime import seeded_generator
+from poschan.runtime import seeded_generator, to_device
 
 TASKS = ("location", "semantic")
 
@@ -109,12 +109,12 @@ class CanvasStream(EpochBatches):
         for b in range(start_batch, len(self)):
             index = order[b * self.batch_size:(b + 1) * self.batch_size]
             generator = self._generator(epoch, 1 + b)
-            images = match_channels(self.data.images[index], c).to(device)
+            images = to_device(match_channels(self.data.images[index], c), device)
             cells = random_cells(len(index), self.grid, generator, device)
             background = make_background(self.background, len(index), c, side, mean=self.data.mean,
                                          std=self.data.std, generator=generator, device=device)
             canvases = paste_in_grid(images, cells, self.grid, background)
-            labels = cells if self.task == "location" else self.data.labels[index].to(device)
+            labels = cells if self.task == "location" else to_device(self.data.labels[index], device)
             yield canvases, labels
 
     def _generator(self, epoch: int, stream: int) -> torch.Generator:
@@ -167,5 +167,5 @@ class TensorStream(EpochBatches):
         order = torch.randperm(len(self.inputs), generator=seeded_generator(self.seed, epoch))
         for b in range(start_batch, len(self)):
             index = order[b * self.batch_size:(b + 1) * self.batch_size]
-            x, y = self.inputs[index].to(device), self.targets[index].to(device)
+            x, y = to_device(self.inputs[index], device), to_device(self.targets[index], device)
             yield random_hflip(x, y, flip_generator(self.seed, epoch, b)) if self.hflip else (x, y)

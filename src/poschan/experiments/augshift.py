@@ -29,12 +29,15 @@ from torch import nn
 from poschan.config import command_defaults, setting
 from poschan.control.augshift import AugShiftLoss
 from poschan.data.shift_pairs import ShiftPairStream, ShiftPairTransform
+from poschan.data.sources import ImageSet
 from poschan.engine import cross_entropy_loss, fit
 from poschan.errors import UserError
+from poschan.executor import Job, run_command_jobs
 from poschan.experiments import train
 from poschan.experiments.settings import (
     CanvasSideSettings,
     DataSettings,
+    ExecutorSettings,
     MethodsSettings,
     ModelSettings,
     PaddingSettings,
@@ -68,7 +71,7 @@ EVAL_BATCH = 256
 
 @dataclass
 @command_defaults
-class Config(RunSettings, TrainingSettings, PaddingSettings, PretrainedSettings, WidthSettings, ModelSettings,
+class Config(ExecutorSettings, RunSettings, TrainingSettings, PaddingSettings, PretrainedSettings, WidthSettings, ModelSettings,
              DataSettings, CanvasSideSettings, MethodsSettings):
     DEFAULTS: ClassVar[dict] = {"methods": list(METHODS), "test_passes": 5}
     FLAGS: ClassVar[dict] = {"methods": {"help": f"comma-separated, from: {', '.join(METHODS)}"},
@@ -84,6 +87,7 @@ class Config(RunSettings, TrainingSettings, PaddingSettings, PretrainedSettings,
     filt_size: int = setting(3, "BlurPool filter size: 3 or 5")
 
     def validate(self) -> None:
+        self.check_executor()
         if not self.methods:
             raise UserError(f"methods must name at least one method; allowed: {', '.join(METHODS)}")
         for m in self.methods:
@@ -142,6 +146,7 @@ class Plan:
     methods: dict[str, Recipe]
     sweep: dict[float, Recipe]
     runs: dict[Recipe, str]  # every distinct recipe once -> its directory under work/
+    sets: tuple[ImageSet, ImageSet]  # the loaded (train, test) images, as every job gets them
 
     def make_model(self, blur: bool) -> nn.Module:
         model = self.data.make_model()
@@ -150,10 +155,16 @@ class Plan:
 
 def prepare(config: Config) -> Plan:
     """Load the data, build every kind of model once and run it on a view, before anything is written."""
-    c = config
-    c.validate()
-    tc = train_config(c)
-    data = train.plan_for(tc, *train.load_data(tc))
+    config.validate()
+    plan = plan_of(config, train.load_data(train_config(config)))
+    for blur in sorted({r.blur for r in plan.runs}):
+        _check_forward(plan.make_model(blur), plan.shift, plan.data.train_set.channels, blur)
+    return plan
+
+
+def plan_of(c: Config, sets: tuple[ImageSet, ImageSet]) -> Plan:
+    """The plan of ``c`` over the loaded (train, test) ``sets``; every job makes its own from the shared sets."""
+    data = train.plan_for(train_config(c), *sets)
     methods = {m: recipe(c, m) for m in c.methods}
     sweep = {lam: recipe(c, "augshift", lam) for lam in c.lambdas}
     runs: dict[Recipe, str] = {}
@@ -161,10 +172,7 @@ def prepare(config: Config) -> Plan:
         runs.setdefault(r, run_name(m, c.lam))
     for lam, r in sweep.items():
         runs.setdefault(r, run_name("augshift", lam))
-    plan = Plan(c, c.shift, data, methods, sweep, runs)
-    for blur in sorted({r.blur for r in runs}):
-        _check_forward(plan.make_model(blur), plan.shift, data.train_set.channels, blur)
-    return plan
+    return Plan(c, c.shift, data, methods, sweep, runs, sets)
 
 
 def _check_forward(model: nn.Module, shift: ShiftPairTransform, channels: int, blur: bool) -> None:
@@ -208,21 +216,33 @@ def score(plan: Plan, model: nn.Module, seed: int) -> dict[str, np.ndarray]:
                               device=resolve_device(c.device))
 
 
+def run_job(c: Config, r: Recipe, sets: tuple[ImageSet, ImageSet], seed: int, run_dir: Path,
+            progress: bool) -> dict[str, np.ndarray]:
+    """One (recipe, seed) trained (or resumed) in ``run_dir`` and scored: a job of poschan.executor."""
+    plan = plan_of(c, sets)
+    model, _ = train_run(plan, r, seed, run_dir, progress=progress)
+    return score(plan, model, seed)
+
+
 def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:
+    """Every (recipe, seed) through the configured executor (one after another by default), then the statistics."""
     c = plan.config
-    outcomes: dict[str, list[dict[str, np.ndarray]]] = {}  # run -> per seed, per-image outcomes
+    parallel = c.executor != "sequential"  # in parallel, one bar over the jobs rather than one per training
+    keys = [(name, seed) for name in plan.runs.values() for seed in c.seeds]
+    jobs = [Job(f"{name} seed {seed}", run_job, (c, r, plan.sets, seed, work / name / f"seed{seed}",
+                                                 progress and not parallel))
+            for r, name in plan.runs.items() for seed in c.seeds]
+    scored = run_command_jobs(jobs, c, work, progress=progress and parallel)
+    outcomes: dict[str, list[dict[str, np.ndarray]]] = {name: [] for name in plan.runs.values()}
     raw, curve_rows = [], []
-    for r, name in plan.runs.items():
-        outcomes[name] = []
-        for seed in c.seeds:
-            model, _ = train_run(plan, r, seed, work / name / f"seed{seed}", progress=progress)
-            outcomes[name].append(score(plan, model, seed))
-            s = summarize_outcomes(outcomes[name][-1])
-            raw.append({"run": name, "seed": seed, **{k: s[k] for k in METRICS}})
-            curve_rows += [{"run": name, "seed": seed, "offset": d, "accuracy": a}
-                           for d, a in enumerate(s["diagonal_accuracy"])]
-            if progress:
-                print(f"{name} seed {seed}: " + ", ".join(f"{k} {s[k]:.3f}" for k in METRICS), flush=True)
+    for (name, seed), per_image in zip(keys, scored):
+        outcomes[name].append(per_image)
+        s = summarize_outcomes(per_image)
+        raw.append({"run": name, "seed": seed, **{k: s[k] for k in METRICS}})
+        curve_rows += [{"run": name, "seed": seed, "offset": d, "accuracy": a}
+                       for d, a in enumerate(s["diagonal_accuracy"])]
+        if progress:
+            print(f"{name} seed {seed}: " + ", ".join(f"{k} {s[k]:.3f}" for k in METRICS), flush=True)
 
     def stats(name: str) -> dict:
         return {k: _estimate(k, [o[k] for o in outcomes[name]], c.test_passes) for k in METRICS}

@@ -21,7 +21,7 @@ from poschan.config import setting
 from poschan.data.sources import ImageSet
 from poschan.data.stream import CanvasStream
 from poschan.errors import UserError
-from poschan.executor import Job, JobsFailed, run_jobs
+from poschan.executor import Job, run_command_jobs
 from poschan.experiments import train
 from poschan.experiments.settings import (
     BackgroundSettings,
@@ -251,9 +251,6 @@ def plateaus(curves: list[dict]) -> list[dict]:
     return out
 
 
-JOB_RETRIES = 2  # another attempt or two for a job whose worker died (a node lost, memory) or that raised
-
-
 def train_job(c: Config, v: Variant, sets: tuple[ImageSet, ImageSet], seed: int, work: Path,
               progress: bool) -> tuple[list[dict], dict[str, np.ndarray]]:
     """One (variant, seed), trained (or resumed) in ``work/seed<seed>``: its per-epoch history and each evaluator's
@@ -272,17 +269,7 @@ def train_all(plan: Plan, work: Path, progress: bool) -> dict[tuple[Variant, int
     parallel = c.executor != "sequential"  # in parallel, one bar over the jobs rather than one per job
     jobs = [Job(f"{v.key} seed {seed}", train_job, (c, v, plan.sets, seed, work / v.key, progress and not parallel))
             for v, seed in pairs]
-    try:
-        return dict(zip(pairs, run_jobs(jobs, executor=c.executor, workers=c.workers, address=c.address,
-                                        gpu=torch.device(c.device).type == "cuda", retries=JOB_RETRIES,
-                                        progress=progress and parallel)))
-    except JobsFailed as failed:
-        detail = "; ".join(f"{f.job} ({f.error})" for f in failed.failures)
-        if all(isinstance(f.exception, UserError) for f in failed.failures):
-            raise UserError(f"{len(failed.failures)} of {len(jobs)} jobs refused: {detail}") from None
-        raise SystemExit(f"poschan: error: {len(failed.failures)} of {len(jobs)} jobs failed after "
-                         f"{JOB_RETRIES} retries: {detail}; the finished jobs are kept in {work}: re-run the same "
-                         "command with --resume to redo only the failed ones") from None
+    return dict(zip(pairs, run_command_jobs(jobs, c, work, progress=progress and parallel)))
 
 
 def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:

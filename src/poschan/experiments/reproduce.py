@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from poschan.config import PRESETS
 from poschan.errors import UserError
+from poschan.executor import Job, run_command_jobs
 
 
 @dataclass(frozen=True)
@@ -37,13 +39,11 @@ class SegSetting:
 
 
 # The segmentation conditions: the main setting mirrors street scenes (a top-bottom prior, trained with flips);
-# left-right priors train without flips (seg-train's flip auto), and a pretrained backbone sits beside.
-_SWEEP = [SegSetting(layout, prior, model) for model in ("resnet18-paper", "efficientnet-lite0")
-          for layout in ("top-bottom", "left-right") for prior in ("0", "0.5", "0.9", "1")]
-SEG_SETTINGS = {"smoke": (SegSetting("top-bottom", "0.9"),),
-                "quick": (*(SegSetting("top-bottom", p) for p in ("0.9", "0", "0.5", "1")),
-                          SegSetting("left-right", "0.9"), SegSetting("top-bottom", "0.9", "efficientnet-lite0")),
-                "paper": tuple(_SWEEP)}
+# left-right priors train without flips (seg-train's flip auto), and a pretrained backbone sits beside. The main
+# prior 0.9 comes first in each block, so an interrupted study has the main setting before the rest.
+_SWEEP = tuple(SegSetting(layout, prior, model) for model in ("resnet18-paper", "efficientnet-lite0")
+               for layout in ("top-bottom", "left-right") for prior in ("0.9", "0", "0.5", "1"))
+SEG_SETTINGS = {"smoke": (SegSetting("top-bottom", "0.9"),), "quick": _SWEEP, "paper": _SWEEP}
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,39 @@ def run_steps(steps: Sequence[Step], preset: str, out: Path, common: Sequence[st
         if code != 0:
             return code
     return 0
+
+
+def chains(steps: Sequence[Step]) -> list[list[Step]]:
+    """The study's independent jobs: each step that needs no other alone, and each segmentation condition's
+    seg-train → ablate → attack in order (the later two read the first's networks)."""
+    out: list[list[Step]] = []
+    for step in steps:
+        if step.argv[0] in ("ablate", "attack"):
+            out[-1].append(step)
+        else:
+            out.append([step])
+    return out
+
+
+def run_chain(steps: Sequence[Step], preset: str, out: Path, common: Sequence[str], progress: bool) -> int:
+    """One job of the study (a chain of steps) run through the command line in this process; its exit code."""
+    from poschan.cli import main  # the command line imports this module
+
+    return run_steps(steps, preset, out, common, run_command=main, progress=progress)
+
+
+def run_study(steps: Sequence[Step], preset: str, out: Path, common: Sequence[str], settings: Any, *,
+              progress: bool = True) -> int:
+    """Every chain of ``steps`` through the executor of ``settings`` (executor, workers, address, device): the
+    first non-zero exit code of a chain, else 0."""
+    parallel = settings.executor != "sequential"
+    quiet = [*common, "--no-progress"] if parallel and "--no-progress" not in common else list(common)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [Job(chain[0].name.removeprefix("seg-train-"), run_chain, (chain, preset, out, quiet,
+                                                                      progress and not parallel))
+            for chain in chains(steps)]
+    codes = run_command_jobs(jobs, settings, out, progress=progress and parallel)
+    return next((code for code in codes if code), 0)
 
 
 def check_preset(preset: str) -> None:

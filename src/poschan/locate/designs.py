@@ -7,6 +7,8 @@ means and sums of squared deviations (co-deviations for pairs) merged batch by b
 updates of Chan, Golub & LeVeque (1979), so scores do not depend on the batch size beyond float64 rounding.
 Per-image random draws (cells, partners, signs) are made up front from ``seed`` and indexed by the image's
 position in the stream (a few integers per image), so they do not depend on the batch size either.
+Under torchrun each rank takes every world-th batch, and the ranks' statistics are merged (poschan.distributed):
+the same scores as one process, up to float64 rounding.
 Cells are numbered row-major (row, col = divmod(cell, k)); "left" means a cell centre left of the vertical
 midline, "top" above the horizontal one (image y grows downwards).
 
@@ -57,6 +59,7 @@ from tqdm.auto import tqdm
 
 from poschan.data.canvas import canvas_side, hflip, make_background, paste_in_grid, vflip
 from poschan.data.sources import ImageSet
+from poschan.distributed import gather_in_order, merge, shard
 from poschan.errors import UserError
 from poschan.locate.moments import CoMoments, DiffSums, Moments, dimension_counts, region_cells, standardised_difference
 from poschan.runtime import eval_mode
@@ -212,25 +215,23 @@ class _Items:
 
 
 class _Previous:
-    """Pairs the a-side of stream item i with the b-side of item i − 1 across batches (item 0 with the last)."""
+    """Pairs the a-side of stream item i with the b-side of item i − 1 (item 0 with the last): inside a batch at
+    once, across batches at the close from each batch's first a-side and last b-side, so that batches may come in
+    any order or be shared among ranks."""
 
     def __init__(self):
-        self._first: tuple[Tensor, Tensor] | None = None
-        self._last_b: Tensor | None = None
+        self._ends: list[tuple[int, tuple[Tensor, Tensor, Tensor]]] = []
 
     def pairs(self, pos: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(positions of the a-sides, a-sides, their partners) of the pairs complete after this batch."""
-        if self._last_b is None:
-            self._first = (pos[:1], a[:1])
-            pos, a, partners = pos[1:], a[1:], b[:-1]
-        else:
-            partners = torch.cat([self._last_b, b[:-1]])
-        self._last_b = b[-1:]
-        return pos, a, partners
+        """(positions of the a-sides, a-sides, their partners) of the pairs inside this batch."""
+        self._ends.append((int(pos[0]), (pos[:1], a[:1], b[-1:])))
+        return pos[1:], a[1:], b[:-1]
 
     def closing(self) -> tuple[Tensor, Tensor, Tensor]:
-        """The pair (item 0, last item)."""
-        return (*self._first, self._last_b)
+        """The pairs across batches (every rank's): each batch's first item with the last of the batch before,
+        the first batch's with the last item of the stream."""
+        pos, a, last_b = (torch.cat(side) for side in zip(*gather_in_order(self._ends)))
+        return pos, a, last_b.roll(1, dims=0)
 
 
 def _choose(mask: Tensor, n: int, generator: torch.Generator) -> Tensor:
@@ -244,9 +245,12 @@ class _Design(Protocol):
 
     def inputs(self, pos: Tensor) -> Tensor: ...
 
+    real: Stats | None
+    null: Stats | None
+
     def update(self, pos: Tensor, feats: Tensor) -> None: ...
 
-    def close(self) -> Tally: ...
+    def closing(self) -> Stats | None: ...  # the null's pairs across batches (a collective under torchrun)
 
 
 class _Flip:
@@ -280,8 +284,8 @@ class _Flip:
     def _null(self, pos: Tensor, a: Tensor, b: Tensor) -> DiffSums:
         return DiffSums.of(self.sign[pos, None] * (a - b))
 
-    def close(self) -> Tally:
-        return Tally(self.real, self.null + FlipStats(*(self._null(*p.closing()) for p in self.pairing)))
+    def closing(self) -> FlipStats:
+        return FlipStats(*(self._null(*p.closing()) for p in self.pairing))
 
 
 class _Shift:
@@ -303,8 +307,8 @@ class _Shift:
         self.real += ShiftStats([Moments.of(f[:, j]) for j in range(self.cells)], self.real.grid)
         self.null += ShiftStats([Moments.of(f[labels == j]) for j in range(self.cells)], self.real.grid)
 
-    def close(self) -> Tally:
-        return Tally(self.real, self.null)
+    def closing(self) -> None:
+        return None
 
 
 class _DimEst:
@@ -334,9 +338,9 @@ class _DimEst:
         (_, a1, p1), (_, a2, s2) = (pairing.pairs(pos, a, b) for pairing, b in zip(self.pairing, (p, s)))
         self.null += _dimest(a1, p1, a2, s2)
 
-    def close(self) -> Tally:
+    def closing(self) -> DimEstStats:
         (_, a1, p1), (_, a2, s2) = (pairing.closing() for pairing in self.pairing)
-        return Tally(self.real, self.null + _dimest(a1, p1, a2, s2))
+        return _dimest(a1, p1, a2, s2)
 
 
 def _dimest(a_pos: Tensor, b_pos: Tensor, a_sem: Tensor, b_sem: Tensor) -> DimEstStats:
@@ -384,9 +388,17 @@ def accumulate(model: nn.Module, layer: str, images: ImageSet, spec: RankSpec, *
     order = torch.randperm(n, generator=generator)
     design: _Design = _DESIGNS[spec.method](_Items(images, spec, in_chans, input_norm, device), order, generator)
     with eval_mode(model):
-        for start in tqdm(range(0, n, batch_size), desc=f"rank {spec.method}", leave=False,
-                          disable=None if progress else True):
+        for _, start in shard(tqdm(range(0, n, batch_size), desc=f"rank {spec.method}", leave=False,
+                                   disable=None if progress else True)):
             pos = torch.arange(start, min(start + batch_size, n))
             feats = pooled_features(model, design.inputs(pos), [layer])[layer]
             design.update(pos, feats.detach().cpu().double())
-    return design.close()
+    return _close(design)
+
+
+def _close(design: _Design) -> Tally:
+    """The pass's statistics: every rank's batches merged in rank order, then the null's pairs across batches."""
+    closing = design.closing()
+    parts = [Tally(real, null) for real, null in merge((design.real, design.null)) if real is not None]
+    total = reduce(Tally.__add__, parts)
+    return Tally(total.real, total.null + closing) if closing is not None else total

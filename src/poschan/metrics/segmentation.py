@@ -151,9 +151,18 @@ class ConfusionMeter:
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         """Add a batch of (B, S, S) predictions and targets to every mask's confusions."""
-        for name, mask in self.masks.items():
-            m = None if mask is None else mask.to(target.device)
-            self._batches[name].append(image_confusions(pred, target, self.num_classes, m).cpu())
+        self.add(self.batch(pred, target))
+
+    def batch(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """Each mask's (B, K, K) per-image confusions of a batch, to :meth:`add` (here, or on another rank's meter)."""
+        return {name: image_confusions(pred, target, self.num_classes,
+                                       None if mask is None else mask.to(target.device)).cpu()
+                for name, mask in self.masks.items()}
+
+    def add(self, confusions: dict[str, Tensor]) -> None:
+        """Append a batch's per-image confusions (from :meth:`batch`) after the images seen so far."""
+        for name in self.masks:
+            self._batches[name].append(confusions[name])
 
     def images(self, name: str = "all") -> Tensor:
         """(N, K, K) confusion of each image seen so far, in order, over mask ``name``."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import matplotlib
 
+from poschan.distributed import is_main
 from poschan.results import temporary_beside
 
 matplotlib.use("Agg")
@@ -15,7 +16,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: Path) -> None:
-    """Write ``fig`` as PNG atomically and close it."""
+    """Write ``fig`` as PNG atomically (rank 0 only under torchrun) and close it."""
+    if not is_main():
+        plt.close(fig)
+        return
     fd, tmp = temporary_beside(path, ".png")
     os.close(fd)
     try:
