@@ -87,7 +87,7 @@ MUTATIONS = [
              "for real, null in merge((design.real, design.null))",
              "for real, null in merge((design.real, design.null))[:1]", ("tests/test_torchrun.py",)),
     Mutation("null-pairs-across-batches-not-rolled", "src/poschan/locate/designs.py",
-             "return pos, a, last_b.roll(1, dims=0)", "return pos, a, last_b", ("tests/locate", "tests/test_ranking.py")),
+             "return pos, a, last_b.roll(1, dims=0)", "return pos, a, last_b", ("tests/test_ranking.py",)),
     Mutation("ablate-confusions-not-gathered", "src/poschan/control/ablation.py",
              "for confusions in gather_in_order(batches):", "for confusions in [c for _, c in batches]:",
              ("tests/test_torchrun.py",)),
@@ -187,7 +187,8 @@ MUTATIONS = [
     Mutation("jobs-threads-left-to-the-executor", "src/poschan/executor.py",
              "    torch.set_num_threads(threads)\n    try:\n", "    try:\n", ("tests/test_executor.py",)),
     Mutation("resume-refuses-another-executor", "src/poschan/results.py",
-             'SCHEDULING_KEYS = frozenset({"executor", "workers", "address"})', "SCHEDULING_KEYS = frozenset()",
+             'SCHEDULING_KEYS = frozenset({"executor", "workers", "address", "world_size"})',
+             'SCHEDULING_KEYS = frozenset({"world_size"})',
              ("tests/test_executor.py",)),
     # ---- the public API
     Mutation("head-keys-kept", "src/poschan/models/weights.py",

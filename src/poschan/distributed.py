@@ -135,10 +135,13 @@ class _CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce
 
-        dims, shape = [0, *range(2, x.dim())], [1, -1] + [1] * (x.dim() - 2)
-        count = all_reduce(torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device))
-        mean = all_reduce(x.sum(dims)) / count
-        var = all_reduce(((x - mean.view(shape)) ** 2).sum(dims)) / count
+        dims, shape, c = [0, *range(2, x.dim())], [1, -1] + [1] * (x.dim() - 2), x.shape[1]
+        local = torch.cat([x.sum(dims).double(), (x * x).sum(dims).double(),
+                           torch.full((1,), x.numel() / c, dtype=torch.float64, device=x.device)])
+        total = all_reduce(local)  # one collective per layer: the sums in float64, so E[x²] − E[x]² keeps its digits
+        count = total[-1]
+        mean64 = total[:c] / count
+        mean, var = mean64.to(x.dtype), (total[c:2 * c] / count - mean64 ** 2).clamp(min=0).to(x.dtype)
         with torch.no_grad():
             self.num_batches_tracked.add_(1)
             m = self.momentum if self.momentum is not None else 1 / float(self.num_batches_tracked)
