@@ -68,6 +68,10 @@ def _run_experiment(args: argparse.Namespace, module, config) -> int:
         if main_rank:
             run.check()  # before the (possibly slow) preparation: a taken OUT or a changed resume fails at once
         plan = module.prepare(config)
+    except UserError as exc:
+        distributed.agree(str(exc))
+    distributed.agree(None)  # every rank's input is good: only now is OUT.partial created
+    try:
         work = run.open() if main_rank else run.work
     except UserError as exc:
         distributed.agree(str(exc))

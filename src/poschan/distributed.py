@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from poschan.errors import UserError
+from poschan.runtime import resolve_device
 
 T = TypeVar("T")
 _TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -50,10 +51,8 @@ def start(device: str | None) -> None:
     ``cuda:LOCAL_RANK``, so that ``--device cuda`` means each rank's own GPU. Nothing without torchrun."""
     if not launched() or active():
         return
-    cuda = torch.device(device or "cpu").type == "cuda"
+    cuda = resolve_device(device or "cpu").type == "cuda"
     if cuda:
-        if not torch.cuda.is_available():
-            raise UserError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(minutes=30))
     atexit.register(_stop)
