@@ -106,7 +106,8 @@ def test_a_bad_input_seen_by_rank_0_ends_every_rank_with_one_line_and_no_output(
                           timeout=300)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("poschan: error:")]
-    assert len(errors) == 2 and all("already exists and is not empty" in line for line in errors)  # both ranks
+    # each rank that prints before torchrun ends it prints the same line (the first to exit may end the other)
+    assert 1 <= len(errors) <= 2 and all("already exists and is not empty" in line for line in errors)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"] and (taken / "mine.txt").read_text() == "keep"
 
 
