@@ -190,6 +190,10 @@ MUTATIONS = [
              'SCHEDULING_KEYS = frozenset({"executor", "workers", "address", "world_size"})',
              'SCHEDULING_KEYS = frozenset({"world_size"})',
              ("tests/test_executor.py",)),
+    Mutation("reproduce-trusts-a-stale-report", "src/poschan/cli.py",
+             "    if report.exists() and all((out / step.name / \"results.json\").is_file() for step in steps):",
+             "    if report.exists():",
+             ("tests/experiments/test_reproduce.py",)),
     # ---- the public API
     Mutation("head-keys-kept", "src/poschan/models/weights.py",
              "            if is_head(key) and rename(key) not in backbone:", "            if False:",

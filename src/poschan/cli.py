@@ -185,18 +185,19 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     check_executor(args.executor, args.workers, args.address)
     out = Path(args.out)
     report = out / "report.html"
-    if report.exists():
+    steps = study(args.preset, out)
+    if report.exists() and all((out / step.name / "results.json").is_file() for step in steps):
         print(f"every step of {out} has finished; report: {report}")
         return 0
     common = [*(["--data-root", args.data_root] if args.data_root else []),
               *(["--device", args.device] if args.device else []), *([] if args.progress else ["--no-progress"])]
-    steps = study(args.preset, out)
     settings = argparse.Namespace(executor=args.executor, workers=args.workers, address=args.address,
                                   device=args.device or "cpu")
     code = run_study(steps, args.preset, out, common, settings, progress=args.progress)
     if code:
         return code
     runs = [str(out / step.name) for step in steps]
+    report.unlink(missing_ok=True)  # a step was missing when it was written: it no longer covers the study
     return cmd_report(argparse.Namespace(runs=runs, out=str(report), format="html",
                                          title=f"poschan reproduce --preset {args.preset}"))
 

@@ -51,6 +51,13 @@ def test_killed_study_rerun_skips_finished_steps_and_ends_with_the_report(tmp_pa
     assert main(["reproduce", "--preset", "smoke", "--out", str(out)]) == 0  # complete: nothing to do
     assert "every step" in capsys.readouterr().out
 
+    (out / "attack-tb-p0.9" / "results.json").unlink()  # a step lost after the report: the report is stale
+    stale = (out / "report.html").read_text()
+    assert main(["reproduce", "--preset", "smoke", "--no-progress", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "every step" not in printed and "attack-tb-p0.9: finished earlier" not in printed
+    assert (out / "attack-tb-p0.9" / "results.json").is_file() and (out / "report.html").read_text() != stale
+
 
 def test_reproduce_refuses_an_unknown_preset(tmp_path, capsys):
     assert main(["reproduce", "--preset", "huge", "--out", str(tmp_path / "s")]) == 2
