@@ -191,7 +191,7 @@ MUTATIONS = [
              'SCHEDULING_KEYS = frozenset({"world_size"})',
              ("tests/test_executor.py",)),
     Mutation("reproduce-trusts-a-stale-report", "src/poschan/cli.py",
-             "    if report.exists() and all((out / step.name / \"results.json\").is_file() for step in steps):",
+             "    if report.exists() and all(finished(step, out) for step in steps):",
              "    if report.exists():",
              ("tests/experiments/test_reproduce.py",)),
     # ---- the public API

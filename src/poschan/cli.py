@@ -179,14 +179,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from poschan.executor import check_executor
-    from poschan.experiments.reproduce import check_preset, run_study, study
+    from poschan.experiments.reproduce import check_preset, finished, run_study, study
 
     check_preset(args.preset)
     check_executor(args.executor, args.workers, args.address)
     out = Path(args.out)
     report = out / "report.html"
     steps = study(args.preset, out)
-    if report.exists() and all((out / step.name / "results.json").is_file() for step in steps):
+    if report.exists() and all(finished(step, out) for step in steps):
         print(f"every step of {out} has finished; report: {report}")
         return 0
     common = [*(["--data-root", args.data_root] if args.data_root else []),
@@ -197,7 +197,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if code:
         return code
     runs = [str(out / step.name) for step in steps]
-    report.unlink(missing_ok=True)  # a step was missing when it was written: it no longer covers the study
+    report.unlink(missing_ok=True)  # one written before a step that just ran: it no longer covers the study
     return cmd_report(argparse.Namespace(runs=runs, out=str(report), format="html",
                                          title=f"poschan reproduce --preset {args.preset}"))
 

@@ -66,16 +66,21 @@ def study(preset: str, out: Path) -> list[Step]:
     return steps
 
 
+def finished(step: Step, out: Path) -> bool:
+    """Whether ``step`` of the study in ``out`` has finished (its ``OUT/<step>/results.json`` exists)."""
+    return (out / step.name / "results.json").is_file()
+
+
 def run_steps(steps: Sequence[Step], preset: str, out: Path, common: Sequence[str], *,
               run_command: Callable[[list[str]], int], progress: bool = True) -> int:
-    """Run the unfinished ``steps`` in order (a finished step has ``OUT/<step>/results.json``); stop at the first
-    that fails and return its exit code, else 0."""
+    """Run the unfinished ``steps`` in order (``finished``); stop at the first that fails and return its exit code,
+    else 0."""
     out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(steps, desc="reproduce", unit="step", disable=None if progress else True)
     for step in bar:
         target = out / step.name
         bar.set_postfix_str(step.name)
-        if (target / "results.json").is_file():
+        if finished(step, out):
             print(f"{step.name}: finished earlier, skipped", flush=True)
             continue
         resume = ["--resume"] if target.with_name(target.name + ".partial").exists() else []
