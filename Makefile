@@ -9,7 +9,7 @@ DATA_FLAG := $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
 DOC_MODULES := poschan poschan.data poschan.models poschan.taps poschan.measure poschan.locate poschan.control \
                poschan.metrics poschan.stats poschan.results poschan.engine poschan.executor poschan.distributed
 
-.PHONY: demo reproduce long readme test test-slow mutation lint docs bench data chromium install
+.PHONY: demo reproduce long readme precision-check test test-slow mutation lint docs bench data chromium install
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ reproduce: install data
 # PermuteNet learning curves (gap-study's long preset), beside the quick study so that `make readme` shows them.
 long: install data
 	$(POSCHAN) gap-study --preset long $(DATA_FLAG) --out $(RUNS)/study-quick/gap-long
+
+# The paired fp32-vs-bf16 check behind --precision auto (about 55 minutes on 2 CPU cores with native bf16): trains
+# in $(RUNS)/precision-check (resumable), writes results/precision-check (which must not exist yet).
+precision-check: install data
+	$(PY) scripts/precision_check.py --runs $(RUNS)/precision-check --out results/precision-check
 
 # After `make reproduce`: copy the study's summaries to results/, regenerate the README's results section and
 # its screenshot of the HTML report (docs/report.png).

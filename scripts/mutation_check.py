@@ -41,6 +41,16 @@ class Mutation:
 # One entry per planted bug: ``original`` must occur exactly once in ``file``; ``killers`` are the test files (relative
 # to the root) that should fail with ``mutated`` in its place.
 MUTATIONS = [
+    # ---- execution (precision, compile) and the check behind the precision defaults
+    Mutation("auto-bf16-only-with-amx", "src/poschan/execution.py",
+             'return cpu["amx_bf16"] or cpu["avx512_bf16"]', 'return cpu["amx_bf16"]',
+             ("tests/test_execution.py",)),
+    Mutation("compile-decided-on-the-steps-left", "src/poschan/engine.py",
+             "resolve_compile(compile, epochs * steps)", "resolve_compile(compile, (epochs - start) * steps)",
+             ("tests/test_execution.py",)),
+    Mutation("precision-check-decides-on-the-mean", "scripts/precision_check.py",
+             "(-BOUND <= d[\"ci95\"][0] and d[\"ci95\"][1] <= BOUND)", "(-BOUND <= d[\"mean\"] <= BOUND)",
+             ("tests/test_precision_check.py",)),
     # ---- permutation controls
     Mutation("test-only-per-sample", "src/poschan/experiments/gap_study.py",
              "with permute_channels(model, layer_of(model), where=\"input\"):",

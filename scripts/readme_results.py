@@ -28,12 +28,14 @@ END = "<!-- results: end -->"
 
 
 SUMMARY_FILES = ("results.json", "config.yaml", "*.csv", "*.png")
+NOT_OF_THE_STUDY = ("precision-check",)  # results/ folders made by other commands (scripts/precision_check.py)
 
 
 def collect(study: Path, root: Path) -> None:
-    """Replace ``root/results`` by the summaries of every finished step of ``study``."""
+    """Replace the study's summaries in ``root/results`` by those of every finished step of ``study``."""
     target = root / "results"
-    shutil.rmtree(target, ignore_errors=True)
+    for old in (p for p in target.glob("*") if p.is_dir() and p.name not in NOT_OF_THE_STUDY):
+        shutil.rmtree(old)
     for step in sorted(p for p in study.iterdir() if (p / "results.json").is_file()):
         (target / step.name).mkdir(parents=True)
         for pattern in SUMMARY_FILES:

@@ -6,11 +6,13 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from tests.contract import statistic_ok
 
 import poschan.engine as engine
 from poschan.cli import main
 from poschan.data.sources import find_fashion_mnist
+from poschan.execution import cpu_capability, resolve_precision
 from poschan.results import atomic_torch_save
 
 SMOKE = ["train", "--task", "location", "--grid", "3", "--padding", "zeros", "--head", "gap-fc",
@@ -28,6 +30,9 @@ def test_train_smoke_subprocess_contract(tmp_path):
     assert data["metrics"]["chance"] == pytest.approx(1 / 9)
     assert statistic_ok(data["metrics"]["test_accuracy"])
     assert data["config"]["grid"] == 3 and data["config"]["preset"] == "smoke"
+    # what ran, as this CPU decides it: the precision auto resolved to here, and the CPU's native instructions
+    assert data["env"]["cpu"] == cpu_capability()
+    assert data["env"]["training_precision"] == resolve_precision(data["config"]["precision"], torch.device("cpu"))
     for name in ("config.yaml", "curves.csv", "learning_curve.png", "seed0/checkpoint.pt", "seed0/metrics.csv"):
         assert (out / name).exists(), name
     assert not (tmp_path / "D.partial").exists()

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from poschan.data.stream import BatchSource
 from poschan.distributed import all_sum, barrier, rank_world, rows, synced_batchnorm
 from poschan.errors import UserError
-from poschan.execution import MEMORY_FORMATS, autocast, channels_last, compiled, to_channels_last
+from poschan.execution import MEMORY_FORMATS, autocast, channels_last, compiled, resolve_compile, to_channels_last
 from poschan.results import atomic_torch_save, read_tensor_file
 from poschan.tables import write_csv
 
@@ -43,8 +43,9 @@ def evaluation_seed(seed: int, epoch: int) -> int:
     return epoch_seed(seed, epoch) + 1
 
 
-def check_options(schedule: str, memory_format: str) -> None:
-    """Refuse, with one line, a schedule or memory format that ``fit`` does not know."""
+def check_options(schedule: str, memory_format: str, compile: str | bool = "auto") -> None:
+    """Refuse, with one line, a schedule, memory format or compile mode that ``fit`` does not know."""
+    resolve_compile(compile, 0)
     if schedule not in SCHEDULES:
         raise UserError(f"unknown schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}")
     if memory_format not in MEMORY_FORMATS:
@@ -88,7 +89,7 @@ def fit(
     meta: dict | None = None,
     schedule: str = "constant",
     memory_format: str = "contiguous",
-    compile: bool = False,
+    compile: str | bool = False,
     precision: str = "fp32",
 ) -> list[dict]:
     """Train ``model`` with Adam for ``epochs`` epochs; returns the per-epoch metrics history.
@@ -106,12 +107,14 @@ def fit(
     ``schedule``: ``constant`` (the paper's Adam) or ``one-cycle`` (torch's OneCycleLR over all steps, stepped per
     batch, peak ``lr``, betas kept; its state is in the checkpoint). Execution (poschan.execution; results change
     by float rounding only): ``memory_format`` ``channels_last`` or ``contiguous``, ``compile`` (torch.compile of
-    the training forward), ``precision`` ``fp32`` or ``bf16`` (autocast, CUDA).
+    the training forward: true, false, or a mode of ``execution.resolve_compile`` decided by the run's number of
+    steps), ``precision`` ``fp32`` or ``bf16`` (autocast of the training forward; evaluation stays fp32). Adam is
+    torch's fused implementation (one kernel over all parameters, on CPU and CUDA).
     """
-    check_options(schedule, memory_format)
+    check_options(schedule, memory_format, compile)
     device = torch.device(device)
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas, fused=device.type in ("cpu", "cuda"))
     rank, world = rank_world()
     steps = len(train)
     scheduler = (torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(1, epochs * steps),
@@ -132,7 +135,7 @@ def fit(
         if world > 1:
             net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                       else None)
-        net = compiled(net, compile)
+        net = compiled(net, resolve_compile(compile, epochs * steps))  # the whole run's steps, as at its start
         for epoch in range(start, epochs):
             torch.manual_seed(epoch_seed(seed, epoch))
             net.train()

@@ -1,6 +1,9 @@
 """How a network runs fastest on this hardware: channels_last memory format (with the one workaround this torch
-needs), ``torch.compile``, bf16 autocast on GPUs. The numbers a run gives do not depend on these beyond float
-rounding.
+needs), ``torch.compile``, bf16 autocast where the hardware computes in bf16 natively. The numbers a run gives do
+not depend on these beyond float rounding (for bf16: the paired check in results/precision-check).
+
+Native bf16: a CUDA device that supports it, or a CPU with AMX-BF16 or AVX512-BF16 (read from torch's cpuinfo,
+never from the CPU's model name). Elsewhere torch emulates bf16 with conversions, slower than fp32.
 
 The workaround: in this torch's CPU build the weight gradient of a 1×1 convolution with stride 2 in channels_last
 format crashes the process (segmentation fault) when the convolution has fewer than 16 input channels and its
@@ -21,6 +24,12 @@ from poschan.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 MEMORY_FORMATS = ("channels_last", "contiguous")
+COMPILE_MODES = ("auto", "always", "never")
+# ``compile: auto`` compiles a run of at least this many training steps. Measured by bench/train_loop.py (its
+# "compile" lines): compiling the training forward costs 25-55 s per process on 2 cores and saves up to 15% of a
+# width-8 step (about 10 ms of 70 ms, bf16) and nothing measurable at width 16, so it pays after about 4,000-6,000
+# steps at best; the margin covers the recompilation for an epoch's last, smaller batch.
+COMPILE_MIN_STEPS = 10_000
 
 
 def _strided_pointwise(module: nn.Module) -> bool:
@@ -68,20 +77,48 @@ def to_channels_last(x: Tensor, enabled: bool = True) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last) if enabled and x.dim() == 4 else x
 
 
+def cpu_capability() -> dict:
+    """What this CPU computes natively, as torch reads it: its vector ISA and the bf16 instructions."""
+    return {"isa": torch.backends.cpu.get_cpu_capability(), "amx_bf16": bool(torch.cpu._is_amx_tile_supported()),
+            "avx512_bf16": bool(torch.cpu._is_avx512_bf16_supported())}
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 natively (see the module docstring)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        cpu = cpu_capability()
+        return cpu["amx_bf16"] or cpu["avx512_bf16"]
+    return False
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> bf16 on CUDA (autocast), fp32 elsewhere; bf16 is refused off CUDA (on this CPU it is slower)."""
+    """``auto`` -> bf16 (autocast) where ``device`` computes in bf16 natively, fp32 elsewhere; an explicit bf16 is
+    refused where it is not native (emulated, it is slower than fp32)."""
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
     if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    if precision == "bf16" and device.type != "cuda":
-        raise UserError(f"precision bf16 runs on CUDA devices only, not on {device.type}; use fp32 or auto")
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision == "bf16" and not native_bf16(device):
+        raise UserError(f"precision bf16 needs native bf16 (a CUDA device with bf16, or a CPU with AMX-BF16 or "
+                        f"AVX512-BF16), which this {device.type} lacks; use fp32 or auto")
     return precision
 
 
 def autocast(precision: str, device: torch.device):
     """The autocast context of a resolved precision (none for fp32)."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+
+
+def resolve_compile(mode: str | bool, steps: int) -> bool:
+    """Whether to compile a training run of ``steps`` steps in all (every epoch's, resumed or not, so a resume
+    decides as the first start did): ``always``/true, ``never``/false, or ``auto`` (``COMPILE_MIN_STEPS``)."""
+    if isinstance(mode, bool):
+        return mode
+    if mode not in COMPILE_MODES:
+        raise UserError(f"unknown compile mode {mode!r}; allowed: {', '.join(COMPILE_MODES)}")
+    return mode == "always" or (mode == "auto" and steps >= COMPILE_MIN_STEPS)
 
 
 def compiled(model: nn.Module, enabled: bool) -> nn.Module:

@@ -24,6 +24,8 @@ import yaml
 from poschan import __version__
 from poschan.distributed import is_main
 from poschan.errors import UserError
+from poschan.execution import cpu_capability, resolve_precision
+from poschan.runtime import resolve_device
 
 
 def _umask() -> int:
@@ -89,9 +91,14 @@ def read_tensor_file(path: str | Path, what: str) -> object:
                         "tensors)") from None
 
 
-def environment(device: str) -> dict:
-    return {"poschan": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "device": device}
+def environment(device: str, precision: str | None = None) -> dict:
+    """Versions, the device and what its CPU computes natively; with a run's configured training ``precision``,
+    the precision it resolved to there (evaluation, rankings and ablations always run in fp32)."""
+    env = {"poschan": __version__, "torch": torch.__version__, "python": platform.python_version(),
+           "device": device, "cpu": cpu_capability()}
+    if precision is not None:
+        env["training_precision"] = resolve_precision(precision, resolve_device(device))
+    return env
 
 
 CONFIG_FILE = "config.yaml"
@@ -172,7 +179,7 @@ class RunDir:
                       command: str | None = None) -> None:
         """``results.json``: the contract's keys, the command line that ran (when given) and the UTC date."""
         payload = {"experiment": experiment, "config": self.config, "metrics": metrics, "seeds": seeds,
-                   "env": environment(device), "elapsed_s": elapsed_s,
+                   "env": environment(device, self.config.get("precision")), "elapsed_s": elapsed_s,
                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         if command is not None:
             payload["command"] = command

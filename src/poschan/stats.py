@@ -277,4 +277,5 @@ def summarize(values: Sequence[float], *, bounds: tuple[float, float], unit: str
     else:
         ci = list(bounds)
         method = f"the metric's whole range: {n} {unit} without variation, no interval can be estimated"
-    return {"mean": mean, "ci95": ci, "n": n, "values": vals, "range": [float(b) for b in bounds], "method": method}
+    return {"mean": mean, "ci95": ci, "n": n, "values": vals,
+            "range": [float(b) if np.isfinite(b) else None for b in bounds], "method": method}

@@ -17,7 +17,7 @@ import torch
 from poschan.config import command_defaults, setting
 from poschan.engine import SCHEDULES, check_options
 from poschan.errors import UserError
-from poschan.execution import MEMORY_FORMATS, PRECISIONS, resolve_precision
+from poschan.execution import COMPILE_MIN_STEPS, COMPILE_MODES, MEMORY_FORMATS, PRECISIONS, resolve_precision
 from poschan.executor import EXECUTORS, check_executor
 from poschan.models.padding import PADDING_MODES
 
@@ -148,8 +148,11 @@ class ExecutionSettings:
     """How training runs on this hardware (poschan.execution): results change by float rounding only."""
 
     memory_format: str = setting("channels_last", "channels_last or contiguous", choices=MEMORY_FORMATS)
-    compile: bool = setting(False, "torch.compile the training forward (pays on long runs and GPUs)")
-    precision: str = setting("auto", "auto (bf16 autocast on CUDA, else fp32), fp32 or bf16", choices=PRECISIONS)
+    compile: str | bool = setting("auto", "torch.compile the training forward: auto (runs of at least "
+                                          f"{COMPILE_MIN_STEPS:,} steps, where it pays), always or never",
+                                  choices=COMPILE_MODES)
+    precision: str = setting("auto", "auto (bf16 autocast of training where the hardware has native bf16: CUDA, "
+                                     "AMX-BF16 or AVX512-BF16 CPUs; else fp32), fp32 or bf16", choices=PRECISIONS)
 
 
 @dataclass
@@ -169,7 +172,7 @@ class FitSettings(ExecutionSettings, LearningRateSettings, BatchSettings, TestSi
     def fit_options(self, device: torch.device) -> dict:
         """The keyword arguments of engine.fit these settings name (the precision resolved for ``device``); refused
         with one line when a value is unknown."""
-        check_options(self.schedule, self.memory_format)  # before the output folder exists
+        check_options(self.schedule, self.memory_format, self.compile)  # before the output folder exists
         return {"lr": self.lr, "betas": tuple(self.betas), "schedule": self.schedule,
                 "memory_format": self.memory_format, "compile": self.compile,
                 "precision": resolve_precision(self.precision, device)}
