@@ -2,8 +2,9 @@
 
 Width-8 and width-16 paper ResNet-18s, one epoch of poschan.engine.fit over batches of 48 real Fashion-MNIST 3×3
 canvases (84 px) per path: ``today`` (contiguous, eager, fp32: the path before poschan.execution), ``channels_last``
-(fp32), ``bf16`` (channels_last, bf16 autocast), each of these compiled, and ``default`` (what the commands run
-here: channels_last, ``--precision auto`` resolved for this CPU, ``--compile auto`` for a quick-sized run); and
+(fp32), ``bf16`` (channels_last, bf16 autocast), each of these compiled, and ``default`` (what ``make demo``'s
+gap-study quick trains with here: its memory format, its precision resolved for this CPU, ``--compile auto`` for a
+quick-sized run); and
 ``pure``, eager Adam steps on the same batches preloaded (the engine's overhead). bf16 paths run only where the CPU
 computes bf16 natively (poschan.execution.native_bf16). FLOPs per image are counted by torch's FlopCounterMode
 (forward and backward); the matmul rates are the best of repeated 2048² GEMMs (fp32 and bf16) in this process,
@@ -24,16 +25,19 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import timed
+from poschan.config import build_config
 from poschan.data.sources import load_dataset
 from poschan.data.stream import CanvasStream
 from poschan.engine import fit
 from poschan.execution import COMPILE_MIN_STEPS, cpu_capability, native_bf16, resolve_compile, resolve_precision
+from poschan.experiments.gap_study import Config
 from poschan.models.registry import build_model
 
 BATCH = 48
 CPU = torch.device("cpu")
 QUICK_STEPS = 667  # a quick semantic run: 4 epochs of 8,000 images in batches of 48, what --compile auto sees
-DEFAULT = ("channels_last", resolve_precision("auto", CPU), resolve_compile("auto", QUICK_STEPS))
+_QUICK = build_config(Config, "gap-study", "quick").fit_options(CPU)  # what `make demo` trains with here
+DEFAULT = (_QUICK["memory_format"], _QUICK["precision"], resolve_compile(_QUICK["compile"], QUICK_STEPS))
 PATHS = {  # name -> (memory format, precision, compile)
     "today": ("contiguous", "fp32", False), "channels_last": ("channels_last", "fp32", False),
     "bf16": ("channels_last", "bf16", False), "channels_last+compile": ("channels_last", "fp32", True),
@@ -67,8 +71,8 @@ def fit_loop(model: torch.nn.Module, stream: CanvasStream, memory_format: str, p
 
 
 def pure_loop(model: torch.nn.Module, batches: list) -> Callable[[], None]:
-    """Today's path without the engine: eager Adam steps on preloaded contiguous batches."""
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    """Today's path without the engine: eager (fused) Adam steps on preloaded contiguous batches."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999), fused=True)  # as engine.fit
 
     def run() -> None:
         model.train()
@@ -109,8 +113,9 @@ def main() -> None:
     print(f"train_loop: CPU {cpu_capability()}, {torch.get_num_threads()} threads; native bf16: {bf16}; fp32 "
           f"matmul {rates[0] / 1e9:.0f} GFLOP/s" + (f", bf16 matmul {bf16_rate / 1e9:.0f} GFLOP/s "
                                                    f"({bf16_rate / rates[0]:.2f}x)" if bf16_rate else ""))
-    print(f"  default path here: {DEFAULT[0]}, precision {DEFAULT[1]} (auto), compile {DEFAULT[2]} (auto: runs of "
-          f">= {COMPILE_MIN_STEPS:,} steps; a quick run has {QUICK_STEPS})")
+    print(f"  default path here (gap-study quick): {DEFAULT[0]}, precision {DEFAULT[1]} (auto would resolve to "
+          f"{resolve_precision('auto', CPU)}), compile {DEFAULT[2]} (auto: runs of >= {COMPILE_MIN_STEPS:,} steps; "
+          f"a quick run has {QUICK_STEPS})")
     for width in (int(w) for w in args.widths.split(",")):
         torch.manual_seed(0)
         base = build_model("resnet18-paper", 9, 1, width=width)

@@ -49,7 +49,7 @@ MUTATIONS = [
              "resolve_compile(compile, epochs * steps)", "resolve_compile(compile, (epochs - start) * steps)",
              ("tests/test_execution.py",)),
     Mutation("precision-check-decides-on-the-mean", "scripts/precision_check.py",
-             "(-BOUND <= d[\"ci95\"][0] and d[\"ci95\"][1] <= BOUND)", "(-BOUND <= d[\"mean\"] <= BOUND)",
+             "bool(-BOUND <= d[\"ci95\"][0] and d[\"ci95\"][1] <= BOUND)", "bool(-BOUND <= d[\"mean\"] <= BOUND)",
              ("tests/test_precision_check.py",)),
     # ---- permutation controls
     Mutation("test-only-per-sample", "src/poschan/experiments/gap_study.py",

@@ -58,6 +58,15 @@ def test_a_noisy_check_cannot_pass_on_its_mean_alone():
     assert abs(row["difference"]["mean"]) < 1e-12 and row["within_bound"] is False
 
 
+def test_an_accuracy_of_one_everywhere_is_bounded_by_its_items_not_by_the_whole_range():
+    """Every seed at accuracy 1 in both runs: no item can be discordant, so the interval is the Wilson bound of 0
+    discordant items out of seeds × items, not the metric's whole range."""
+    row = check._paired("s", "m", stat([1.0] * 5), stat([1.0] * 5), True, items=2000)
+    z2 = stats.norm.ppf(0.975) ** 2
+    assert row["difference"]["ci95"] == pytest.approx([-z2 / (10_000 + z2), z2 / (10_000 + z2)])
+    assert row["within_bound"] is True
+
+
 def test_a_changed_verdict_keeps_fp32_even_inside_the_bound():
     rows = [check._paired("s", "m", stat(FP32), stat([a + d for a, d in zip(FP32, SMALL)]), True)]
     claims = [{"study": "s", "claim": "c", "fp32": "reproduced", "bf16": "inconclusive", "changed": True}]
@@ -71,12 +80,17 @@ def committed() -> dict:
 def test_the_committed_check_recomputes_from_its_per_seed_values():
     metrics = committed()
     assert metrics["rows"] and metrics["verdicts"]
+    seeds = len(json.loads(COMMITTED.read_text())["seeds"])
     for row in metrics["rows"]:
         d = row["difference"]
+        assert d["n"] == seeds
+        if "Wilson" in d["method"]:  # every outcome fixed (accuracy 0 or 1 in both runs): no discordant item
+            z2, items = stats.norm.ppf(0.975) ** 2, seeds * row["items_per_seed"]
+            assert set(d["values"]) == {0.0} and d["ci95"] == pytest.approx([-z2 / (items + z2), z2 / (items + z2)])
+            continue
         lo, hi = t_interval(d["values"])
         span = (-1.0, 1.0) if row["bound"] is not None else (-np.inf, np.inf)
         assert d["ci95"] == pytest.approx([max(lo, span[0]), min(hi, span[1])]), row["metric"]
-        assert d["n"] == len(json.loads(COMMITTED.read_text())["seeds"])
         if row["bound"] is not None:
             assert row["within_bound"] == (-row["bound"] <= d["ci95"][0] and d["ci95"][1] <= row["bound"])
     assert metrics["decisions"] == check.decisions(metrics["rows"], metrics["verdicts"])
