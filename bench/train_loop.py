@@ -9,8 +9,9 @@ quick-sized run); and
 computes bf16 natively (poschan.execution.native_bf16). FLOPs per image are counted by torch's FlopCounterMode
 (forward and backward); the matmul rates are the best of repeated 2048² GEMMs (fp32 and bf16) in this process,
 measured between the training repeats. A compiled path's compile time is its first epoch's time less an eager
-epoch's, and its break-even the number of steps whose savings repay it. All timings are medians of interleaved
-repeats; the ratios are what to read on a noisy machine.
+epoch's, and its break-even the number of steps whose savings repay it; both depend on torch's on-disk inductor
+cache (cold on a fresh machine: tens of seconds; warm after an earlier run: seconds). All timings are medians of
+interleaved repeats; the ratios are what to read on a noisy machine.
 """
 
 from __future__ import annotations

@@ -26,9 +26,11 @@ PRECISIONS = ("auto", "fp32", "bf16")
 MEMORY_FORMATS = ("channels_last", "contiguous")
 COMPILE_MODES = ("auto", "always", "never")
 # ``compile: auto`` compiles a run of at least this many training steps. Measured by bench/train_loop.py (its
-# "compile" lines): compiling the training forward costs 25-55 s per process on 2 cores and saves up to 15% of a
-# width-8 step (about 10 ms of 70 ms, bf16) and nothing measurable at width 16, so it pays after about 4,000-6,000
-# steps at best; the margin covers the recompilation for an epoch's last, smaller batch.
+# "compile" lines, 2 cores, AVX512-BF16 without AMX): compiled steps are 5-10 ms faster (width 8 and 16, fp32 and
+# bf16); compiling costs 25-55 s in a process with a cold inductor cache (a fresh machine, CI, a new worker's first
+# model) but 1-5 s with a warm one, so it pays after about 4,000-8,000 steps cold and a few hundred warm. The rule
+# takes the cold case (what a run cannot know in advance) with a margin for the recompilation that an epoch's last,
+# smaller batch triggers.
 COMPILE_MIN_STEPS = 10_000
 
 
