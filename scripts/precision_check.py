@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from poschan.cli import main as poschan
 from poschan.report.claims import CLAIMS_BY_EXPERIMENT
@@ -51,8 +52,6 @@ COVERS = {"train": ("gap-study location", "gap-study semantic"), "gap-study": ("
 
 def train(runs: Path, seeds: list[int], workers: int) -> dict[tuple[str, str], Path]:
     """Every (study, precision or control) run in ``runs``, trained or resumed unless finished."""
-    import yaml
-
     out = {}
     for name, (command, keys) in STUDIES.items():
         config = runs / f"{name}.yaml"
