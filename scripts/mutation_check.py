@@ -164,10 +164,24 @@ MUTATIONS = [
              "and ranked == eval_images:", "and ranked is eval_images:",
              ("tests/experiments/test_seg_common.py",)),
     # ---- statistics and verdicts
-    Mutation("bootstrap-keeps-every-seed", "src/poschan/stats.py",
-             "    drawn = rng.integers(0, units, size=(resamples, units))\n",
-             "    drawn = np.tile(np.arange(units), (resamples, 1))\n",
-             ("tests/test_stats.py",)),
+    Mutation("old-two-level-bootstrap-swapped-back", "src/poschan/stats.py",
+             "        found.t, out[\"method\"] = _unit_t(gs, fn, values, bounds, unit, item)\n"
+             "        if found.t is not None:\n            out[\"ci95\"] = found.t.interval()\n",
+             "        rng = np.random.default_rng(seed)  # units with replacement, then items within each unit\n"
+             "        per_unit = np.stack([fn(g[rng.integers(0, len(g), (1000, len(g)))].mean(axis=1)) for g in gs])\n"
+             "        drawn = rng.integers(0, len(gs), (1000, len(gs)))\n"
+             "        dist = per_unit[drawn, np.arange(1000)[:, None]].mean(axis=1)\n"
+             "        out[\"ci95\"] = [float(np.quantile(dist, 0.025)), float(np.quantile(dist, 0.975))]\n"
+             "        out[\"method\"] = \"two-level percentile bootstrap\"\n",
+             ("tests/test_stats_calibration.py",)),
+    Mutation("crossed-items-ignored", "src/poschan/stats.py",
+             "    return float(np.var(values, ddof=1)) / units, max(0.0, ms_items - ms_residual) / (units * items)",
+             "    return float(np.var(values, ddof=1)) / units, 0.0",
+             ("tests/test_stats_calibration.py",)),
+    Mutation("satterthwaite-df-with-estimated-weights", "src/poschan/stats.py",
+             "    t_units, t_items = _st.t.ppf(0.975, units - 1), _st.t.ppf(0.975, items - 1)\n",
+             "    t_units = t_items = _st.t.ppf(0.975, var ** 2 / (v_units ** 2 / (units - 1) + v_items ** 2 / (items - 1)))\n",
+             ("tests/test_stats_calibration.py",)),
     Mutation("paired-difference-unpaired", "src/poschan/stats.py",
              "    joined, left, right = _joined(a, b, metric)\n    kind =",
              "    joined, left, right = _joined(a, [g[::-1] for g in b], metric)\n    kind =",

@@ -125,7 +125,7 @@ def verdicts(runs: dict[tuple[str, str], Path]) -> list[dict]:
     out = []
     for name, (command, _) in STUDIES.items():
         arms = [arm for (study, arm) in runs if study == name]
-        decided = {arm: CLAIMS_BY_EXPERIMENT[command](load_run(runs[name, arm])) for arm in arms}
+        decided = {arm: CLAIMS_BY_EXPERIMENT[command](load_run(runs[name, arm]), {}) for arm in arms}
         for i, a in enumerate(decided["fp32"]):
             task = "semantic" if "semantic" in a.claim else "location"  # the GAP study's claims name their task
             row = {"study": f"{name} {task}" if name == "gap-study" else name, "claim": a.claim,

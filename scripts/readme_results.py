@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from poschan.experiments.reproduce import study
+from poschan.experiments.reproduce import study as study_steps
 from poschan.report.claims import claims
 from poschan.report.document import Section, section
 from poschan.report.render import to_html, to_markdown
@@ -28,15 +28,23 @@ END = "<!-- results: end -->"
 
 
 SUMMARY_FILES = ("results.json", "config.yaml", "*.csv", "*.png")
-NOT_OF_THE_STUDY = ("precision-check",)  # results/ folders made by other commands (scripts/precision_check.py)
+# results/ folders made by other commands: `make long` (gap-study's long preset), scripts/precision_check.py
+NOT_OF_THE_STUDY = ("gap-long", "precision-check")
 
 
 def collect(study: Path, root: Path) -> None:
-    """Replace the study's summaries in ``root/results`` by those of every finished step of ``study``."""
+    """Replace, in ``root/results``, the summaries of every finished step of ``study`` (a study resumed over
+    sessions arrives step by step: the other steps keep their summaries), and remove the folders that name no step
+    of the study (a condition renamed or merged)."""
+    if not study.is_dir():
+        raise SystemExit(f"--collect {study}: no such study folder (run `make reproduce` first); results/ unchanged")
+    finished = sorted(p for p in study.iterdir() if (p / "results.json").is_file())
     target = root / "results"
-    for old in (p for p in target.glob("*") if p.is_dir() and p.name not in NOT_OF_THE_STUDY):
+    steps = {s.name for s in study_steps("quick", study)} | set(NOT_OF_THE_STUDY)
+    for old in (p for p in target.glob("*") if p.is_dir() and p.name not in steps):
         shutil.rmtree(old)
-    for step in sorted(p for p in study.iterdir() if (p / "results.json").is_file()):
+    for step in finished:
+        shutil.rmtree(target / step.name, ignore_errors=True)
         (target / step.name).mkdir(parents=True)
         for pattern in SUMMARY_FILES:
             for f in step.glob(pattern):
@@ -45,7 +53,7 @@ def collect(study: Path, root: Path) -> None:
 
 def sections(root: Path) -> list[Section]:
     """The report sections of every run in ``root/results``, in the study's order."""
-    order = [step.name for step in study("quick", root / "results")]
+    order = [step.name for step in study_steps("quick", root / "results")]
     runs = sorted((p for p in (root / "results").iterdir() if (p / "results.json").is_file()),
                   key=lambda p: (order.index(p.name) if p.name in order else len(order), p.name))
     return [section(run) for run in runs]

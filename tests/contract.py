@@ -8,10 +8,14 @@ import math
 
 def statistic_ok(stat: dict, low: float | None = None, high: float | None = None, method_has: str = "") -> bool:
     """n values, their mean, an interval of non-zero width around it inside [low, high] (default: the range the
-    statistic records), and a method (containing ``method_has``)."""
+    statistic records), and a method (containing ``method_has``); or no interval, said so, where the values alone
+    (one, or all equal) support none."""
     rng = stat.get("range") or [None, None]
     low = rng[0] if low is None else low
     high = rng[1] if high is None else high
+    if stat["ci95"] is None:  # summaries of per-unit values alone: one value, or no variation, has no interval
+        return (stat["n"] == len(stat["values"]) >= 1 and "no interval" in stat.get("method", "")
+                and (stat["n"] == 1 or len(set(stat["values"])) == 1))
     lo, hi = stat["ci95"]
     return (stat["n"] == len(stat["values"]) >= 1
             and math.isclose(stat["mean"], sum(stat["values"]) / stat["n"], rel_tol=1e-9, abs_tol=1e-12)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import stats
+from scipy.special import expit
 
 from poschan.config import build_config
 
@@ -20,9 +21,12 @@ COMMITTED = ROOT / "results" / "precision-check" / "results.json"
 
 
 def t_interval(values: list[float]) -> tuple[float, float]:
+    """Student-t over the seeds on the logit of [-1, 1] (the delta method), mapped back."""
     v = np.asarray(values)
-    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return v.mean() - half, v.mean() + half
+    m = v.mean()
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) * 2 / ((1 + m) * (1 - m))
+    centre = np.log((1 + m) / (1 - m))
+    return -1 + 2 * expit(centre - half), -1 + 2 * expit(centre + half)
 
 
 def stat(values: list[float]) -> dict:
@@ -60,10 +64,10 @@ def test_a_noisy_check_cannot_pass_on_its_mean_alone():
 
 def test_an_accuracy_of_one_everywhere_is_bounded_by_its_items_not_by_the_whole_range():
     """Every seed at accuracy 1 in both runs: no item can be discordant, so the interval is the Wilson bound of 0
-    discordant items out of seeds × items, not the metric's whole range."""
+    discordant items out of one seed's items (the seeds may be alike: not pooled), not the metric's whole range."""
     row = check._paired("s", "m", stat([1.0] * 5), stat([1.0] * 5), True, items=2000)
     z2 = stats.norm.ppf(0.975) ** 2
-    assert row["difference"]["ci95"] == pytest.approx([-z2 / (10_000 + z2), z2 / (10_000 + z2)])
+    assert row["difference"]["ci95"] == pytest.approx([-z2 / (2000 + z2), z2 / (2000 + z2)])
     assert row["within_bound"] is True
 
 
@@ -85,12 +89,15 @@ def test_the_committed_check_recomputes_from_its_per_seed_values():
         d = row["difference"]
         assert d["n"] == seeds
         if "Wilson" in d["method"]:  # every outcome fixed (accuracy 0 or 1 in both runs): no discordant item
-            z2, items = stats.norm.ppf(0.975) ** 2, seeds * row["items_per_seed"]
+            z2, items = stats.norm.ppf(0.975) ** 2, row["items_per_seed"]  # one seed's items: not pooled
             assert set(d["values"]) == {0.0} and d["ci95"] == pytest.approx([-z2 / (items + z2), z2 / (items + z2)])
             continue
         lo, hi = t_interval(d["values"])
-        span = (-1.0, 1.0) if row["bound"] is not None else (-np.inf, np.inf)
-        assert d["ci95"] == pytest.approx([max(lo, span[0]), min(hi, span[1])]), row["metric"]
+        if row["bound"] is None:  # an unbounded metric: the raw scale
+            v = np.asarray(d["values"])
+            half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+            lo, hi = v.mean() - half, v.mean() + half
+        assert d["ci95"] == pytest.approx([lo, hi]), row["metric"]
         if row["bound"] is not None:
             assert row["within_bound"] == (-row["bound"] <= d["ci95"][0] and d["ci95"][1] <= row["bound"])
     assert metrics["decisions"] == check.decisions(metrics["rows"], metrics["verdicts"])

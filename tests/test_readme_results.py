@@ -37,3 +37,34 @@ def test_an_edited_number_is_caught(tmp_path):
     (tmp_path / "README.md").write_text(readme[:digit] + str((int(readme[digit]) + 1) % 10) + readme[digit + 1:])
     proc = check(tmp_path)
     assert proc.returncode == 1 and "differ" in proc.stderr
+
+
+def test_collect_replaces_finished_steps_keeps_the_others_and_drops_renamed_conditions(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_results", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    results, study = tmp_path / "results", tmp_path / "study"
+    for name, text in (("gap-study", "old"), ("augshift", "old"), ("seg-train-tb-p0", "old"), ("gap-long", "long")):
+        (results / name).mkdir(parents=True)
+        (results / name / "results.json").write_text(text)
+    (results / "gap-study" / "stale.csv").write_text("from the old run")
+    for name in ("gap-study", "seg-train-p0"):
+        (study / name).mkdir(parents=True)
+        (study / name / "results.json").write_text("new")
+        (study / name / "model.safetensors").write_text("a checkpoint: never collected")
+    (study / "rank.partial").mkdir()  # unfinished: not collected
+    script.collect(study, tmp_path)
+    assert sorted(p.name for p in results.iterdir()) == ["augshift", "gap-long", "gap-study", "seg-train-p0"]
+    assert (results / "gap-study" / "results.json").read_text() == "new"
+    assert sorted(p.name for p in (results / "gap-study").iterdir()) == ["results.json"]
+    assert (results / "augshift" / "results.json").read_text() == "old"  # not re-run yet: kept
+
+
+def test_collect_from_a_missing_study_changes_nothing(tmp_path):
+    (tmp_path / "results" / "gap-study").mkdir(parents=True)
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--collect", str(tmp_path / "nowhere"), "--root",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "no such study folder" in proc.stderr
+    assert (tmp_path / "results" / "gap-study").is_dir()

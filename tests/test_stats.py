@@ -36,19 +36,50 @@ def test_one_seed_proportion_is_wilson():
 
 
 def test_all_correct_is_never_zero_width():
+    """Three networks right on every one of the same 50 items: the networks may be alike, so the bound is
+    Wilson's over one network's 50 items, not over 150."""
     s = proportion([np.ones(50), np.ones(50), np.ones(50)])
-    assert s["mean"] == 1.0 and s["ci95"] == pytest.approx(wilson(150, 150))
+    assert s["mean"] == 1.0 and s["ci95"] == pytest.approx(wilson(50, 50))
+    assert "agree" in s["method"]
     check_contract(s, 0, 1)
 
 
-def test_two_level_interval_covers_the_spread_between_seeds():
+def crossed_half_width(values: np.ndarray) -> float:
+    """The crossed design's half-width written out for 0/1 outcomes (units × shared items): the units' variance
+    s²/U with t(U-1), the shared items' method-of-moments variance with t(I-1), on the logit scale."""
+    u, i = values.shape
+    unit_means, item_means, grand = values.mean(1), values.mean(0), values.mean()
+    v_units = unit_means.var(ddof=1) / u
+    ms_items = u * ((item_means - grand) ** 2).sum() / (i - 1)
+    ms_res = ((values - unit_means[:, None] - item_means[None, :] + grand) ** 2).sum() / ((u - 1) * (i - 1))
+    v_items = max(0.0, ms_items - ms_res) / (u * i)
+    half = math.sqrt(stats.t.ppf(0.975, u - 1) ** 2 * v_units + stats.t.ppf(0.975, i - 1) ** 2 * v_items)
+    return half / (grand * (1 - grand))  # on the logit scale: the delta method's slope 1 / (p (1 - p))
+
+
+def test_crossed_interval_covers_units_and_shared_items():
+    rng = np.random.default_rng(3)
+    item_ease = rng.normal(0, 1.5, 400)
+    values = np.stack([rng.random(400) < 1 / (1 + np.exp(-(0.8 + shift + item_ease))) for shift in (-0.4, 0, 0.4)])
+    s = proportion(list(values.astype(float)))
+    check_contract(s, 0, 1)
+    logit = math.log(values.mean() / (1 - values.mean()))
+    half = crossed_half_width(values.astype(float))
+    expected = [1 / (1 + math.exp(-(logit - half))), 1 / (1 + math.exp(-(logit + half)))]
+    assert s["ci95"] == pytest.approx(expected, rel=1e-6)
+    assert "crossed" in s["method"] and "covers training seeds and test items" in s["method"]
     spread = proportion([outcomes(r, 1000, i) for i, r in enumerate((0.2, 0.5, 0.8))])
-    check_contract(spread, 0, 1)
-    assert spread["ci95"][0] < 0.35 and spread["ci95"][1] > 0.65  # seed resampling dominates
-    same = proportion([outcomes(0.5, 1000, i) for i in range(3)])
-    half = 1.96 * math.sqrt(0.25 / 3000)  # no seed variation: items of all seeds together
-    assert (same["ci95"][1] - same["ci95"][0]) / 2 == pytest.approx(half, rel=0.15)
-    assert "seeds" in same["method"] and "test items" in same["method"]
+    assert spread["ci95"][0] < 0.2 and spread["ci95"][1] > 0.8  # t with 2 df over three far-apart networks
+
+
+def test_items_not_shared_fall_back_to_t_over_units():
+    groups = [outcomes(r, n, i) for i, (r, n) in enumerate(((0.6, 300), (0.7, 400), (0.65, 500)))]
+    s = proportion(groups)
+    means = np.array([g.mean() for g in groups])
+    logit, slope = math.log(means.mean() / (1 - means.mean())), 1 / (means.mean() * (1 - means.mean()))
+    half = stats.t.ppf(0.975, 2) * means.std(ddof=1) / math.sqrt(3) * slope
+    assert s["ci95"] == pytest.approx([1 / (1 + math.exp(-(logit - half))), 1 / (1 + math.exp(-(logit + half)))])
+    assert "not shared" in s["method"]
 
 
 def test_generic_metric_one_unit_bca_inside_bounds():
@@ -59,9 +90,11 @@ def test_generic_metric_one_unit_bca_inside_bounds():
     assert s["mean"] == pytest.approx(rows[:, 0].mean() * rows[:, 1].mean())
 
 
-def test_no_variation_in_a_continuous_metric_gives_its_range():
-    s = estimate([np.full(10, 0.3), np.full(10, 0.3)], bounds=(0, 1))
-    assert s["ci95"] == [0, 1] and "whole range" in s["method"]
+def test_no_variation_in_a_continuous_metric_gives_the_rule_of_three():
+    s = estimate([np.full(50, 0.3), np.full(50, 0.3)], bounds=(0, 1))
+    assert s["ci95"] == pytest.approx([0.3 - 3 / 50, 0.3 + 3 / 50]) and "rule of three" in s["method"]
+    d = paired_difference([np.full(100, 0.4)] * 3, [np.full(100, 0.4)] * 3, metric=None, bounds=(-1, 1))
+    assert d["ci95"] == pytest.approx([-6 / 100, 6 / 100]) and d["p_value"] == 1.0
 
 
 def test_paired_difference_detects_a_real_difference():
@@ -93,13 +126,18 @@ def test_mcnemar_when_every_pair_disagrees_the_same_way():
     check_contract(d, -1, 1)
 
 
-def test_versus_chance_exact_and_combined():
+def test_versus_chance_exact_for_one_unit_and_crossed_t_for_several():
     groups = [outcomes(r, 100, i) for i, r in enumerate((0.15, 0.12, 0.2))]
-    ps = [stats.binomtest(k, 100, 0.1, alternative="greater").pvalue for k in (15, 12, 20)]
-    z = sum(stats.norm.isf(p) for p in ps) / math.sqrt(3)
-    v = versus_chance(groups, 0.1)
-    assert v["p_values"] == pytest.approx(ps) and v["p_value"] == pytest.approx(stats.norm.sf(z))
-    assert versus_chance(groups[:1], 0.1)["p_value"] == pytest.approx(ps[0])
+    one = versus_chance(groups[:1], 0.1)
+    assert one["p_value"] == pytest.approx(stats.binomtest(15, 100, 0.1, alternative="greater").pvalue)
+    several = versus_chance(groups, 0.1)
+    s = proportion(groups)
+    # one-sided at 0.025 exactly when the two-sided 95% interval's lower end is above chance
+    assert (several["p_value"] < 0.025) == (s["ci95"][0] > 0.1) and "Student-t" in several["test"]
+    far = versus_chance([outcomes(0.9, 300, i) for i in range(3)], 0.1)
+    assert far["p_value"] < 1e-4
+    near = versus_chance([outcomes(r, 300, i) for i, r in enumerate((0.08, 0.1, 0.12))], 0.1)
+    assert near["p_value"] > 0.2
 
 
 def test_ratio_known_and_refused_near_zero():
@@ -115,7 +153,11 @@ def test_ratio_known_and_refused_near_zero():
 def test_summarize_cut_to_bounds_and_no_zero_width():
     s = summarize([0.98, 0.99, 1.0], bounds=(0, 1))
     half = stats.t.ppf(0.975, 2) * 0.01 / math.sqrt(3)
-    assert s["ci95"] == pytest.approx([0.99 - half, 1.0])
-    assert summarize([0.5], bounds=(0, 1))["ci95"] == [0, 1]
+    logit_half = half / (0.99 * 0.01)  # the delta method on the logit scale: the interval ends inside (0, 1)
+    expected = [1 / (1 + math.exp(-(math.log(99) - logit_half))), 1 / (1 + math.exp(-(math.log(99) + logit_half)))]
+    assert s["ci95"] == pytest.approx(expected) and s["ci95"][1] < 1
+    one = summarize([0.5], bounds=(0, 1))
+    assert one["ci95"] is None and "no interval" in one["method"]
+    assert summarize([0.2, 0.2], bounds=(0, 1))["ci95"] is None
     with pytest.raises(ValueError):
         summarize([], bounds=(0, 1))

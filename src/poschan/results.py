@@ -26,6 +26,7 @@ from poschan.distributed import is_main
 from poschan.errors import UserError
 from poschan.execution import cpu_capability, resolve_precision
 from poschan.runtime import resolve_device
+from poschan.stats import METHOD_VERSION
 
 
 def _umask() -> int:
@@ -92,10 +93,10 @@ def read_tensor_file(path: str | Path, what: str) -> object:
 
 
 def environment(device: str, precision: str | None = None) -> dict:
-    """Versions, the device and what its CPU computes natively; with a run's configured training ``precision``,
+    """Versions (of the statistics' method too), the device and what its CPU computes natively; with a run's configured training ``precision``,
     the precision it resolved to there (evaluation, rankings and ablations always run in fp32)."""
     env = {"poschan": __version__, "torch": torch.__version__, "python": platform.python_version(),
-           "device": device, "cpu": cpu_capability()}
+           "device": device, "cpu": cpu_capability(), "stats": METHOD_VERSION}
     if precision is not None:
         env["training_precision"] = resolve_precision(precision, resolve_device(device))
     return env

@@ -2,30 +2,43 @@
 
 Every estimate is ``{"mean", "ci95", "n", "values", "range", "method"}``: ``values`` are the per-unit estimates
 (one per training seed, ranking seed or random draw), ``mean`` their mean, ``range`` the metric's range (null for
-an unbounded side) and ``method`` names how the interval was computed and which sources of variation it covers. Data come as *groups*: one array per unit, holding one row
-per test item (an image, a canvas, a channel). A metric is a function of the mean of its group's rows
-(accuracy: the mean of 0/1 rows; mIoU: a function of the mean per-image confusion matrix), so resampling items
-is resampling rows.
+an unbounded side) and ``method`` names how the interval was computed and which sources of variation it covers.
+Data come as *groups*: one array per unit, holding one row per test item (an image, a canvas, a channel). A metric
+is a function of the mean of its group's rows (accuracy: the mean of 0/1 rows; mIoU: a function of the mean
+per-image confusion matrix).
 
-- several units: a two-level percentile bootstrap, units first, then items within each unit;
+- several units: every unit is scored on the same items (a crossed design), so the mean over units varies with
+  the units (σ²_unit/U), with the items all units share (σ²_item/I) and with their interaction. Each unit's items
+  become jackknife pseudo-values of its metric; a two-way analysis of variance of the U × I pseudo-values gives
+  V_units = s²/U and V_items = max(0, MS_items − MS_residual)/(U·I) (method of moments, Searle, Casella &
+  McCulloch 1992); the half-width √(t²(U−1)·V_units + t²(I−1)·V_items) is built on the logit of the metric's
+  range (log for a one-sided range) and mapped back. Units with different numbers of items (not crossed): Student-t over
+  the unit estimates, whose spread then holds the item noise too.
 - one unit: ``scipy.stats.bootstrap`` over items (BCa), or Wilson's score interval for a proportion;
-- a sample without any variation: Wilson over all items for a proportion (a paired difference of 0/1 outcomes
-  is bounded by the discordant share), else the metric's whole range, said so in ``method``.
+- a sample without any variation: Wilson over one unit's items for a proportion (a paired difference of 0/1
+  outcomes: the discordant shares), else the rule of three (fewer than 3/I of the items could differ), said so in
+  ``method``; never the metric's whole range.
 
-Percentile intervals lie inside the range of the resampled metric, hence inside the metric's range.
+Paired differences carry the p-value of the same test that gives the interval (below 0.05 exactly when the
+interval excludes 0); a resampling p-value at its floor 2/(B+1) is a bound (``p_bound``), printed "p ≤ ...".
+The calibration of these intervals under the crossed design is a test of the suite (tests/test_stats_calibration).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+from scipy import optimize
 from scipy import stats as _st
 
 Metric = Callable[[np.ndarray], np.ndarray]  # item means (..., d) -> metric (...)
+# Which inference a run's statistics come from, recorded in its results.json ("stats"): 2 is the crossed design's
+# Student-t above; runs without it carry the two-level percentile bootstrap, whose intervals under-cover.
+METHOD_VERSION = 2
 RESAMPLES = 4000
-_DISTINCT_ROWS = 256  # at most this many distinct rows: resample their counts (a multinomial) instead of indices
 _CHUNK = 250
 
 
@@ -48,32 +61,132 @@ def _as_groups(groups: Sequence) -> list[np.ndarray]:
     return out
 
 
-def _resampled_means(rows: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` bootstrap resamples of the item mean of ``rows`` (n, d) -> (count, d)."""
+@dataclass(frozen=True)
+class _Scale:
+    """The scale a Student-t interval is built on, so that mapped back it stays inside ``bounds``."""
+
+    bounds: tuple[float, float]
+
+    def forward(self, x: float) -> float:
+        lo, hi = self.bounds
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if np.isfinite(lo) and np.isfinite(hi):
+                return float(np.log(x - lo) - np.log(hi - x))
+            if np.isfinite(lo):
+                return float(np.log(x - lo))
+            if np.isfinite(hi):
+                return float(-np.log(hi - x))
+        return float(x)
+
+    def back(self, y: float) -> float:
+        lo, hi = self.bounds
+        if np.isfinite(lo) and np.isfinite(hi):
+            return float(lo + (hi - lo) * _st.logistic.cdf(y))
+        if np.isfinite(lo):
+            return float(lo + np.exp(y))
+        if np.isfinite(hi):
+            return float(hi - np.exp(-y))
+        return float(y)
+
+    def slope(self, x: float) -> float:
+        lo, hi = self.bounds
+        with np.errstate(divide="ignore"):
+            if np.isfinite(lo) and np.isfinite(hi):
+                return float((hi - lo) / ((x - lo) * (hi - x)))
+            if np.isfinite(lo):
+                return float(1 / (x - lo))
+            if np.isfinite(hi):
+                return float(1 / (hi - x))
+        return 1.0
+
+    @property
+    def name(self) -> str:
+        lo, hi = self.bounds
+        if np.isfinite(lo) and np.isfinite(hi):
+            return f"on the logit of [{lo:g}, {hi:g}]"
+        return "on the log of the distance to the bound" if np.isfinite(lo) or np.isfinite(hi) else "on the raw scale"
+
+
+@dataclass(frozen=True)
+class _T:
+    """A Student-t statistic: ``centre`` and standard error ``se`` on ``scale``, ``df`` degrees of freedom."""
+
+    centre: float
+    se: float
+    df: float
+    scale: _Scale
+
+    def interval(self) -> list[float]:
+        half = float(_st.t.ppf(0.975, self.df)) * self.se
+        return [self.scale.back(self.centre - half), self.scale.back(self.centre + half)]
+
+    def p_value(self, null: float, alternative: str = "two-sided") -> float:
+        t = (self.centre - self.scale.forward(null)) / self.se
+        if alternative == "greater":
+            return float(_st.t.sf(t, self.df))
+        return float(min(1.0, 2 * _st.t.sf(abs(t), self.df)))
+
+
+def _matching_df(quantile: float) -> float:
+    """The degrees of freedom whose Student-t 97.5% quantile is ``quantile`` (inf at or below the normal's)."""
+    if quantile <= _st.norm.ppf(0.975):
+        return np.inf
+    return float(optimize.brentq(lambda df: _st.t.ppf(0.975, df) - quantile, 0.2, 1e7))
+
+
+def _pseudo_values(rows: np.ndarray, fn: Metric) -> np.ndarray:
+    """Jackknife pseudo-values of ``fn(item mean)`` over the items of one unit: n·θ − (n−1)·θ₋ᵢ (for a mean metric
+    they are the items themselves). Written here: scipy's jackknife gives the resulting variance, not the values."""
     n = len(rows)
-    distinct, tally = np.unique(rows, axis=0, return_counts=True)
-    if len(distinct) <= _DISTINCT_ROWS:  # same distribution as resampling indices, far cheaper for 0/1 data
-        return rng.multinomial(n, tally / n, size=count) @ distinct / n
-    out = np.empty((count, rows.shape[1]))
-    for start in range(0, count, _CHUNK):  # how often each item is drawn (chunk, n), times the rows: no (chunk, n, d)
-        size = min(_CHUNK, count - start)
-        idx = rng.integers(0, n, size=(size, n)) + n * np.arange(size)[:, None]
-        out[start:start + size] = np.bincount(idx.ravel(), minlength=size * n).reshape(size, n) @ rows / n
-    return out
+    total = rows.sum(axis=0)
+    with np.errstate(all="ignore"):
+        leave_one_out = fn((total[None, :] - rows) / (n - 1))
+        return n * fn(total / n) - (n - 1) * leave_one_out
 
 
-def _two_level(groups: list[np.ndarray], metric: Metric, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """Two-level bootstrap distribution of the mean over units of ``metric(item mean)``.
+def _crossed_variance(gs: list[np.ndarray], fn: Metric, values: np.ndarray) -> tuple[float, float] | None:
+    """The two parts of the variance of the mean of ``values`` over crossed units × shared items: the units' (their
+    spread, holding their interaction with the items) and the shared items' (method of moments, 0 where the
+    items add nothing beyond the interaction); None where the pseudo-values are not finite."""
+    units, items = len(gs), len(gs[0])
+    z = np.stack([_pseudo_values(g, fn) for g in gs])
+    if not np.isfinite(z).all():
+        return None
+    z = z - z.mean(axis=1, keepdims=True) + values[:, None]  # each unit's pseudo-values centred on its estimate
+    columns = z.mean(axis=0)
+    ms_items = units * float(((columns - values.mean()) ** 2).sum()) / (items - 1)
+    residual = z - values[:, None] - columns[None, :] + values.mean()
+    ms_residual = float((residual ** 2).sum()) / ((units - 1) * (items - 1))
+    return float(np.var(values, ddof=1)) / units, max(0.0, ms_items - ms_residual) / (units * items)
 
-    Written here because scipy.stats.bootstrap resamples one level only: each replicate draws units with
-    replacement, then items within each drawn unit (Davison & Hinkley 1997, sec. 3.8).
+
+def _unit_t(gs: list[np.ndarray], fn: Metric, values: np.ndarray, bounds: tuple[float, float], unit: str,
+            item: str) -> tuple[_T | None, str]:
+    """The Student-t statistic of the mean over several units (None without variation) and its method text.
+
+    Crossed: half-width √(t²(U−1)·V_units + t²(I−1)·V_items), each part with its own degrees of freedom (as in
+    Graybill & Wang's modified large-sample intervals); Satterthwaite's df with estimated weights is too liberal
+    with 3 units (it grows exactly when the units' spread comes out small). The test's df match that quantile.
     """
-    units = len(groups)
-    per_unit = np.stack([metric(_resampled_means(g, resamples, rng)) for g in groups])  # (units, resamples)
-    drawn = rng.integers(0, units, size=(resamples, units))
-    # slot k of replicate b uses item resample (b + k) mod resamples: a seed drawn twice gets independent resamples
-    column = (np.arange(resamples)[:, None] + np.arange(units)[None, :]) % resamples
-    return per_unit[drawn, column].mean(axis=1)
+    units, items, mean = len(values), len(gs[0]), float(values.mean())
+    crossed = len({len(g) for g in gs}) == 1 and items > 1
+    parts = _crossed_variance(gs, fn, values) if crossed else None
+    v_units, v_items = parts if parts is not None else (float(np.var(values, ddof=1)) / units, 0.0)
+    var = v_units + v_items
+    scale = _Scale(bounds)
+    if var <= 0:
+        return None, f"Student-t over {units} {unit}"
+    t_units, t_items = _st.t.ppf(0.975, units - 1), _st.t.ppf(0.975, items - 1)
+    df = _matching_df(float(np.sqrt((t_units ** 2 * v_units + t_items ** 2 * v_items) / var)))
+    if parts is None:
+        how = f"Student-t over {units} {unit} ({item} not shared by every unit: their noise is in the spread)"
+    else:
+        how = (f"Student-t over {units} {unit} × {items} shared {item} (crossed): the units' variance and the shared "
+               f"items' (method of moments on jackknife pseudo-values), each with its own df (effective df {df:.1f})")
+    if not np.isfinite(scale.forward(mean)):  # the mean sits on a bound: a raw-scale interval, cut to the range
+        scale = _Scale((-np.inf, np.inf))
+    return _T(scale.forward(mean), scale.slope(mean) * float(np.sqrt(var)), df, scale), (
+        f"{how}, {scale.name}; covers {unit} and {item}")
 
 
 def _one_level(rows: np.ndarray, metric: Metric, resamples: int, rng: np.random.Generator
@@ -92,11 +205,12 @@ def _one_level(rows: np.ndarray, metric: Metric, resamples: int, rng: np.random.
     return np.asarray(res.bootstrap_distribution), (None if np.isnan(lo) or np.isnan(hi) else (lo, hi))
 
 
-def _sign_p(dist: np.ndarray, null: float) -> float:
-    """Two-sided bootstrap p-value of H0 "estimate = null": the smaller tail share beyond ``null``, doubled."""
+def _sign_p(dist: np.ndarray, null: float) -> tuple[float, bool]:
+    """Two-sided bootstrap p-value of H0 "estimate = null" (the smaller tail share beyond ``null``, doubled) and
+    whether it is only a bound: no resample beyond ``null``, so p is at its floor 2/(B+1)."""
     b = len(dist)
     tail = min(int(np.sum(dist <= null)), int(np.sum(dist >= null)))
-    return min(1.0, 2 * (tail + 1) / (b + 1))
+    return min(1.0, 2 * (tail + 1) / (b + 1)), tail == 0
 
 
 def _is_binary(groups: list[np.ndarray]) -> bool:
@@ -108,40 +222,44 @@ def _wilson(successes: int, trials: int) -> tuple[float, float]:
     return float(ci.low), float(ci.high)
 
 
-def _estimate(gs: list[np.ndarray], fn: Metric, bounds: tuple[float, float], unit: str, item: str,
-              resamples: int, seed: int, kind: str) -> tuple[dict, np.ndarray | None]:
-    """The estimate and its bootstrap distribution (None where no bootstrap ran or it showed no variation).
+@dataclass
+class _Inference:
+    """An estimate and what tests it: a Student-t statistic, a one-unit bootstrap distribution, or neither."""
 
-    ``kind`` is "proportion" (0/1 rows, the mean), "paired" (two 0/1 columns, their difference) or "other".
-    """
-    values = [float(fn(g.mean(axis=0))) for g in gs]
-    mean = float(np.mean(values))
-    rng = np.random.default_rng(seed)
-    out: dict = {"mean": mean, "ci95": None, "n": len(values), "values": values,
+    out: dict
+    t: _T | None = None
+    dist: np.ndarray | None = None
+
+
+def _estimate(gs: list[np.ndarray], fn: Metric, bounds: tuple[float, float], unit: str, item: str,
+              resamples: int, seed: int, kind: str) -> _Inference:
+    """The estimate and what tests it. ``kind`` is "proportion" (0/1 rows, the mean), "paired" (two 0/1 columns,
+    their difference) or "other"."""
+    values = np.array([float(fn(g.mean(axis=0))) for g in gs])
+    mean = float(values.mean())
+    out: dict = {"mean": mean, "ci95": None, "n": len(values), "values": values.tolist(),
                  "range": [float(b) if np.isfinite(b) else None for b in bounds]}
-    dist = None
+    found = _Inference(out)
     if len(gs) == 1 and kind == "proportion":
         out["ci95"] = list(_wilson(int(gs[0].sum()), len(gs[0])))
         out["method"] = (f"Wilson score interval over {len(gs[0])} {item} (one of the {unit}: their variation "
                          "not covered)")
     elif len(gs) == 1:
-        dist, ci = _one_level(gs[0], fn, resamples, rng)
-        if ci is not None:
-            out["ci95"] = list(ci)
+        dist, ci = _one_level(gs[0], fn, resamples, np.random.default_rng(seed))
+        if ci is not None and ci[1] > ci[0]:
+            out["ci95"], found.dist = list(ci), dist
             out["method"] = (f"BCa bootstrap over {len(gs[0])} {item} ({resamples} resamples; one of the {unit}: "
                              "their variation not covered)")
     else:
-        dist = _two_level(gs, fn, resamples, rng)
-        out["ci95"] = [float(np.quantile(dist, 0.025)), float(np.quantile(dist, 0.975))]
-        out["method"] = (f"two-level percentile bootstrap: {len(gs)} {unit}, then {item} within each "
-                         f"({resamples} resamples); covers {unit} and {item}")
-    if dist is not None and np.ptp(dist) == 0:
-        dist = None
+        found.t, out["method"] = _unit_t(gs, fn, values, bounds, unit, item)
+        if found.t is not None:
+            out["ci95"] = found.t.interval()
     if out["ci95"] is None or out["ci95"][1] - out["ci95"][0] <= 0:
-        out["ci95"], out["method"] = _without_variation(gs, bounds, unit, item, kind)
-    # a percentile interval can, for very skewed data, miss the mean of the units; the contract keeps it inside
-    out["ci95"] = [min(out["ci95"][0], mean), max(out["ci95"][1], mean)]
-    return out, dist
+        found.t = found.dist = None
+        out["ci95"], out["method"] = _without_variation(gs, mean, bounds, unit, item, kind)
+    lo, hi = bounds  # the contract: inside the range, around the mean
+    out["ci95"] = [max(lo, min(out["ci95"][0], mean)), min(hi, max(out["ci95"][1], mean))]
+    return found
 
 
 def _kind(gs: list[np.ndarray], metric: Metric | None) -> str:
@@ -159,23 +277,31 @@ def estimate(groups: Sequence, metric: Metric | None = None, *, bounds: tuple[fl
     ``bounds`` is the metric's range.
     """
     gs = _as_groups(groups)
-    return _estimate(gs, metric or _mean_column, bounds, unit, item, resamples, seed, _kind(gs, metric))[0]
+    return _estimate(gs, metric or _mean_column, bounds, unit, item, resamples, seed, _kind(gs, metric)).out
 
 
-def _without_variation(gs: list[np.ndarray], bounds: tuple[float, float], unit: str, item: str,
+def _without_variation(gs: list[np.ndarray], mean: float, bounds: tuple[float, float], unit: str, item: str,
                        kind: str) -> tuple[list[float], str]:
-    n = sum(len(g) for g in gs)
+    """The interval the design supports when every unit and item agree: one unit's ``items`` bound how often an
+    item could disagree (the units may be alike, so their items are not pooled)."""
+    units, items = len(gs), max(len(g) for g in gs)
+    agree = f"every one of the {units} {unit} × {items} {item} agree"
     if kind == "proportion":
-        k = int(sum(g.sum() for g in gs))
-        return list(_wilson(k, n)), (f"Wilson score interval over all {n} {item} pooled (no variation between "
-                                     f"{unit} or {item} to bootstrap)")
+        k = round(mean * items)
+        return list(_wilson(k, items)), f"Wilson score interval of {k} of {items} {item}: {agree}"
     if kind == "paired":
-        up, down = _discordant(gs)
-        (up_lo, up_hi), (down_lo, down_hi) = _wilson(up, n), _wilson(down, n)
+        up, down = (round(c / units) for c in _discordant(gs))
+        (up_lo, up_hi), (down_lo, down_hi) = _wilson(up, items), _wilson(down, items)
         return [up_lo - down_hi, up_hi - down_lo], (
-            f"difference of Wilson intervals of the two discordant shares ({up} and {down} of {n} {item} "
-            "pooled): no variation to bootstrap")
-    return list(bounds), f"the metric's whole range: no variation between {unit} or {item} to estimate one"
+            f"difference of Wilson intervals of the two discordant shares ({up} and {down} of {items} {item}): "
+            f"{agree}")
+    lo, hi = bounds
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return [-np.inf, np.inf], f"not estimable: {agree}, and the metric has no range to bound a change by"
+    share = min(1.0, 3 / items)
+    return [mean - share * (hi - lo), mean + share * (hi - lo)], (
+        f"rule of three: {agree}, so fewer than 3/{items} of the {item} would differ (95%); a metric of item means "
+        "moves by at most that share of its range")
 
 
 def _discordant(gs: list[np.ndarray]) -> tuple[int, int]:
@@ -205,27 +331,41 @@ def paired_difference(a: Sequence, b: Sequence, metric: Metric | None = None, *,
     """``metric(a) - metric(b)`` on the same units and items, with its interval and a two-sided p-value.
 
     ``a[i]`` and ``b[i]`` hold unit i's items in the same order; ``bounds`` is the range of the difference
-    (e.g. (-1, 1) for accuracies). The p-value comes from the resamples that give the interval (so it is below
-    0.05 exactly when the interval excludes 0); without any variation to resample, 0/1 outcomes get McNemar's
-    exact test over the pooled discordant items.
+    (e.g. (-1, 1) for accuracies). The p-value is the same test's as the interval's (below 0.05 exactly when the
+    interval excludes 0); without any variation, 0/1 outcomes get McNemar's exact test over the discordant items.
     """
     joined, left, right = _joined(a, b, metric)
     kind = "paired" if metric is None and joined[0].shape[1] == 2 and _is_binary(joined) else "other"
-    out, dist = _estimate(joined, lambda m: left(m) - right(m), bounds, unit, item, resamples, seed, kind)
-    if dist is not None:
-        out["p_value"], out["test"] = _sign_p(dist, 0.0), "two-sided bootstrap p-value of a zero difference"
+    found = _estimate(joined, lambda m: left(m) - right(m), bounds, unit, item, resamples, seed, kind)
+    out = found.out
+    if found.t is not None:
+        out["p_value"] = found.t.p_value(0.0)
+        out["test"] = f"two-sided Student-t test of a zero difference (df {found.t.df:.1f})"
+    elif found.dist is not None:
+        out["p_value"], bound = _sign_p(found.dist, 0.0)
+        out["test"] = "two-sided bootstrap test of a zero difference"
+        if bound:
+            out["p_bound"] = True
     elif kind == "paired":
-        up, down = _discordant(joined)
+        up, down = (round(c / len(joined)) for c in _discordant(joined))
         out["p_value"] = float(_st.binomtest(up, up + down).pvalue) if up + down else 1.0
-        out["test"] = "McNemar's exact test over the pooled discordant items"
+        out["test"] = "McNemar's exact test over the discordant items of one unit (every unit agrees)"
     else:
         out["p_value"], out["test"] = 1.0, "no variation to test against"
     return out
 
 
+def p_text(s: dict) -> str:
+    """A statistic's p-value as printed: "p = 0.012", or "p ≤ 0.0005 (resampling floor)" where it is a bound."""
+    p = s["p_value"]
+    if s.get("p_bound"):
+        return f"p ≤ {p:.2g} (resampling floor)"
+    return "p < 1e-16" if p < 1e-16 else f"p = {p:.2g}"
+
+
 def ratio(a: Sequence, b: Sequence, metric: Metric | None = None, *, unit: str = "training seeds",
           item: str = "test items", resamples: int = RESAMPLES, seed: int = 0) -> dict:
-    """The mean over units of ``metric(a) / metric(b)`` with a percentile interval, or why it is not estimated.
+    """The mean over units of ``metric(a) / metric(b)`` with its interval, or why it is not estimated.
 
     Not estimated (``{"estimable": False, "reason"}``) when the interval of ``metric(b)`` includes 0 or a unit's
     denominator is 0: a quotient by a denominator that may be zero has no interval worth printing.
@@ -245,37 +385,43 @@ def ratio(a: Sequence, b: Sequence, metric: Metric | None = None, *, unit: str =
 
 
 def versus_chance(outcomes: Sequence, chance: float) -> dict:
-    """Exact one-sided binomial test of accuracy > ``chance`` per unit, combined over units (Stouffer)."""
-    per_unit = []
-    for g in _as_groups(outcomes):
-        per_unit.append(float(_st.binomtest(int(g.sum()), len(g), chance, alternative="greater").pvalue))
-    if len(per_unit) == 1:
-        p = per_unit[0]
-    else:
-        clipped = np.clip(per_unit, 1e-300, 1 - 1e-16)  # Stouffer's z is infinite at exactly 0 or 1
-        p = float(_st.combine_pvalues(clipped, method="stouffer").pvalue)
-    return {"chance": chance, "p_value": p, "p_values": per_unit,
-            "test": "exact one-sided binomial test of accuracy > chance over the test items of each unit; "
-                    + ("one unit" if len(per_unit) == 1 else f"{len(per_unit)} units combined by Stouffer's method")}
+    """One-sided test of accuracy > ``chance``: the exact binomial test over the items of one unit, or over several
+    units the Student-t test of the crossed design (the same as the interval's of ``proportion``)."""
+    gs = _as_groups(outcomes)
+    if len(gs) == 1:
+        p = float(_st.binomtest(int(gs[0].sum()), len(gs[0]), chance, alternative="greater").pvalue)
+        return {"chance": chance, "p_value": p, "test": "exact one-sided binomial test of accuracy > chance over "
+                                                        f"the {len(gs[0])} test items of one unit"}
+    found = _estimate(gs, _mean_column, (0.0, 1.0), "units", "test items", RESAMPLES, 0, _kind(gs, None))
+    if found.t is not None:
+        p, test = found.t.p_value(chance, "greater"), f"one-sided Student-t test of accuracy > chance ({len(gs)} units" \
+                                                      f" × shared test items, df {found.t.df:.1f})"
+    else:  # every unit and item agree: the exact test over one unit's items
+        p = float(_st.binomtest(round(found.out["mean"] * len(gs[0])), len(gs[0]), chance,
+                                alternative="greater").pvalue)
+        test = "exact one-sided binomial test over one unit's items (every unit and item agree)"
+    return {"chance": chance, "p_value": p, "test": test}
 
 
 def summarize(values: Sequence[float], *, bounds: tuple[float, float], unit: str = "seeds") -> dict:
-    """An estimate from per-unit values alone (no items to resample): Student-t over units, cut to ``bounds``.
-
-    Cutting an interval to the parameter's range never lowers its coverage. With one value, or no variation,
-    the interval is ``bounds`` (said in ``method``).
-    """
-    vals = [float(v) for v in values]
-    if not vals:
+    """An estimate from per-unit values alone (no items to resample): Student-t over units on the logit of the
+    range (as ``estimate``). With one value, or no variation, there is no interval: ``ci95`` is None (said in
+    ``method``)."""
+    vals = np.array([float(v) for v in values])
+    if not len(vals):
         raise ValueError("summarize needs at least one value")
-    n, mean = len(vals), float(np.mean(vals))
+    n, mean = len(vals), float(vals.mean())
+    out = {"mean": mean, "ci95": None, "n": n, "values": vals.tolist(),
+           "range": [float(b) if np.isfinite(b) else None for b in bounds]}
     sd = float(np.std(vals, ddof=1)) if n > 1 else 0.0
+    scale = _Scale(bounds)
     if sd > 0:
-        half = float(_st.t.ppf(0.975, n - 1)) * sd / np.sqrt(n)
-        ci = [max(bounds[0], mean - half), min(bounds[1], mean + half)]
-        method = f"Student-t over {n} {unit}, cut to [{bounds[0]:g}, {bounds[1]:g}]; covers {unit}"
+        if not np.isfinite(scale.forward(mean)):
+            scale = _Scale((-np.inf, np.inf))
+        t = _T(scale.forward(mean), scale.slope(mean) * sd / np.sqrt(n), n - 1.0, scale)
+        lo, hi = t.interval()
+        out["ci95"] = [max(bounds[0], min(lo, mean)), min(bounds[1], max(hi, mean))]
+        out["method"] = f"Student-t over {n} {unit}, {scale.name}; covers {unit}"
     else:
-        ci = list(bounds)
-        method = f"the metric's whole range: {n} {unit} without variation, no interval can be estimated"
-    return {"mean": mean, "ci95": ci, "n": n, "values": vals,
-            "range": [float(b) if np.isfinite(b) else None for b in bounds], "method": method}
+        out["method"] = f"no interval: {n} {unit}" + (" without variation" if n > 1 else " only")
+    return out

@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 from poschan.results import atomic_write_text
+from poschan.stats import p_text
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -26,10 +27,12 @@ def flat_stats(row: dict) -> dict:
     flat: dict = {}
     for key, value in row.items():
         if isinstance(value, dict) and {"mean", "ci95", "n"} <= set(value):
-            flat |= {key: value["mean"], f"{key}_lo": value["ci95"][0], f"{key}_hi": value["ci95"][1],
-                     f"{key}_n": value["n"]}
+            lo, hi = value["ci95"] or (None, None)  # None: no interval (said in the statistic's method)
+            flat |= {key: value["mean"], f"{key}_lo": lo, f"{key}_hi": hi, f"{key}_n": value["n"]}
             if "p_value" in value:
                 flat[f"{key}_p"] = value["p_value"]
+                if value.get("p_bound"):
+                    flat[f"{key}_p_bound"] = True
         elif isinstance(value, dict) and "p_value" in value:
             flat[f"{key}_p"] = value["p_value"]
         else:
@@ -38,11 +41,13 @@ def flat_stats(row: dict) -> dict:
 
 
 def comparison_rows(comparisons: list[dict]) -> list[dict]:
-    """Paired comparisons (statistics with a name, two sides and a p-value) as CSV lines."""
+    """Paired comparisons (statistics with a name, two sides and a p-value) as CSV lines; ``p_bound`` says
+    where the p-value is only a bound (a resampling floor)."""
     return [{"name": c["name"], "a": c["a"], "b": c["b"], "difference": c["mean"], "lo": c["ci95"][0],
-             "hi": c["ci95"][1], "n": c["n"], "p_value": c["p_value"]} for c in comparisons]
+             "hi": c["ci95"][1], "n": c["n"], "p_value": c["p_value"], "p_bound": bool(c.get("p_bound"))}
+            for c in comparisons]
 
 
 def comparison_line(c: dict) -> str:
     """One paired comparison as a line of a command's printed summary."""
-    return f"{c['name']:<44} {c['mean']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]  p = {c['p_value']:.3g}"
+    return f"{c['name']:<44} {c['mean']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]  {p_text(c)}"

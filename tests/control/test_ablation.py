@@ -122,8 +122,11 @@ def test_bad_input_is_one_line():
         ablation_curve(model, "body", [0, 1, 2, 3], left_half_data(), n=[5])
     with pytest.raises(UserError, match="has 3 channels, layer 'body' has 4"):
         ablation_curve(model, "body", ChannelRanking("body", "flip", {"overall": torch.ones(3)}), left_half_data())
-    assert channel_counts(["5%", "50%", 3], 64) == [3, 32, 3]
+    assert channel_counts(["5%", "50%", 3], 64) == [3, 32]  # 5% of 64 is 3: one condition, run once
+    assert channel_counts(["1%", "2%", "10%"], 32) == [1, 3]
     assert [d.tolist() for d in random_channels(10, 3, 2)] == [d.tolist() for d in random_channels(10, 3, 2)]
+    per_network = [[d.tolist() for d in random_channels(64, 8, 3, seed)] for seed in range(4)]
+    assert len({str(draws) for draws in per_network}) == 4  # each network draws its own random channels
 
 
 class Wrapped(nn.Module):

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -8,7 +9,7 @@ from poschan.cli import main
 from poschan.config import build_config
 from poschan.data.sources import load_dataset
 from poschan.data.stream import CanvasStream
-from poschan.experiments.gap_study import Config, Variant, evaluators, plateaus, prepare, variants
+from poschan.experiments.gap_study import FLAT_SLOPE, Config, Variant, evaluators, plateaus, prepare, trend, variants
 
 
 def test_subset_design_covers_what_the_quick_preset_promises():
@@ -39,25 +40,30 @@ def test_semantic_rows_get_their_own_budget():
     assert all(torch.equal(x[:40], first[0][:40]) for x in first)  # the first items of one loaded set
 
 
-def test_plateaus_test_the_change_over_the_last_third_by_seed():
+def test_plateaus_fit_a_slope_over_the_last_third_per_seed_then_over_seeds():
     def curve(variant, seed, values):
         return [{"variant": variant, "eval": "accuracy", "seed": seed, "epoch": e + 1, "accuracy": a}
                 for e, a in enumerate(values)]
 
-    rising = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]  # epoch 6 vs epoch 4: +0.2 in every seed
+    rising = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]  # +0.1 per epoch in every seed
     flat = [0.1, 0.5, 0.6, 0.7, 0.7, 0.7]
+    noisy = [0.1, 0.5, 0.6, 0.6, 0.8, 0.6]
     curves = [*curve("up", 0, rising), *curve("up", 1, [a + 0.01 for a in rising]),
-              *curve("up", 2, [a + 0.03 for a in rising[:4]] + [0.64, 0.65]),
-              *curve("flat", 0, flat), *curve("flat", 1, flat[:4] + [0.71, 0.69]), *curve("flat", 2, flat),
-              *curve("short", 0, [0.1, 0.2])]
+              *curve("up", 2, [a + 0.03 for a in rising[:4]] + [0.64, 0.66]),
+              *curve("flat", 0, flat), *curve("flat", 1, flat[:4] + [0.701, 0.702]), *curve("flat", 2, flat),
+              *curve("noisy", 0, noisy), *curve("noisy", 1, noisy[:3] + [0.8, 0.6, 0.62]),
+              *curve("noisy", 2, noisy[:3] + [0.62, 0.6, 0.8]), *curve("short", 0, [0.1, 0.2])]
     ends = {e["variant"]: e for e in plateaus(curves)}
-    assert set(ends) == {"up", "flat"}  # two epochs: no last third to test
-    up, flat_end = ends["up"], ends["flat"]
-    assert (up["epochs"], up["since_epoch"]) == (6, 4)
-    assert up["change"]["values"] == pytest.approx([0.2, 0.2, 0.22])
-    assert up["final"]["values"] == pytest.approx([0.6, 0.61, 0.65])
-    assert up["still_changing"] and not flat_end["still_changing"]
-    assert flat_end["change"]["values"] == pytest.approx([0.0, -0.01, 0.0])
+    assert set(ends) == {"up", "flat", "noisy"}  # two epochs: no last third to fit
+    up = ends["up"]
+    assert (up["epochs"], up["since_epoch"]) == (6, 4)  # epochs 4, 5, 6
+    third_seed = np.polyfit([4, 5, 6], [0.43, 0.64, 0.66], 1)[0]
+    assert up["slope"]["values"] == pytest.approx([0.1, 0.1, third_seed])
+    assert up["final"]["values"] == pytest.approx([0.6, 0.61, 0.66])
+    assert up["trend"] == "rising"
+    assert ends["flat"]["trend"] == f"flat within ±{FLAT_SLOPE} per epoch"
+    assert ends["noisy"]["trend"] == "undetermined"  # slopes of both signs: neither rising nor shown flat
+    assert trend({"ci95": None}) == "undetermined" and trend({"ci95": [-0.02, -0.01]}) == "falling"
 
 
 def test_full_design_is_the_cross_product():

@@ -69,8 +69,8 @@ def test_the_study_s_jobs_are_the_lone_steps_and_each_condition_s_chain(tmp_path
     from poschan.experiments.reproduce import chains
 
     jobs = chains(study("quick", tmp_path))
-    assert [len(j) for j in jobs] == [1] * 5 + [3] * 16
-    assert [[s.argv[0] for s in j] for j in jobs[5:]] == [["seg-train", "ablate", "attack"]] * 16
+    assert [len(j) for j in jobs] == [1] * 5 + [3] * 14  # prior 0 has no layout: one condition per backbone
+    assert [[s.argv[0] for s in j] for j in jobs[5:]] == [["seg-train", "ablate", "attack"]] * 14
     for seg_train, ablate, attack in jobs[5:]:  # each chain reads its own networks
         assert ablate.argv[2] == attack.argv[2] == str(tmp_path / seg_train.name)
 
@@ -78,3 +78,15 @@ def test_the_study_s_jobs_are_the_lone_steps_and_each_condition_s_chain(tmp_path
 def test_reproduce_refuses_an_unknown_executor(tmp_path, capsys):
     assert main(["reproduce", "--preset", "smoke", "--executor", "threads", "--out", str(tmp_path / "s")]) == 2
     assert "executor" in capsys.readouterr().err and not (tmp_path / "s").exists()
+
+
+def test_the_quick_study_trains_five_networks_behind_each_headline_verdict(tmp_path):
+    from poschan.experiments.reproduce import MAIN_SEEDS
+
+    steps = {s.name: s.argv for s in study("quick", tmp_path)}
+    five = {name for name, argv in steps.items() if ("--seeds", MAIN_SEEDS) == argv[-2:]}
+    assert MAIN_SEEDS == "0,1,2,3,4"
+    assert five == {"gap-study", "augshift", "seg-train-tb-p0.9", "seg-train-tb-p0.9-lite0", "seg-train-lr-p0.9"}
+    assert "seg-train-p0" in steps and "seg-train-tb-p0" not in steps and "seg-train-lr-p0" not in steps
+    assert steps["attack-p0"][-2:] == ("--region", "top,bottom,left,right")
+    assert all("--seeds" not in argv for argv in (s.argv for s in study("smoke", tmp_path)))

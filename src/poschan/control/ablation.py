@@ -24,14 +24,15 @@ from poschan.errors import UserError
 from poschan.locate.ranking import ChannelRanking
 from poschan.metrics.segmentation import ConfusionMeter, labels_of
 from poschan.models.segmentation import SegNet, logits_of
-from poschan.runtime import eval_mode, model_device, to_device
+from poschan.runtime import eval_mode, model_device, seeded_generator, to_device
 from poschan.taps import capture, check_mask_mode, get_layer, mask_channels, masked
 
 Channels = Sequence[int] | Tensor | None
 
 
 def channel_counts(values: Sequence[int | str] | int | str, channels: int) -> list[int]:
-    """``["5%", "10", 3, ...]`` -> channel counts (a percentage of ``channels``, rounded, at least 1)."""
+    """``["5%", "10", 3, ...]`` -> channel counts (a percentage of ``channels``, rounded, at least 1), each count
+    once: values that resolve to the same N (1% and 2% of 32 channels are both 1) are one condition."""
     counts = []
     for v in [values] if isinstance(values, (int, str)) else values:
         text = str(v).strip()
@@ -42,13 +43,14 @@ def channel_counts(values: Sequence[int | str] | int | str, channels: int) -> li
         if not 1 <= n <= channels:
             raise UserError(f"N = {text} is outside 1..{channels} (the channel count of the feature layer)")
         counts.append(n)
-    return counts
+    return list(dict.fromkeys(counts))
 
 
-def random_channels(channels: int, n: int, draws: int) -> list[Tensor]:
-    """The random control: ``draws`` sets of ``n`` of ``channels`` channels, draw r from a generator seeded with
-    1000·n + r (the same sets for every model, command and run)."""
-    return [torch.randperm(channels, generator=torch.Generator().manual_seed(1000 * n + r))[:n] for r in range(draws)]
+def random_channels(channels: int, n: int, draws: int, seed: int = 0) -> list[Tensor]:
+    """The random control: ``draws`` sets of ``n`` of ``channels`` channels, draw r from a generator keyed by
+    (``seed``, n, r): reproducible, and different for each network given its own ``seed`` (so that the draws'
+    variation enters the between-network spread, hence the interval)."""
+    return [torch.randperm(channels, generator=seeded_generator(seed, n, r))[:n] for r in range(draws)]
 
 
 class SegEval:
@@ -217,11 +219,12 @@ class AblationCurve:
 
 def ablation_curve(model: nn.Module, layer: str, ranking: ChannelRanking | Tensor | Sequence[int], data: object,
                    n: Sequence[int | str] | int | str = ("5%", "10%", "25%", "50%"), *, random_draws: int = 5,
-                   mode: str = "zero", means: Tensor | None = None, key: str = "overall", batch_size: int = 64,
+                   control_seed: int = 0, mode: str = "zero", means: Tensor | None = None, key: str = "overall", batch_size: int = 64,
                    device: torch.device | str | None = None) -> AblationCurve:
     """mIoU of ``model`` on ``data`` with the top-N channels of ``layer`` masked (``mode`` zero, or mean: each
     channel replaced by ``means``, see ``channel_means``), for every N of ``n`` (counts or percentages of the
-    layer's channels), against ``random_draws`` sets of N random channels (``random_channels``).
+    layer's channels), against ``random_draws`` sets of N random channels (``random_channels`` keyed by
+    ``control_seed``: give each network of a study its own).
 
     ``ranking``: a ChannelRanking of this layer (score ``key``; one top-N per ranking seed when it keeps per-seed
     scores) or a channel order. ``data``: (images, masks) as the model takes them, a dataset / DataLoader of
@@ -242,7 +245,7 @@ def ablation_curve(model: nn.Module, layer: str, ranking: ChannelRanking | Tenso
     points = []
     for count in channel_counts(n, ev.channels):
         ranked_sets = [order[:count] for order in orders.values()]
-        random_sets = random_channels(ev.channels, count, random_draws)
+        random_sets = random_channels(ev.channels, count, random_draws, control_seed)
         ranked = [ev.meter(c, mode=mode, means=means) for c in ranked_sets]
         random = [ev.meter(c, mode=mode, means=means) for c in random_sets]
         points.append(AblationPoint(

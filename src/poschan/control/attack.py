@@ -86,7 +86,7 @@ def _counts(meter: ConfusionMeter) -> Counts:
 
 def region_attack(model: nn.Module, layer: str, ranking: ChannelRanking | Mapping[str, ChannelRanking | None],
                   data: object, region: str | Tensor = "left", n: Sequence[int | str] | int | str = "25%", *,
-                  grid: int = 3, methods: Sequence[str] | None = None, random_draws: int = 5,
+                  grid: int = 3, methods: Sequence[str] | None = None, random_draws: int = 5, control_seed: int = 0,
                   pgd_eps: float | None = None, pgd_steps: int = 10, pgd_size: int | None = None,
                   pgd_seeds: Sequence[int] = (0,), mean: Sequence[float] | None = None,
                   std: Sequence[float] | None = None, key: str | None = None, examples: int = 0,
@@ -100,9 +100,9 @@ def region_attack(model: nn.Module, layer: str, ranking: ChannelRanking | Mappin
     seed when it keeps per-seed scores. ``region``: a name of ``poschan.data.regions`` (cells of a
     ``grid``×``grid`` grid) on the square images, or an (H, W) bool mask. ``methods`` (default: all): each
     ranking's name, its control ``NAME-opposite`` (the opposite region's channels; none for a region that is its
-    own mirror or a mask), ``random`` (``random_draws`` sets of N random channels) and ``pgd`` (with ``pgd_eps``:
-    an L∞ masked PGD of ``pgd_steps`` steps confined to the region, on the first ``pgd_size`` images, once per
-    seed of ``pgd_seeds``; its clean mIoU is that of those images). ``mean`` / ``std``: the images'
+    own mirror or a mask), ``random`` (``random_draws`` sets of N random channels keyed by ``control_seed``) and
+    ``pgd`` (with ``pgd_eps``: an L∞ masked PGD of ``pgd_steps`` steps confined to the region, on the first
+    ``pgd_size`` images, once per seed of ``pgd_seeds``; its clean mIoU is that of those images). ``mean`` / ``std``: the images'
     per-channel normalisation, so that ``pgd_eps`` is in raw intensity units and the adversarial images stay in
     [0, 1] (None: normalised units, unbounded). ``key``: the ranking key of the region (default its name; give
     one for a mask). A method whose ranking lacks the key is left out. ``examples``: keep the argmax predictions
@@ -143,7 +143,7 @@ def region_attack(model: nn.Module, layer: str, ranking: ChannelRanking | Mappin
             if method == "random":
                 if random_draws < 1:
                     continue
-                sets = random_channels(ev.channels, count, random_draws)
+                sets = random_channels(ev.channels, count, random_draws, control_seed)
             else:
                 base, _, control = method.partition("-")
                 target = mirror if control else (key or name)

@@ -68,7 +68,7 @@ from poschan.metrics.segmentation import miou_of, pixel_accuracy_of
 from poschan.report.segmentation_figures import overlays, reliance_curve
 from poschan.results import atomic_write_text
 from poschan.runtime import resolve_device
-from poschan.tables import comparison_rows, write_csv
+from poschan.tables import comparison_rows, flat_stats, write_csv
 from poschan.taps import MASK_MODES
 
 EXPERIMENT = "ablate"
@@ -219,12 +219,14 @@ class Masked:
     clean: np.ndarray
 
 
-def _mask(plan: AblatePlan, net: Network) -> Masked:
+def _mask(plan: AblatePlan, net: Network, index: int) -> Masked:
+    """Network ``index``'s masked counts; its random control draws are its own (keyed by ``index``)."""
     c, ev = plan.config, net.ev
     kw = dict(mode=c.mode, means=net.means)
     ranked, channels, random, matched = {}, {}, {}, {}
     for n in plan.counts:
-        random[n] = np.mean([ev.meter(s, **kw).counts() for s in random_channels(ev.channels, n, c.random_seeds)], 0)
+        draws = random_channels(ev.channels, n, c.random_seeds, index)
+        random[n] = np.mean([ev.meter(s, **kw).counts() for s in draws], 0)
         for name, scores in net.scores.items():
             top = ranking_order(scores)[:n]
             channels[(name, n)] = top.tolist()
@@ -269,7 +271,8 @@ def _reliance(plan: AblatePlan, masked: list[Masked], names: list[str]) -> tuple
             random = [m.random[n] for m in masked]
             row = {"ranking": name, "n": n, "fraction": n / channels,
                    "ranked_channels": [m.channels[(name, n)] for m in masked],
-                   "random_channels": [d.tolist() for d in random_channels(channels, n, plan.config.random_seeds)],
+                   "random_channels": [[d.tolist() for d in random_channels(channels, n, plan.config.random_seeds, i)]
+                                       for i in range(len(masked))],
                    "ranked": _score(ranked),
                    "random": _score(random), "ranked_drop": _difference(clean, ranked),
                    "random_drop": _difference(clean, random),
@@ -330,7 +333,7 @@ def run(plan: AblatePlan, work: Path, *, progress: bool = True) -> dict:
     c = plan.config
     many = len(plan.networks) > 1
     networks = [_rank(plan, net, work / f"network{i}" if many else work) for i, net in enumerate(plan.networks)]
-    masked = [_mask(plan, net) for net in networks]
+    masked = [_mask(plan, net, i) for i, net in enumerate(networks)]
     names = list(networks[0].scores)
     rows, comparisons = _reliance(plan, masked, names)
     versus = _versus_reference(plan, masked, networks, names)
@@ -345,9 +348,9 @@ def run(plan: AblatePlan, work: Path, *, progress: bool = True) -> dict:
     write_csv(work / "comparisons.csv", comparison_rows(comparisons))
     chirality = _chirality(networks)
     if chirality:
-        write_csv(work / "chirality.csv", [{"a": r["a"], "b": r["b"], "n": r["n"], "overlap": r["overlap"]["mean"],
-                                            "overlap_lo": r["overlap"]["ci95"][0], "overlap_hi": r["overlap"]["ci95"][1],
-                                            "chance": r["chance"], "max_p": max(r["p_values"])} for r in chirality])
+        write_csv(work / "chirality.csv", [flat_stats({"a": r["a"], "b": r["b"], "n": r["n"], "overlap": r["overlap"],
+                                                       "chance": r["chance"], "max_p": max(r["p_values"])})
+                                            for r in chirality])
     first = plan.networks[0]
     clean = _score([m.clean for m in masked])
     reliance_curve(rows, work / "reliance.png", title=f"{first.label(width=True)} · {describe(first.data)} · "
@@ -397,7 +400,7 @@ def print_summary(metrics: dict) -> None:
         cells = []
         for control in ("random", "matched"):
             p = by_name.get(f"{row['ranking']}_vs_{control}_drop_n{row['n']}")
-            cells.append(f"{p['mean']:>+8.3f} [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] p {p['p_value']:.3f}"
+            cells.append(f"{p['mean']:>+8.3f} [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] {stats.p_text(p)}"
                          if p else f"{'—':>30}")
         print(f"{row['ranking']:<16} {row['n']:>4} {row['ranked_drop']['mean']:>12.3f} {cells[0]:>30} {cells[1]:>30}")
     for v in metrics["rankings"]:

@@ -286,9 +286,10 @@ def run(plan: AttackPlan, work: Path, *, progress: bool = True) -> dict:
     for region in c.region:
         results = [region_attack(net.module, net.layer, {b: rankings.get(b, region) for b in bases}, ev, region,
                                  plan.counts, grid=c.grid, methods=c.methods, random_draws=c.random_seeds,
+                                 control_seed=i,
                                  pgd_eps=c.eps, pgd_steps=c.pgd_steps, pgd_size=c.pgd_size, pgd_seeds=c.seeds,
                                  mean=net.model_test.mean, std=net.model_test.std, examples=4)
-                   for net, (ev, rankings) in zip(plan.networks, evaluations)]
+                   for i, (net, (ev, rankings)) in enumerate(zip(plan.networks, evaluations))]
         arms = [list(same) for same in zip(*(r.arms for r in results))]  # per arm: that arm of every network
         clean = {}  # the clean estimates of the test images, and of PGD's
         rows += [_row(same, clean.setdefault(same[0].method == "pgd", _clean(same))) for same in arms]
@@ -318,5 +319,5 @@ def print_summary(metrics: dict) -> None:
               f"{r['miou_in_clean']['mean']:.3f}→{r['miou_in']['mean']:.3f} "
               f"{r['miou_out_clean']['mean']:.3f}→{r['miou_out']['mean']:.3f} "
               f"{r['drop_in']['mean']:>8.3f} {r['drop_out']['mean']:>8.3f} "
-              f"{sel['mean']:>+8.3f} [{sel['ci95'][0]:+.3f}, {sel['ci95'][1]:+.3f}] {sel['p_value']:>6.3f} "
+              f"{sel['mean']:>+8.3f} [{sel['ci95'][0]:+.3f}, {sel['ci95'][1]:+.3f}] {stats.p_text(sel):>6} "
               f"{r['pixel_accuracy_selectivity']['mean']:>+13.3f} {r['fw_iou_selectivity']['mean']:>+15.3f}")

@@ -236,10 +236,28 @@ def comparisons(plan: Plan, hits: dict[tuple[Variant, str], list[np.ndarray]]) -
     return out
 
 
+FLAT_SLOPE = 0.005  # accuracy per epoch: a curve whose slope interval lies inside ±this is flat (0.05 over 10 epochs)
+
+
+def trend(slope: dict) -> str:
+    """A learning curve's end, from the interval of its slope over seeds: "flat within ±X per epoch" (inside
+    ±``FLAT_SLOPE``), "rising" or "falling" (excluding 0), else "undetermined" (no interval, or one too wide)."""
+    if slope["ci95"] is None:
+        return "undetermined"
+    lo, hi = slope["ci95"]
+    if -FLAT_SLOPE < lo and hi < FLAT_SLOPE:
+        return f"flat within ±{FLAT_SLOPE} per epoch"
+    if lo > 0:
+        return "rising"
+    if hi < 0:
+        return "falling"
+    return "undetermined"
+
+
 def plateaus(curves: list[dict]) -> list[dict]:
-    """Per variant and evaluation trained 3 epochs or more: the last epoch's accuracy over seeds and its change over
-    the last third of the schedule (since epoch ``since_epoch``), paired by seed; ``still_changing`` when that
-    change's interval excludes 0."""
+    """Per variant and evaluation trained 3 epochs or more: the last epoch's accuracy over seeds, and the slope of
+    the curve over its last third (epochs ``since_epoch``..last, at least 3 points): a least-squares slope per
+    seed, Student-t over seeds (``stats.summarize``), and its ``trend``."""
     series: dict[tuple[str, str], dict[int, dict[int, float]]] = {}
     for c in curves:
         series.setdefault((c["variant"], c["eval"]), {}).setdefault(c["seed"], {})[c["epoch"]] = c["accuracy"]
@@ -248,11 +266,13 @@ def plateaus(curves: list[dict]) -> list[dict]:
         last = min(max(s) for s in seeds.values())
         if last < 3:
             continue
-        since = last - max(1, last // 3)
-        change = summarize([s[last] - s[since] for s in seeds.values()], bounds=(-1.0, 1.0))
+        since = last - max(2, last // 3)
+        span = np.arange(since, last + 1)
+        slopes = [float(np.polyfit(span, [s[e] for e in span], 1)[0]) for s in seeds.values()]
+        slope = summarize(slopes, bounds=(-1.0, 1.0))
         out.append({"variant": variant, "eval": name, "epochs": last, "since_epoch": since,
-                    "final": summarize([s[last] for s in seeds.values()], bounds=(0.0, 1.0)), "change": change,
-                    "still_changing": not change["ci95"][0] <= 0.0 <= change["ci95"][1]})
+                    "final": summarize([s[last] for s in seeds.values()], bounds=(0.0, 1.0)), "slope": slope,
+                    "trend": trend(slope)})
     return out
 
 
@@ -305,12 +325,7 @@ def run(plan: Plan, work: Path, *, progress: bool = True) -> dict:
     write_csv(work / "curves.csv", curves)
     ends = plateaus(curves)
     if ends:
-        write_csv(work / "plateaus.csv", [{"variant": e["variant"], "eval": e["eval"], "epochs": e["epochs"],
-                                           "final": e["final"]["mean"], "final_lo": e["final"]["ci95"][0],
-                                           "final_hi": e["final"]["ci95"][1], "since_epoch": e["since_epoch"],
-                                           "change": e["change"]["mean"], "change_lo": e["change"]["ci95"][0],
-                                           "change_hi": e["change"]["ci95"][1],
-                                           "still_changing": e["still_changing"]} for e in ends])
+        write_csv(work / "plateaus.csv", [flat_stats(e) for e in ends])
     gap_figures(rows, curves, work)
     return {"rows": rows, "comparisons": paired, "plateaus": ends,
             "permute_meanings": PERMUTE_MEANINGS,
@@ -326,7 +341,7 @@ def print_summary(metrics: dict) -> None:
         print(f"{r['task']:<9}{r['head']:<8}{r['padding']:<10}{r['grid']:>4}  {r['permute']:<12}{r['where']:<8}"
               f"{a['mean']:>9.3f}  [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]  {r['chance']:>6.3f}")
     for p in metrics.get("plateaus", []):
-        f, d = p["final"], p["change"]
-        print(f"{p['variant']} [{p['eval']}]: epoch {p['epochs']} {f['mean']:.3f}, change since epoch "
-              f"{p['since_epoch']} {d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
-              + (" (still changing)" if p["still_changing"] else ""))
+        d = p["slope"]
+        interval = f" [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]" if d["ci95"] else ""
+        print(f"{p['variant']} [{p['eval']}]: epoch {p['epochs']} {p['final']['mean']:.3f}, slope per epoch since "
+              f"epoch {p['since_epoch']} {d['mean']:+.4f}{interval}: {p['trend']}")

@@ -9,8 +9,8 @@ from the train items; the test scenes are fixed and drawn from the test items (r
 placement); not a left-right layout with a prior > 0, where a flip would swap the home regions and so erase the
 prior itself. The resolved choice is recorded as "hflip" in each checkpoint's "meta" and in the metrics, with
 ``hflip_rule`` saying how it was decided.
-Test mIoU and pixel accuracy: each seed's final model over the test scenes, with a two-level bootstrap interval over
-the seeds and the test images (poschan.stats, from per-image confusions); ``train_loss``: each seed's last epoch.
+Test mIoU and pixel accuracy: each seed's final model over the test scenes, with an interval over the seeds and the
+shared test images (poschan.stats, from per-image confusions); ``train_loss``: each seed's last epoch.
 """
 
 from __future__ import annotations
@@ -97,6 +97,8 @@ class Config(RunSettings, FitSettings, PaddingSettings, WidthSettings, Pretraine
             raise UserError(f"lr must be > 0 and betas two numbers, got lr={self.lr}, betas={self.betas}")
         if self.flip not in FLIPS:
             raise UserError(f"unknown flip {self.flip!r}; allowed: {', '.join(FLIPS)}")
+        # resolved as used (and so recorded): only efficientnet-lite0 has packaged weights, the others train from scratch
+        self.pretrained = self.pretrained and self.model == "efficientnet-lite0"
 
     def segmentation(self, data: SegData) -> SegSpec:
         in_chans = seg_input(self.model)[0] or (1 if data.synthetic else 3)
@@ -198,7 +200,7 @@ def run(plan: SegTrainPlan, work: Path, *, progress: bool = True) -> dict:
     curves, counts, losses = [], [], []
     for seed in c.seeds:
         torch.manual_seed(seed)
-        model = build_segmenter(plan.seg, pretrained=c.pretrained and plan.seg.model == "efficientnet-lite0")
+        model = build_segmenter(plan.seg, pretrained=c.pretrained)
         if c.weights is not None:
             _load_weights(model, c.weights)
         run_dir = work / f"seed{seed}"

@@ -54,9 +54,11 @@ def gap_figures(rows: list[dict], curves: list[dict], out: Path) -> None:
             band = [summarize(points[e], bounds=(0.0, 1.0)) for e in epochs]
             (line,) = ax.plot(epochs, [b["mean"] for b in band], marker="o", markersize=3,
                               label=label.removeprefix(f"{task}_"))
-            ax.fill_between(epochs, [b["ci95"][0] for b in band], [b["ci95"][1] for b in band],
-                            color=line.get_color(), alpha=0.15, linewidth=0)
+            banded = [(e, b["ci95"]) for e, b in zip(epochs, band) if b["ci95"] is not None]  # no variation: no band
+            if banded:
+                ax.fill_between([e for e, _ in banded], [ci[0] for _, ci in banded], [ci[1] for _, ci in banded],
+                                color=line.get_color(), alpha=0.15, linewidth=0)
         ax.set(xlabel="epoch", ylabel="test accuracy (mean over seeds)", ylim=(0, 1.02),
-               title=f"{task}: learning curves (bands: 95% t-interval over seeds)")
+               title=f"{task}: learning curves (bands: 95% t-interval over seeds; none where seeds agree)")
         ax.legend(fontsize=5, loc="lower right")
     save_figure(fig, out / "learning_curves.png")

@@ -1,13 +1,13 @@
 """The segmentation sweep at a glance: one row per `ablate` run (a condition: layout, prior, backbone), saying at
 which N the paper's flip-ranked channels hurt more than random ones and which ranking comes closest to the
 single-channel knock-out reference. Every cell is read from the run's statistics; verdicts use the claims'
-"direction" rule."""
+"direction" rule with its SESOI, before the claims table's multiple-testing adjustment (said in the column)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from poschan.report.claims import direction
+from poschan.report.claims import MIOU_SESOI, direction
 from poschan.report.document import Table, interval
 from poschan.results import Run
 
@@ -24,7 +24,7 @@ def _verdicts(run: Run, paired: dict[str, dict], control: str) -> str:
     for row in run.metrics.get("reliance", []):
         p = paired.get(f"flip_vs_{control}_drop_n{row['n']}")
         if row.get("ranking") == "flip" and p is not None:
-            cells.append(f"{row['n']}: {direction(p, +1)}")
+            cells.append(f"{row['n']}: {direction(p, +1, MIOU_SESOI)}")
     return "; ".join(cells) or "—"
 
 
@@ -48,7 +48,7 @@ def sweep_table(runs: Sequence[Run]) -> Table | None:
                      _cell(paired.get(f"flip_vs_matched_drop_n{n}")), _verdicts(run, paired, "random"), best])
     return Table("segmentation sweep",
                  ["condition", "networks", "clean mIoU", f"N ≈ {PAPER_FRACTION:.0%}", "flip − random drop at N",
-                  "flip − matched drop at N", "flip hurts more than random (per N; direction rule)",
+                  "flip − matched drop at N", "flip hurts more than random (per N; direction rule, unadjusted)",
                   "closest to the knock-out reference (shortfall, lower is better)"], rows,
                  "shortfall: mIoU drop of the reference (each channel's own knock-out cost) minus the ranking's, "
                  "averaged over N; every interval covers the trained networks and the test images")
