@@ -68,3 +68,20 @@ def test_collect_from_a_missing_study_changes_nothing(tmp_path):
                            str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "no such study folder" in proc.stderr
     assert (tmp_path / "results" / "gap-study").is_dir()
+
+
+def _measured(node: object) -> list[float]:
+    """Every float a run measured, in order (paths, names and counts left out)."""
+    if isinstance(node, dict):
+        return [x for key, value in node.items() if key != "checkpoints" for x in _measured(value)]
+    if isinstance(node, list):
+        return [x for value in node for x in _measured(value)]
+    return [node] if isinstance(node, float) else []
+
+
+def test_no_two_committed_runs_hold_the_same_measurements():
+    seen: dict[tuple, str] = {}
+    for path in sorted((ROOT / "results").glob("*/results.json")):
+        measured = tuple(_measured(json.loads(path.read_text())["metrics"]))
+        assert measured not in seen, f"{path.parent.name} repeats {seen.get(measured)}"
+        seen[measured] = path.parent.name

@@ -356,9 +356,10 @@ def paired_difference(a: Sequence, b: Sequence, metric: Metric | None = None, *,
 
 
 def p_text(s: dict) -> str:
-    """A statistic's p-value as printed: "p = 0.012", or "p ≤ 0.0005 (resampling floor)" where it is a bound."""
+    """A statistic's p-value as printed: "p = 0.012", or "p ≤ 0.0005 (resampling floor)" where it is a bound
+    (flagged, or a bootstrap p at the floor 2/(B+1) of the default B, as older runs recorded it unflagged)."""
     p = s["p_value"]
-    if s.get("p_bound"):
+    if s.get("p_bound") or ("bootstrap" in s.get("test", s.get("method", "")) and p <= 2 / (RESAMPLES + 1)):
         return f"p ≤ {p:.2g} (resampling floor)"
     return "p < 1e-16" if p < 1e-16 else f"p = {p:.2g}"
 

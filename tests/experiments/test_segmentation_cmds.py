@@ -88,6 +88,8 @@ def test_ablate_and_attack_over_the_networks_of_a_run(trained, tmp_path):
     assert all(row["ranked"]["n"] == 2 and "trained networks" in row["ranked"]["method"] for row in m["reliance"])
     assert (out / "network0/ranking.json").is_file() and (out / "network1/scores.json").is_file()
     assert violations(m) == []
+    drawn = [row["random_channels"] for row in m["reliance"] if row["n"] > 1]
+    assert drawn and all(len(d) == 2 and d[0] != d[1] for d in drawn)  # each network draws its own random channels
     attacked = tmp_path / "attack"
     assert main(["attack", *SMALL, "--checkpoint", str(run), "--region", "left", "--n", "25%", "--methods",
                  "flip,random", "--seeds", "0,1", "--out", str(attacked)]) == 0
@@ -97,6 +99,8 @@ def test_ablate_and_attack_over_the_networks_of_a_run(trained, tmp_path):
         for key in ("miou_in", "drop_in", "selectivity"):
             assert row[key]["n"] == 2 and "trained networks" in row[key]["method"]
         assert len(row["channels"]) == 2 and len(row["channels"][0]) == (2 if row["method"] == "flip" else 5)
+        if row["method"] == "random":
+            assert row["channels"][0] != row["channels"][1]  # each network's own draws
     assert (attacked / "network1/ranking_flip_left.json").is_file()
     alone = tmp_path / "alone"  # the first network by itself: its own numbers are the first unit's
     assert main(["attack", *SMALL, "--checkpoint", checkpoints[0], "--region", "left", "--n", "25%", "--methods",

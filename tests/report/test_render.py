@@ -74,3 +74,22 @@ def test_a_long_table_is_cut_and_says_where_the_rest_is(tmp_path):
     text = out.read_text()
     assert f"| {MAX_ROWS - 1} |" in text and f"| {MAX_ROWS} |" not in text
     assert f"*the first {MAX_ROWS} of {MAX_ROWS + 5} rows; all in table.csv*" in text
+
+
+def test_p_values_at_a_resampling_floor_print_as_bounds_and_missing_intervals_say_so(tmp_path):
+    from poschan.stats import paired_difference, summarize
+    from poschan.tables import comparison_rows
+
+    run = RunDir(tmp_path / "run", {})
+    work = run.open()
+    floor = paired_difference([[1.0] * 150 + [0.0] * 50], [[0.0] * 150 + [1.0] * 50], metric=lambda m: m[..., 0] ** 2,
+                              bounds=(-1, 1))  # one unit, a continuous metric: BCa, every resample above 0
+    assert floor.get("p_bound") is True
+    write_csv(work / "comparisons.csv", comparison_rows([{"name": "x", "a": "a", "b": "b", **floor}]))
+    write_csv(work / "table.csv", [flat_stats({"row": "r", "share": summarize([0.2, 0.2], bounds=(0, 1))})])
+    run.write_results("rank", {"same": summarize([0.2, 0.2], bounds=(0, 1))}, [0], "cpu", 1.0)
+    out = tmp_path / "r.md"
+    assert main(["report", str(run.commit()), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert f"≤ {2 / 4001:.3g} (resampling floor)" in text and "p_bound" not in text
+    assert text.count("0.200 (no interval)") == 2

@@ -215,6 +215,7 @@ class Masked:
     ranked: dict[tuple[str, int], np.ndarray]
     channels: dict[tuple[str, int], list[int]]  # the ranked sets
     random: dict[int, np.ndarray]
+    random_sets: dict[int, list[list[int]]]  # the random control's draws, this network's own
     matched: dict[tuple[str, int], np.ndarray]
     clean: np.ndarray
 
@@ -223,10 +224,11 @@ def _mask(plan: AblatePlan, net: Network, index: int) -> Masked:
     """Network ``index``'s masked counts; its random control draws are its own (keyed by ``index``)."""
     c, ev = plan.config, net.ev
     kw = dict(mode=c.mode, means=net.means)
-    ranked, channels, random, matched = {}, {}, {}, {}
+    ranked, channels, random, random_sets, matched = {}, {}, {}, {}, {}
     for n in plan.counts:
         draws = random_channels(ev.channels, n, c.random_seeds, index)
         random[n] = np.mean([ev.meter(s, **kw).counts() for s in draws], 0)
+        random_sets[n] = [d.tolist() for d in draws]
         for name, scores in net.scores.items():
             top = ranking_order(scores)[:n]
             channels[(name, n)] = top.tolist()
@@ -234,7 +236,7 @@ def _mask(plan: AblatePlan, net: Network, index: int) -> Masked:
             if 2 * n <= ev.channels:
                 sets = matched_random(top, net.magnitude, net.spread, c.matched_draws, seed=n)
                 matched[(name, n)] = np.mean([ev.meter(s, **kw).counts() for s in sets], 0)
-    return Masked(ranked, channels, random, matched, ev.meter().counts())
+    return Masked(ranked, channels, random, random_sets, matched, ev.meter().counts())
 
 
 def _unit_note(networks: int) -> str:
@@ -271,8 +273,7 @@ def _reliance(plan: AblatePlan, masked: list[Masked], names: list[str]) -> tuple
             random = [m.random[n] for m in masked]
             row = {"ranking": name, "n": n, "fraction": n / channels,
                    "ranked_channels": [m.channels[(name, n)] for m in masked],
-                   "random_channels": [[d.tolist() for d in random_channels(channels, n, plan.config.random_seeds, i)]
-                                       for i in range(len(masked))],
+                   "random_channels": [m.random_sets[n] for m in masked],
                    "ranked": _score(ranked),
                    "random": _score(random), "ranked_drop": _difference(clean, ranked),
                    "random_drop": _difference(clean, random),

@@ -63,8 +63,9 @@ def _statistics(node: object, path: str = "") -> list[tuple[str, dict]]:
 
 
 def summary(run: Run) -> Table:
-    rows = [[path, interval(s["mean"], *s["ci95"]), str(s["n"]), str(s.get("method", "not recorded"))]
-            for path, s in _statistics(run.metrics)]
+    rows = [[path, interval(s["mean"], *s["ci95"]) if s["ci95"] else f"{number(s['mean'])} (no interval)",
+             str(s["n"]),
+             str(s.get("method", "not recorded"))] for path, s in _statistics(run.metrics)]
     return Table("summary", ["metric", "mean [95% CI]", "n", "interval method"], rows)
 
 
@@ -72,16 +73,26 @@ def _table(run: Run, name: str) -> Table:
     rows = run.table(name)
     columns = list(rows[0]) if rows else []
     joined = {c for c in columns if f"{c}_lo" in columns and f"{c}_hi" in columns}
-    shown = [c for c in columns if not any(c in (f"{j}_lo", f"{j}_hi") for j in joined)]
+    bounds = {c: _bound_column(c) for c in columns if _bound_column(c) in columns}  # p-value -> its "is a bound"
+    shown = [c for c in columns if not any(c in (f"{j}_lo", f"{j}_hi") for j in joined) and c not in bounds.values()]
 
     def cell(row: dict, column: str) -> str:
         if column in joined:
+            if row[f"{column}_lo"] in ("", None):  # no interval (said in the run's summary)
+                return f"{number(_parse(row[column]))} (no interval)"
             return interval(*(_parse(row[k]) for k in (column, f"{column}_lo", f"{column}_hi")))
+        if column in bounds and row.get(bounds[column]) == "True":
+            return f"≤ {number(_parse(row[column]))} (resampling floor)"
         return number(_parse(row[column]))
 
     header = [f"{c} [95% CI]" if c in joined else c for c in shown]
     note = f"the first {MAX_ROWS} of {len(rows)} rows; all in {name}.csv" if len(rows) > MAX_ROWS else ""
     return Table(name, header, [[cell(row, c) for c in shown] for row in rows[:MAX_ROWS]], note)
+
+
+def _bound_column(column: str) -> str:
+    """The column saying whether p-value ``column`` is only a bound (``tables.flat_stats``, ``comparison_rows``)."""
+    return "p_bound" if column == "p_value" else f"{column}_bound"
 
 
 def _parse(text: str) -> object:
