@@ -150,6 +150,17 @@ def test_ratio_known_and_refused_near_zero():
     assert refused["estimable"] is False and "includes 0" in refused["reason"]
 
 
+def test_ratio_over_an_exactly_known_denominator():
+    """Every unit right on every item: the denominator (accuracy above chance, 0.9) is exact, so the share of it a
+    permuted net keeps is estimable, its interval that of the numerator divided by 0.9."""
+    kept = [outcomes(r, 500, i) for i, r in enumerate((0.2, 0.25, 0.3))]
+    share = ratio(kept, [np.ones(500)] * 3, lambda m: m[..., 0] - 0.1)
+    numerator = estimate(kept, lambda m: m[..., 0] - 0.1, bounds=(-np.inf, np.inf))
+    assert share["mean"] == pytest.approx(numerator["mean"] / 0.9)
+    assert share["ci95"] == pytest.approx([x / 0.9 for x in numerator["ci95"]])
+    assert ratio(kept, [np.full(500, 0.1)] * 3, lambda m: m[..., 0] - 0.1)["estimable"] is False
+
+
 def test_summarize_cut_to_bounds_and_no_zero_width():
     s = summarize([0.98, 0.99, 1.0], bounds=(0, 1))
     half = stats.t.ppf(0.975, 2) * 0.01 / math.sqrt(3)

@@ -369,14 +369,20 @@ def ratio(a: Sequence, b: Sequence, metric: Metric | None = None, *, unit: str =
     """The mean over units of ``metric(a) / metric(b)`` with its interval, or why it is not estimated.
 
     Not estimated (``{"estimable": False, "reason"}``) when the interval of ``metric(b)`` includes 0 or a unit's
-    denominator is 0: a quotient by a denominator that may be zero has no interval worth printing.
+    denominator is 0: a quotient by a denominator that may be zero has no interval worth printing. A denominator
+    whose rows are all alike (every unit right on every item, say) is known exactly: only its value must not be 0.
     """
     joined, top, bottom = _joined(a, b, metric)
     kw = dict(unit=unit, item=item, resamples=resamples, seed=seed)
-    denominator = estimate(joined, bottom, bounds=(-np.inf, np.inf), **kw)
-    lo, hi = denominator["ci95"]
-    if lo <= 0 <= hi or 0 in denominator["values"]:
-        return {"estimable": False, "reason": f"the denominator's 95% interval [{lo:.4g}, {hi:.4g}] includes 0"}
+    rows_b = _as_groups(b)
+    if all((g == rows_b[0][0]).all() for g in rows_b):
+        if abs(float(bottom(joined[0].mean(axis=0)))) < 1e-12:
+            return {"estimable": False, "reason": "the denominator is 0 on every unit and item"}
+    else:
+        denominator = estimate(joined, bottom, bounds=(-np.inf, np.inf), **kw)
+        lo, hi = denominator["ci95"]
+        if lo <= 0 <= hi or 0 in denominator["values"]:
+            return {"estimable": False, "reason": f"the denominator's 95% interval [{lo:.4g}, {hi:.4g}] includes 0"}
     with np.errstate(divide="ignore", invalid="ignore"):
         out = estimate(joined, lambda m: top(m) / bottom(m), bounds=(-np.inf, np.inf), **kw)
     if not np.isfinite(out["ci95"]).all():
