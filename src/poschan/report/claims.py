@@ -332,7 +332,7 @@ def claims(runs: Sequence[Run]) -> list[Claim]:
 
 
 def _adjusted_text(c: Claim) -> str:
-    return "" if c.adjusted_p is None else f"; BH-adjusted p = {c.adjusted_p:.2g}"
+    return "" if c.adjusted_p is None else "; BH-adjusted " + p_text({"p_value": c.adjusted_p})
 
 
 def claims_table(found: Sequence[Claim]) -> Table:
