@@ -65,7 +65,7 @@ def test_ablate_and_attack_a_torchvision_deeplab(deeplab, tmp_path):
     assert main(["ablate", *SMALL, *model, *TINY, *FLIP_ONLY, "--side", "32", "--out", str(out)]) == 0
     m = metrics(out)
     assert (m["layer"], m["channels"], m["test_images"]) == ("backbone.layer4", 2048, 4)
-    assert 0 <= m["miou_clean"]["mean"] <= 1 and len(m["reliance"][0]["random_channels"]) == 5
+    assert 0 <= m["miou_clean"]["mean"] <= 1 and len(m["reliance"][0]["random_channels"][0]) == 5
     ranking = json.loads((out / "ranking.json").read_text())
     assert (ranking["layer"], ranking["channels"], ranking["weights"]) == ("backbone.layer4", 2048, fingerprint)
     assert ranking["model"] == "tv:deeplabv3_resnet50" and ranking["data"]["split"] == "rank"

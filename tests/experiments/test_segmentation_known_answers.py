@@ -267,9 +267,10 @@ def test_ablate_reports_the_miou_of_the_channels_it_names(ref, ablated):
     for row in flip:
         n = row["n"]
         assert row["fraction"] == pytest.approx(n / CHANNELS) and row["ranked_channels"] == [overall["order"][:n]]
-        draws = [torch.randperm(CHANNELS, generator=torch.Generator().manual_seed(1000 * n + r))[:n].tolist()
-                 for r in range(5)]
-        assert row["random_channels"] == draws
+        # network 0's draws: generators keyed by (network 0, N, draw r) through numpy's SeedSequence
+        keyed = [int(np.random.SeedSequence([0, n, r]).generate_state(1, dtype=np.uint64)[0]) for r in range(5)]
+        draws = [torch.randperm(CHANNELS, generator=torch.Generator().manual_seed(k))[:n].tolist() for k in keyed]
+        assert row["random_channels"] == [draws]  # one list of draws per network
         ranked = hand_counts(predict(ref.model, ref.feats, ref.size, overall["order"][:n]), ref.masks)
         random = np.mean([hand_counts(predict(ref.model, ref.feats, ref.size, d), ref.masks) for d in draws], 0)
         check_score(row["ranked"], [ranked], unit)
