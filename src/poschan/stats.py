@@ -127,6 +127,15 @@ class _T:
         return float(min(1.0, 2 * _st.t.sf(abs(t), self.df)))
 
 
+def _t_around(mean: float, se: float, df: float, bounds: tuple[float, float]) -> _T:
+    """The Student-t statistic of ``mean`` (raw standard error ``se``) on the scale of ``bounds`` (the delta
+    method); on the raw scale, to be cut to the range, where the mean sits on a bound."""
+    scale = _Scale(bounds)
+    if not np.isfinite(scale.forward(mean)):
+        scale = _Scale((-np.inf, np.inf))
+    return _T(scale.forward(mean), scale.slope(mean) * se, df, scale)
+
+
 def _matching_df(quantile: float) -> float:
     """The degrees of freedom whose Student-t 97.5% quantile is ``quantile`` (inf at or below the normal's)."""
     if quantile <= _st.norm.ppf(0.975):
@@ -173,7 +182,6 @@ def _unit_t(gs: list[np.ndarray], fn: Metric, values: np.ndarray, bounds: tuple[
     parts = _crossed_variance(gs, fn, values) if crossed else None
     v_units, v_items = parts if parts is not None else (float(np.var(values, ddof=1)) / units, 0.0)
     var = v_units + v_items
-    scale = _Scale(bounds)
     if var <= 0:
         return None, f"Student-t over {units} {unit}"
     t_units, t_items = _st.t.ppf(0.975, units - 1), _st.t.ppf(0.975, items - 1)
@@ -183,10 +191,8 @@ def _unit_t(gs: list[np.ndarray], fn: Metric, values: np.ndarray, bounds: tuple[
     else:
         how = (f"Student-t over {units} {unit} × {items} shared {item} (crossed): the units' variance and the shared "
                f"items' (method of moments on jackknife pseudo-values), each with its own df (effective df {df:.1f})")
-    if not np.isfinite(scale.forward(mean)):  # the mean sits on a bound: a raw-scale interval, cut to the range
-        scale = _Scale((-np.inf, np.inf))
-    return _T(scale.forward(mean), scale.slope(mean) * float(np.sqrt(var)), df, scale), (
-        f"{how}, {scale.name}; covers {unit} and {item}")
+    t = _t_around(mean, float(np.sqrt(var)), df, bounds)
+    return t, f"{how}, {t.scale.name}; covers {unit} and {item}"
 
 
 def _one_level(rows: np.ndarray, metric: Metric, resamples: int, rng: np.random.Generator
@@ -421,14 +427,11 @@ def summarize(values: Sequence[float], *, bounds: tuple[float, float], unit: str
     out = {"mean": mean, "ci95": None, "n": n, "values": vals.tolist(),
            "range": [float(b) if np.isfinite(b) else None for b in bounds]}
     sd = float(np.std(vals, ddof=1)) if n > 1 else 0.0
-    scale = _Scale(bounds)
     if sd > 0:
-        if not np.isfinite(scale.forward(mean)):
-            scale = _Scale((-np.inf, np.inf))
-        t = _T(scale.forward(mean), scale.slope(mean) * sd / np.sqrt(n), n - 1.0, scale)
+        t = _t_around(mean, sd / np.sqrt(n), n - 1.0, bounds)
         lo, hi = t.interval()
         out["ci95"] = [max(bounds[0], min(lo, mean)), min(bounds[1], max(hi, mean))]
-        out["method"] = f"Student-t over {n} {unit}, {scale.name}; covers {unit}"
+        out["method"] = f"Student-t over {n} {unit}, {t.scale.name}; covers {unit}"
     else:
         out["method"] = f"no interval: {n} {unit}" + (" without variation" if n > 1 else " only")
     return out
