@@ -17,6 +17,7 @@ from poschan import distributed
 from poschan.config import PRESETS, add_flags, as_dict, build_config
 from poschan.errors import UserError
 from poschan.results import RunDir
+from poschan.tables import format_stat
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,14 +93,10 @@ def _run_experiment(args: argparse.Namespace, module, config) -> int:
     return 0
 
 
-def _fmt(stat: dict) -> str:
-    lo, hi = stat["ci95"]
-    return f"{stat['mean']:.3f}  [95% CI {lo:.3f}, {hi:.3f}]  n={stat['n']}"
-
-
 def _print_metrics(metrics: dict) -> None:
     for key, value in metrics.items():
-        print(f"{key:>16}: {_fmt(value) if isinstance(value, dict) and 'ci95' in value else value}")
+        text = f"{format_stat(value)}  n={value['n']}" if isinstance(value, dict) and "ci95" in value else value
+        print(f"{key:>16}: {text}")
 
 
 # Experiment commands: each module provides EXPERIMENT, HELP, Config (a dataclass whose fields declare their flags,

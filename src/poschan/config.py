@@ -123,10 +123,26 @@ def build_config(cls: type[C], experiment: str, preset: str, config_file: str | 
     if "preset" in names:
         values["preset"] = preset
     config = cls(**values)
+    if "seeds" in names:
+        check_seeds(config.seeds)
     validate = getattr(config, "validate", None)
     if validate is not None:
         validate()
     return config
+
+
+def derive(cls: type[C], source: object, **changes: Any) -> C:
+    """A ``cls`` config holding the fields it shares with config ``source`` (copies), with ``changes`` applied: a
+    command's sub-config (e.g. the training of each of its variants) composed once, never field by field."""
+    shared = {f.name: copy.deepcopy(getattr(source, f.name)) for f in dataclasses.fields(cls)
+              if hasattr(source, f.name)}
+    return cls(**{**shared, **changes})
+
+
+def check_seeds(seeds: list[int]) -> None:
+    """The one rule for the seeds of every command: at least one, distinct, each >= 0."""
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UserError(f"seeds must be distinct and >= 0 (at least one, e.g. --seeds 0,1,2), got {seeds}")
 
 
 def as_dict(config: object) -> dict:

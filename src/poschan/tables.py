@@ -1,4 +1,5 @@
-"""CSV tables of result rows."""
+"""The one writer of result tables and summaries: CSV rows with flat statistic columns (``flat_stats``) and a
+statistic as text (``format_stat``), used by every command and by the report."""
 
 from __future__ import annotations
 
@@ -43,11 +44,20 @@ def flat_stats(row: dict) -> dict:
 def comparison_rows(comparisons: list[dict]) -> list[dict]:
     """Paired comparisons (statistics with a name, two sides and a p-value) as CSV lines; ``p_bound`` says
     where the p-value is only a bound (a resampling floor)."""
-    return [{"name": c["name"], "a": c["a"], "b": c["b"], "difference": c["mean"], "lo": c["ci95"][0],
-             "hi": c["ci95"][1], "n": c["n"], "p_value": c["p_value"], "p_bound": bool(c.get("p_bound"))}
-            for c in comparisons]
+    return [{"name": c["name"], "a": c["a"], "b": c["b"], "difference": c["mean"],
+             "lo": (c["ci95"] or (None, None))[0], "hi": (c["ci95"] or (None, None))[1], "n": c["n"],
+             "p_value": c["p_value"], "p_bound": bool(c.get("p_bound"))} for c in comparisons]
+
+
+def format_stat(stat: dict, digits: int = 3, *, signed: bool = False, p: bool = False) -> str:
+    """A statistic ``{"mean", "ci95", ...}`` as text: ``0.310 [0.280, 0.340]`` (with ``signed`` a sign on each
+    number; with ``p`` its p-value, a resampling floor printed as a bound), or ``0.310 (no interval)``."""
+    spec = f"{'+' if signed else ''}.{digits}f"
+    text = f"{stat['mean']:{spec}}"
+    text += f" [{stat['ci95'][0]:{spec}}, {stat['ci95'][1]:{spec}}]" if stat.get("ci95") else " (no interval)"
+    return f"{text}  {p_text(stat)}" if p and "p_value" in stat else text
 
 
 def comparison_line(c: dict) -> str:
     """One paired comparison as a line of a command's printed summary."""
-    return f"{c['name']:<44} {c['mean']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]  {p_text(c)}"
+    return f"{c['name']:<44} {format_stat(c, signed=True, p=True)}"

@@ -112,10 +112,6 @@ class Config(RunSettings, LearningRateSettings, ImageSizeSettings, PaddingsSetti
             raise UserError(f"lr must be > 0, got {self.lr}")
         if self.sigma <= 0:
             raise UserError(f"sigma must be > 0 (a fraction of the map side), got {self.sigma}")
-        if not self.seeds:
-            raise UserError("seeds must name at least one seed, e.g. --seeds 0,1,2")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise UserError(f"seeds must be distinct, got {self.seeds}")
         if self.data_root is not None:
             raise UserError("position-map takes no --data-root: its photos ship with scikit-image")
         _check_names("layers", self.layers, None)

@@ -80,10 +80,6 @@ class Config(RunSettings, BatchSettings, TestSizeSettings, TrainSizeSettings, La
                 raise UserError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.readout_c <= 0:
             raise UserError(f"readout_c (inverse L2 strength of the readout) must be > 0, got {self.readout_c}")
-        if not self.seeds:
-            raise UserError("seeds must name at least one seed, e.g. --seeds 0,1,2")
-        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise UserError(f"seeds must be distinct and >= 0, got {self.seeds}")
         if self.data == "photos" and self.task == "semantic":
             raise UserError("the semantic task needs classes shared by train and test images; photos has one "
                             "image per class (use --task location, or --data fashion-mnist)")

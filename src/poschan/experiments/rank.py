@@ -108,8 +108,6 @@ class Config(RunSettings, BatchSettings, HeadSettings, PaddingSettings, Pretrain
                 raise UserError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.image_size is not None and self.image_size < 1:
             raise UserError(f"image_size must be >= 1, got {self.image_size}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise UserError(f"seeds must be distinct and >= 0 (at least one), got {self.seeds}")
 
     def spec(self) -> RankSpec:
         flip_input = self.flip_input

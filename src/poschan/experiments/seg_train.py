@@ -91,8 +91,6 @@ class Config(RunSettings, FitSettings, PaddingSettings, WidthSettings, Pretraine
         for key in ("train_size", "test_size"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise UserError(f"{key} must be >= 1 or null, got {getattr(self, key)}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise UserError(f"seeds must be distinct and >= 0 (at least one), got {self.seeds}")
         if self.lr <= 0 or len(self.betas) != 2:
             raise UserError(f"lr must be > 0 and betas two numbers, got lr={self.lr}, betas={self.betas}")
         if self.flip not in FLIPS:

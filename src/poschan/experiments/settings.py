@@ -258,8 +258,6 @@ class SegEvalSettings(RunSettings, BatchSettings, TestSizeSettings, SceneSetting
         for key in ("rank_scenes", "test_size", "batch_size"):
             if getattr(self, key) is None or getattr(self, key) < 3:
                 raise UserError(f"{key} must be >= 3, got {getattr(self, key)}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise UserError(f"seeds must be distinct and >= 0 (at least one), got {self.seeds}")
 
 
 # -- where the independent trainings run -----------------------------------------------------------------------------

@@ -56,10 +56,6 @@ class Config(RunSettings, TrainingSettings, HeadSettings, PaddingSettings, Pretr
         for key in ("grid", "epochs", "batch_size", "test_passes", "width"):
             if getattr(self, key) < 1:
                 raise UserError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if not self.seeds:
-            raise UserError("seeds must name at least one seed, e.g. --seeds 0,1,2")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise UserError(f"seeds must be distinct, got {self.seeds}")
         if len(self.betas) != 2:
             raise UserError(f"betas must be two numbers, got {self.betas}")
         if self.lr <= 0:
