@@ -37,11 +37,15 @@ def _runs(tmp: Path) -> list[tuple[str, list[str]]]:
     ]
 
 
-def collect() -> dict[str, dict]:
+def collect(only: set[str] | None = None) -> dict[str, dict]:
+    """The metrics of every run (``only``: of these runs, and of the seg-train run that ablate and attack read)."""
     metrics = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        needed = only and only | ({"seg-train"} if only & {"ablate", "attack"} else set())
         for name, argv in _runs(tmp):
+            if needed and name not in needed:
+                continue
             out = tmp / name
             preset = [] if "--preset" in argv else SMOKE[:2]
             proc = subprocess.run([sys.executable, "-m", "poschan", *argv, *preset, *SMOKE[2:], "--out", str(out)],
@@ -75,12 +79,15 @@ def main() -> int:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--write", type=Path, help="write the metrics of every smoke run to this JSON file")
     mode.add_argument("--compare", type=Path, help="compare the metrics of every smoke run with this file")
+    parser.add_argument("--only", help="comma-separated run names (e.g. ablate,attack): these runs alone")
     args = parser.parse_args()
-    metrics = collect()
+    only = set(args.only.split(",")) if args.only else None
+    metrics = collect(only)
     if args.write:
         args.write.write_text(json.dumps(metrics, indent=1, sort_keys=True))
         return 0
-    differences = _differences(json.loads(args.compare.read_text()), metrics)
+    before = {k: v for k, v in json.loads(args.compare.read_text()).items() if k in metrics}
+    differences = _differences(before, metrics)
     added = [d for d in differences if d.endswith(": new after")]  # a new metric changes no number printed before
     changed = [d for d in differences if d not in added]
     for line in [*changed[:50], *added]:
