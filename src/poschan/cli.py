@@ -8,6 +8,7 @@ import importlib
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 from poschan import distributed
 from poschan.config import PRESETS, add_flags, as_dict, build_config
 from poschan.errors import UserError
+from poschan.models.weights import ModelNote
 from poschan.results import RunDir
 from poschan.tables import format_stat
 
@@ -190,7 +192,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
               *(["--device", args.device] if args.device else []), *([] if args.progress else ["--no-progress"])]
     settings = argparse.Namespace(executor=args.executor, workers=args.workers, address=args.address,
                                   device=args.device or "cpu")
-    code = run_study(steps, args.preset, out, common, settings, progress=args.progress)
+    code = run_study(steps, args.preset, out, common, settings, run_command=main, progress=args.progress)
     if code:
         return code
     runs = [str(out / step.name) for step in steps]
@@ -255,15 +257,23 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning of a command as one line on stderr (a ModelNote: a note of what poschan chose)."""
+    kind = "note" if issubclass(category, ModelNote) else f"warning ({category.__name__})"
+    print(f"poschan: {kind}: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        argv = list(sys.argv[1:] if argv is None else argv)
-        args = build_parser(argv[0] if argv and not argv[0].startswith("-") else None).parse_args(argv)
-        args.argv = argv
-        return args.func(args)
-    except UserError as exc:
-        print(f"poschan: error: {exc}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line
+        try:
+            argv = list(sys.argv[1:] if argv is None else argv)
+            args = build_parser(argv[0] if argv and not argv[0].startswith("-") else None).parse_args(argv)
+            args.argv = argv
+            return args.func(args)
+        except UserError as exc:
+            print(f"poschan: error: {exc}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

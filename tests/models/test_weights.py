@@ -1,6 +1,7 @@
 """The one weights loader: whole PoolNets, backbones, and torchvision / timm classifier checkpoints as users have them."""
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from poschan.cli import main
 from poschan.data.sources import IMAGENET_MEAN, IMAGENET_STD
 from poschan.errors import UserError
 from poschan.models.registry import build_model
-from poschan.models.weights import load_weights
+from poschan.models.weights import ModelNote, load_weights, weights_shape
 
 
 def _classifier(name: str) -> torch.nn.Module:
@@ -68,10 +69,41 @@ def test_wrong_key_shape_and_pickled_files_are_one_line_user_errors(tmp_path):
                                         r"\['layer1.0.conv9.weight'\]") as err:
         _build("tv:resnet18", weights=_save(renamed, tmp_path / "renamed.pth"))
     assert "\n" not in str(err.value)
-    with pytest.raises(UserError, match=r"size mismatch for conv1.weight: \(64, 3, 7, 7\) in the file, \(64, 1, 7, 7\) "
-                                        r"in the model \(the model takes 1-channel images, the file 3-channel") as err:
-        _build("tv:resnet18", weights=_save(source, tmp_path / "rgb.pth"), in_chans=1)
+    narrow = {**source, "layer2.0.conv1.weight": source["layer2.0.conv1.weight"][:64]}
+    with pytest.raises(UserError, match=r"size mismatch for layer2.0.conv1.weight: \(64, 64, 3, 3\) in the file, "
+                                        r"\(128, 64, 3, 3\) in the model") as err:
+        _build("tv:resnet18", weights=_save(narrow, tmp_path / "narrow.pth"))
     assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match=r"size mismatch for conv1.weight: \(64, 3, 7, 7\) in the file, \(64, 1, 7, 7\) "
+                                        r"in the model \(the model takes 1-channel images, the file 3-channel"):
+        load_weights(_build("tv:resnet18", in_chans=1), _save(source, tmp_path / "rgb.pth"))
+
+
+def test_the_model_takes_the_input_channels_and_classes_its_weights_say(tmp_path):
+    rgb = _save(_classifier("tv:resnet18").state_dict(), tmp_path / "rgb.pth")
+    with pytest.warns(ModelNote, match="3 input channels"):
+        model = _build("tv:resnet18", weights=rgb, in_chans=1)
+    assert model.in_chans == 3 and model.num_classes == 4
+    torch.manual_seed(3)
+    nine = build_model("resnet18-paper", 9, 1, width=8)
+    with pytest.warns(ModelNote, match="9 classes"):
+        model = build_model("resnet18-paper", 10, 1, width=8, weights=_save(nine.state_dict(), tmp_path / "nine.pt"))
+    assert model.num_classes == 9 and torch.equal(model.state_dict()["head.fc.weight"], nine.state_dict()["head.fc.weight"])
+    assert weights_shape(nine.state_dict()) == (1, 9)
+    assert weights_shape(nine.backbone.state_dict()) == (1, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ModelNote)  # agreeing weights: no note
+        build_model("resnet18-paper", 9, 1, width=8, weights=_save(nine.state_dict(), tmp_path / "same.pt"))
+
+
+def test_rank_takes_a_torchvision_rgb_checkpoint_on_the_default_grey_data(tmp_path, capsys):
+    path = _save(_classifier("tv:resnet18").state_dict(), tmp_path / "resnet18.pth")
+    out = tmp_path / "run"
+    assert main(["rank", "--model", "tv:resnet18", "--weights", path, "--layer", "layer4", "--method", "flip",
+                 "--preset", "smoke", "--no-progress", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "poschan: note: weights" in err and "3 input channels" in err
+    assert json.loads((out / "ranking.json").read_text())["channels"] == 512
     with pytest.raises(UserError, match="pickled Python objects"):
         _build("tv:resnet18", weights=_save(_classifier("tv:resnet18"), tmp_path / "pickled.pth"))
 
@@ -85,7 +117,7 @@ def test_input_norm_is_the_architectures_own_for_three_channels():
 
 
 @pytest.mark.parametrize("name", ["tv:resnet18", "timm:resnet18"])
-def test_rank_runs_on_a_classifier_checkpoint_and_an_rgb_folder(tmp_path, name):
+def test_rank_runs_on_a_classifier_checkpoint_and_an_rgb_folder(tmp_path, name, capsys):
     folder = tmp_path / "imgs"
     rng = np.random.default_rng(0)
     for split in ("train", "test"):
@@ -94,10 +126,10 @@ def test_rank_runs_on_a_classifier_checkpoint_and_an_rgb_folder(tmp_path, name):
             Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / split / f"c{i % 2}/{i}.png")
     path = _save(_classifier(name).state_dict(), tmp_path / "classifier.pth")
     out = tmp_path / "out"
-    with pytest.warns(UserWarning, match="fc.bias, fc.weight"):
-        code = main(["rank", "--preset", "smoke", "--no-progress", "--model", name, "--weights", path,
-                     "--data", f"folder:{folder}", "--layer", "stage4",
-                     "--out", str(out)])
+    code = main(["rank", "--preset", "smoke", "--no-progress", "--model", name, "--weights", path,
+                 "--data", f"folder:{folder}", "--layer", "stage4", "--out", str(out)])
     assert code == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "fc.bias, fc.weight" in line]
+    assert len(warned) == 1 and warned[0].startswith("poschan: warning (UserWarning): ")  # one line
     metrics = json.loads((out / "results.json").read_text())["metrics"]
     assert metrics["channels"] == 512 and metrics["n_images"] == 4

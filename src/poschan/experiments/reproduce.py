@@ -116,22 +116,23 @@ def chains(steps: Sequence[Step]) -> list[list[Step]]:
     return out
 
 
-def run_chain(steps: Sequence[Step], preset: str, out: Path, common: Sequence[str], progress: bool) -> int:
-    """One job of the study (a chain of steps) run through the command line in this process; its exit code."""
-    from poschan.cli import main  # the command line imports this module
-
-    return run_steps(steps, preset, out, common, run_command=main, progress=progress)
+def run_chain(steps: Sequence[Step], preset: str, out: Path, common: Sequence[str], progress: bool,
+              run_command: Callable[[list[str]], int]) -> int:
+    """One job of the study (a chain of steps) run through the command line ``run_command`` in this process; its
+    exit code."""
+    return run_steps(steps, preset, out, common, run_command=run_command, progress=progress)
 
 
 def run_study(steps: Sequence[Step], preset: str, out: Path, common: Sequence[str], settings: Any, *,
-              progress: bool = True) -> int:
-    """Every chain of ``steps`` through the executor of ``settings`` (executor, workers, address, device): the
-    first non-zero exit code of a chain, else 0."""
+              run_command: Callable[[list[str]], int], progress: bool = True) -> int:
+    """Every chain of ``steps`` through the executor of ``settings`` (executor, workers, address, device), each
+    step a call of the command line ``run_command`` (a module-level function: jobs travel to other processes by
+    its name): the first non-zero exit code of a chain, else 0."""
     parallel = settings.executor != "sequential"
     quiet = [*common, "--no-progress"] if parallel and "--no-progress" not in common else list(common)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [Job(chain[0].name.removeprefix("seg-train-"), run_chain, (chain, preset, out, quiet,
-                                                                      progress and not parallel))
+                                                                      progress and not parallel, run_command))
             for chain in chains(steps)]
     codes = run_command_jobs(jobs, settings, out, progress=progress and parallel)
     return next((code for code in codes if code), 0)

@@ -19,7 +19,7 @@ from poschan.models.poolnet import PoolNet, probe_feature_map, replace_module, s
 from poschan.models.resnet_paper import STAGES as RESNET_STAGES
 from poschan.models.resnet_paper import resnet18_paper
 from poschan.models.vgg import vgg_bn, vgg_stages
-from poschan.models.weights import load_weights, read_state_dict
+from poschan.models.weights import follow_weights, load_weights, read_state_dict
 
 PERMUTES = ("none", "pooled", "stage1", "stage2", "stage3", "stage4")
 
@@ -80,10 +80,16 @@ def build_model(name: str, num_classes: int, in_chans: int = 1, *, width: int = 
     model then takes 3 channels whatever ``in_chans`` says (read ``model.in_chans``). ``model.input_norm``
     is the (mean, std) its weights expect: pretrained efficientnet-lite0, and 3-channel tv: and timm: models.
     weights: a state-dict file of the whole PoolNet, its backbone, or (tv:, timm:) the classifier it was cut
-    from, whose head is dropped with a warning (see load_weights).
+    from, whose head is dropped with a warning (see load_weights); the model takes the input channels of the
+    file's first convolution and (a whole PoolNet) the classes of its head, with a note where they differ from
+    ``in_chans`` / ``num_classes`` (weights.follow_weights).
     """
     if permute not in PERMUTES:
         raise UserError(f"unknown permute {permute!r}; allowed: {', '.join(PERMUTES)}")
+    state = None
+    if weights is not None:
+        state = read_state_dict(weights)
+        in_chans, num_classes = follow_weights(state, in_chans, num_classes, weights)
     bb = _backbone(name, in_chans, width, padding, pretrained)
     channels = probe_feature_map(bb.module, bb.in_chans, name)[1]
     pooled_permute = ChannelPermute(permute_per_sample) if permute == "pooled" else None
@@ -93,7 +99,7 @@ def build_model(name: str, num_classes: int, in_chans: int = 1, *, width: int = 
     if permute.startswith("stage"):
         attach_stage_permute(model, permute, permute_per_sample)
     if weights is not None:
-        load_weights(model, weights)
+        load_weights(model, weights, state)
     return model
 
 

@@ -45,7 +45,38 @@ def read_state_dict(path: str | Path, what: str = "weights file") -> dict[str, T
     return obj
 
 
-def load_weights(model: PoolNet, path: str | Path) -> list[str]:
+class ModelNote(UserWarning):
+    """Something poschan chose for the user that they should know (printed as one line by the command line)."""
+
+
+def weights_shape(state: dict[str, Tensor]) -> tuple[int | None, int | None]:
+    """What a state dict says of its model: the input channels of its first convolution (its first 4-D weight, in
+    the file's order), and for a whole PoolNet (keys under ``head.``) the number of classes of its head (the
+    output size of the head's last tensor); None where it says nothing."""
+    stem = next((v.shape[1] for v in state.values() if v.dim() == 4), None)
+    head = [v for k, v in state.items() if k.startswith("head.")]
+    return (int(stem) if stem is not None else None), (int(head[-1].shape[0]) if head else None)
+
+
+def follow_weights(state: dict[str, Tensor], in_chans: int, num_classes: int, source: str | Path) -> tuple[int, int]:
+    """(input channels, classes) of a model built for ``state``: the file's where it names them (a note, a
+    ``ModelNote`` warning, says so when they differ from the data's ``in_chans`` / ``num_classes``), else these."""
+    stem, classes = weights_shape(state)
+    changed = []
+    if stem is not None and stem != in_chans:
+        changed.append(f"{stem} input channels (the data's {in_chans}-channel images are given "
+                       f"{'as ' + str(stem) + ' repeated channels' if in_chans == 1 else 'to it as it takes them'})")
+        in_chans = stem
+    if classes is not None and classes != num_classes:
+        changed.append(f"{classes} classes (the data has {num_classes})")
+        num_classes = classes
+    if changed:
+        warnings.warn(ModelNote(f"weights {str(source)!r}: the model is built with {' and '.join(changed)}, as the "
+                                "file's tensors say"), stacklevel=3)
+    return in_chans, num_classes
+
+
+def load_weights(model: PoolNet, path: str | Path, state: dict[str, Tensor] | None = None) -> list[str]:
     """Load the state dict in ``path`` into ``model``; return the classifier keys dropped from it (sorted).
 
     Accepted: a state dict of the whole PoolNet, of its backbone, or of the classifier the backbone was cut from
@@ -54,8 +85,9 @@ def load_weights(model: PoolNet, path: str | Path) -> list[str]:
     in a warning; the rest is taken in the backbone's naming as it is, without the one top-level module all its
     keys share (torchvision's ``features.``), or under the one the backbone's keys share (``net.`` of timm's
     FeatureForward), and must then match the backbone's keys and shapes exactly. Else: a one-line UserError.
+    ``state``: the file's state dict when it has been read already.
     """
-    state = read_state_dict(path)
+    state = read_state_dict(path) if state is None else state
     whole = model.state_dict()
     if set(state) == set(whole):
         _load(model, state, whole, path)
