@@ -142,7 +142,7 @@ def derive(cls: type[C], source: object, **changes: Any) -> C:
 def check_seeds(seeds: list[int]) -> None:
     """The one rule for the seeds of every command: at least one, distinct, each >= 0."""
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise UserError(f"seeds must be distinct and >= 0 (at least one, e.g. --seeds 0,1,2), got {seeds}")
+        raise UserError(f"seeds must be distinct and >= 0, at least one seed (e.g. --seeds 0,1,2), got {seeds}")
 
 
 def as_dict(config: object) -> dict:
