@@ -18,7 +18,8 @@ from importlib.util import find_spec
 from common import timed
 from poschan.cli import main as poschan
 from poschan.config import build_config
-from poschan.experiments.gap_study import Config, variants
+from poschan.experiments.gap_study import Config
+from poschan.measure.gap_study import variants
 
 
 def study(preset: str, executor: str, workers: int) -> Callable[[], None]:

@@ -123,7 +123,8 @@ def test_python_dash_m_poschan_runs_the_command_line():
 def test_every_public_name_resolves_and_nothing_else_is_exported():
     import poschan
 
-    assert 15 <= len(poschan.__all__) <= 30
+    # about 20 tools plus one function per study: a notebook's whole vocabulary, not every type it meets
+    assert 15 <= len(poschan.__all__) <= 35
     for name in poschan.__all__:
         assert getattr(poschan, name) is not None, name
     with pytest.raises(AttributeError):

@@ -149,7 +149,7 @@ def test_parallel_gap_study_gives_the_sequential_numbers(sequential_run, tmp_pat
 
 
 def test_failed_jobs_end_the_study_with_one_line_and_resume_redo_only_them(sequential_run, tmp_path, monkeypatch):
-    import poschan.experiments.gap_study as gap_study
+    import poschan.measure.gap_study as gap_study
 
     real = gap_study.train_job
     failing = "location_gap-fc_zeros_g3_per-batch@pooled"

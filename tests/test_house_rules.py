@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "poschan"
-TRAINING = {"poschan.engine"}  # the training code itself
+TRAINING = {"poschan.engine", "poschan.training"}  # the training code itself (the loop, and the recipe over it)
 DRIVERS = ("poschan.experiments", "poschan.cli", "poschan.__main__")
 LOWER = ("poschan.data", "poschan.models", "poschan.taps", "poschan.runtime", "poschan.errors")
 METHODS = ("poschan.measure", "poschan.locate", "poschan.control")
@@ -63,3 +63,20 @@ def test_every_planted_bug_of_the_mutation_table_names_code_that_exists_once():
     for m in table.MUTATIONS:
         assert (ROOT / m.file).read_text().count(m.original) == 1, m.name
         assert all((ROOT / k).is_file() for k in m.killers), m.name
+
+
+def test_nothing_but_the_entry_points_imports_the_command_line():
+    for path in PACKAGE.rglob("*.py"):
+        if _module(path) not in ("poschan.cli", "poschan.__main__"):
+            assert "poschan.cli" not in _imports(path), path
+
+
+def test_the_commands_are_thin_drivers_of_the_library():
+    """experiments/ holds at most 15% of the source, and no statistic is taken apart by hand there (tables.py
+    writes statistics: flat_stats, format_stat)."""
+    lines = {p: len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    drivers = sum(n for p, n in lines.items() if "experiments" in p.relative_to(PACKAGE).parts)
+    assert drivers <= 0.15 * sum(lines.values()), (drivers, sum(lines.values()))
+    for path in (PACKAGE / "experiments").glob("*.py"):
+        text = path.read_text()
+        assert "ci95'][0]" not in text and 'ci95"][0]' not in text, path

@@ -5,9 +5,12 @@ The notebook way, one import and one or two calls per capability, on any ``nn.Mo
     import poschan
     ranking = poschan.rank_channels(model, "layer4", images, method="flip")   # which channels carry position
     ranking.top("overall", 10); ranking.save("ranking.json")
+    poschan.ranking_controls(ranking).null["overall"]                        # against the shuffled-pair null
     with poschan.permute_channels(model, "avgpool"):                           # the paper's test-time control
         logits = model(images)
     curve = poschan.ablation_curve(segmenter, "backbone.layer4", ranking, (images, masks), n=[5, 10])
+    nets = poschan.load_segmenters(checkpoint="runs/seg")                     # `poschan ablate`, the notebook way
+    found = poschan.compare_rankings(nets, [poschan.segmenter_rankings(net, count=500) for net in nets])
 
 Names are imported on first use, so ``import poschan`` (and the command line) stays fast.
 """
@@ -22,6 +25,7 @@ __version__ = "0.1.0"
 _WHERE = {
     # locate: which channels carry position
     "rank_channels": "poschan.locate.rank",
+    "ranking_controls": "poschan.locate.rank",
     "ChannelRanking": "poschan.locate.ranking",
     # taps: any nn.Module, by layer name
     "pooled_features": "poschan.taps",
@@ -34,18 +38,25 @@ _WHERE = {
     "ShiftPairTransform": "poschan.data.shift_pairs",
     "ablation_curve": "poschan.control.ablation",
     "region_attack": "poschan.control.attack",
-    "masked_pgd": "poschan.control.pgd",
-    # measure and metrics
-    "fit_readout": "poschan.measure.readout",
+    # metrics
     "invariance_metrics": "poschan.metrics.invariance",
+    # studies: one call each, typed results with intervals
+    "train_classifier": "poschan.training",
+    "gap_study": "poschan.measure.gap_study",
+    "augshift_comparison": "poschan.control.augshift_study",
+    "probe_study": "poschan.measure.probe_study",
+    "position_map_study": "poschan.measure.position_map_study",
+    "segmenter_rankings": "poschan.locate.segmenter_rankings",
+    "compare_rankings": "poschan.control.ablation",
+    "region_rankings": "poschan.locate.segmenter_rankings",
+    "compare_regions": "poschan.control.attack",
     # models, data, results
     "build_model": "poschan.models.registry",
     "list_models": "poschan.models.registry",
-    "load_weights": "poschan.models.weights",
-    "ChannelPermute": "poschan.models.heads",
     "load_dataset": "poschan.data.sources",
     "load_images": "poschan.data.sources",
     "load_scenes": "poschan.data.scenes",
+    "load_segmenters": "poschan.models.segmenters",
     "CanvasStream": "poschan.data.stream",
     "load_run": "poschan.results",
     "UserError": "poschan.errors",

@@ -435,3 +435,80 @@ def summarize(values: Sequence[float], *, bounds: tuple[float, float], unit: str
     else:
         out["method"] = f"no interval: {n} {unit}" + (" without variation" if n > 1 else " only")
     return out
+
+
+# -- learning curves: has a curve stopped changing? ------------------------------------------------------------------
+
+FLAT_SLOPE = 0.005  # accuracy per epoch: a curve whose slope interval lies inside ±this is flat (0.05 over 10 epochs)
+
+
+def trend(slope: dict) -> str:
+    """A learning curve's end, from the interval of its slope over seeds: "flat within ±X per epoch" (inside
+    ±``FLAT_SLOPE``), "rising" or "falling" (excluding 0), else "undetermined" (no interval, or one too wide)."""
+    if slope["ci95"] is None:
+        return "undetermined"
+    lo, hi = slope["ci95"]
+    if -FLAT_SLOPE < lo and hi < FLAT_SLOPE:
+        return f"flat within ±{FLAT_SLOPE} per epoch"
+    if lo > 0:
+        return "rising"
+    if hi < 0:
+        return "falling"
+    return "undetermined"
+
+
+def plateaus(curves: list[dict]) -> list[dict]:
+    """Per curve (rows ``{"variant", "eval", "seed", "epoch", "accuracy"}``) trained 3 epochs or more: the last
+    epoch's accuracy over seeds, and the slope of the curve over its last third (epochs ``since_epoch``..last, at
+    least 3 points): a least-squares slope per seed, Student-t over seeds (``summarize``), and its ``trend``."""
+    series: dict[tuple[str, str], dict[int, dict[int, float]]] = {}
+    for c in curves:
+        series.setdefault((c["variant"], c["eval"]), {}).setdefault(c["seed"], {})[c["epoch"]] = c["accuracy"]
+    out = []
+    for (variant, name), seeds in series.items():
+        last = min(max(s) for s in seeds.values())
+        if last < 3:
+            continue
+        since = last - max(2, last // 3)
+        span = np.arange(since, last + 1)
+        slopes = [float(np.polyfit(span, [s[e] for e in span], 1)[0]) for s in seeds.values()]
+        slope = summarize(slopes, bounds=(-1.0, 1.0))
+        out.append({"variant": variant, "eval": name, "epochs": last, "since_epoch": since,
+                    "final": summarize([s[last] for s in seeds.values()], bounds=(0.0, 1.0)), "slope": slope,
+                    "trend": trend(slope)})
+    return out
+
+
+# -- two edits of the same items compared, unit by unit ---------------------------------------------------------------
+
+def beside(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two sets of rows of the same items side by side: rows for ``halves_difference_of``."""
+    return np.concatenate([a, b], axis=1)
+
+
+def halves_difference_of(metric: Metric) -> Metric:
+    """``metric`` of the first half of ``beside`` rows minus ``metric`` of the second half."""
+    def difference(means: np.ndarray) -> np.ndarray:
+        half = means.shape[-1] // 2
+        return metric(means[..., :half]) - metric(means[..., half:])
+    return difference
+
+
+def paired_units(a: list, b: list, a_unit: str, b_unit: str) -> tuple[list, list, str, str]:
+    """Unit i of ``a`` beside unit i of ``b`` (independent units: any pairing estimates the variance of a
+    difference), cycling the shorter side when the counts differ: (a's, b's, the pairs' unit name, what was done)."""
+    m = max(len(a), len(b))
+    unit = f"({a_unit[:-1]}, {b_unit[:-1]}) pairs"
+    if len(a) == len(b):
+        return a, b, unit, f"; {a_unit[:-1]} i paired with {b_unit[:-1]} i"
+    fewer, count = (a_unit, len(a)) if len(a) < len(b) else (b_unit, len(b))
+    shared = (f"the one {fewer[:-1]} is in every pair, so its variation is not covered" if count == 1 else
+              f"each of the {count} {fewer} is in several pairs, so their variation is understated")
+    return ([a[i % len(a)] for i in range(m)], [b[i % len(b)] for i in range(m)], unit,
+            f"; {len(a)} {a_unit} and {len(b)} {b_unit} paired cyclically into {m} pairs (i mod {len(a)} with i mod "
+            f"{len(b)}): {shared}")
+
+
+def comparison(stat: dict, name: str, a: str, b: str, question: str) -> dict:
+    """A comparison entry (``metrics["comparisons"]``): the paired difference ``stat`` with its labels."""
+    return {"name": name, "a": a, "b": b, "question": question, **stat}

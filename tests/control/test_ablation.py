@@ -163,3 +163,15 @@ def test_cached_features_of_a_segnet_agree_bit_for_bit_with_the_hook_path():
         assert all(np.array_equal(x, y) for x, y in zip(a.ranked_counts + a.random_counts,
                                                            b.ranked_counts + b.random_counts))
     assert curves[0].miou_clean != curves[0].points[1].ranked_miou[0]  # masking half the channels changes the answer
+
+
+def test_several_rankings_by_name_share_the_random_draws():
+    model = OneChannel().eval()
+    curve = ablation_curve(model, "body", {"first": [0, 1, 2, 3], "last": [1, 2, 3, 0]}, left_half_data(), n=[1, 2],
+                           random_draws=3, control_seed=7)
+    assert [(p.ranking, p.n) for p in curve.points] == [("first", 1), ("last", 1), ("first", 2), ("last", 2)]
+    assert curve.point("first", 1).ranked_miou == [MASKED_MIOU] and curve.point("last", 2).ranked_miou == [1.0]
+    for n in (1, 2):
+        first, last = curve.point("first", n), curve.point("last", n)
+        assert first.random_channels == last.random_channels == [d.tolist() for d in random_channels(4, n, 3, 7)]
+        assert first.random_miou == last.random_miou

@@ -1,12 +1,13 @@
 """control.attack.region_attack: known answers on a segmenter whose left half is read from channel 0 and right half
-from channel 1, against both controls and masked PGD."""
+from channel 1, against both controls and masked PGD; the statistics of compare_regions' rows on known counts."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from poschan.control.ablation import SegEval, random_channels
-from poschan.control.attack import region_attack
+from poschan.control.attack import AttackArm, _clean, _comparisons, _row, region_attack
 from poschan.errors import UserError
 from poschan.locate.ranking import ChannelRanking
 
@@ -121,3 +122,37 @@ def test_bad_input():
         region_attack(LeftRight(), "body", RANKING, data(), methods=["pgd"])
     with pytest.raises(UserError, match="cell:9"):
         region_attack(LeftRight(), "body", RANKING, data(), region="cell:9")
+
+
+def test_attack_rows_score_the_classes_of_each_regions_target():
+    """A region whose target holds class 1 only (K = 3; outside: class 0 only), two images. The ranked channels
+    make one pixel of image 0 inside predicted 2, a class absent from the region's target: the region's mIoU is
+    IoU(1) = 7 / 8 (over target or prediction it would be (7 / 8 + 0) / 2); the random channels change nothing."""
+    inside, outside = [0, 4, 0, 0, 4, 0, 0, 4, 0], [4, 0, 0, 4, 0, 0, 4, 0, 0]  # tp; target; predicted pixels
+    clean = {"in": np.array([inside] * 2, dtype=np.float64), "out": np.array([outside] * 2, dtype=np.float64)}
+    stray = {"in": np.array([[0, 3, 0, 0, 4, 0, 0, 3, 1], inside], dtype=np.float64), "out": clean["out"]}
+    ranked = AttackArm("left", "flip", 1, (1.0, 1.0), [(7 / 8, 1.0)], [[0]], None, clean, [stray])
+    random = AttackArm("left", "random", 1, (1.0, 1.0), [(1.0, 1.0)], [[1]], None, clean, [clean])
+    row = _row([ranked], _clean([ranked]))
+    assert row["miou_in_clean"]["mean"] == row["miou_out_clean"]["mean"] == 1.0
+    keys = ("miou_in", "miou_out", "drop_in", "drop_out", "selectivity", "pixel_accuracy_in", "pixel_accuracy_drop_in",
+            "fw_iou_selectivity")
+    assert [v for key in keys for v in row[key]["values"]] == pytest.approx([7 / 8, 1, 1 / 8, 0, 1 / 8, 7 / 8, 1 / 8,
+                                                                           1 / 8])
+    assert row["drop_ratio"]["estimable"] is False  # no drop outside
+    versus = _comparisons([[ranked], [random]])
+    assert [c["name"] for c in versus] == ["left_n1_flip_vs_random_drop_in", "left_n1_flip_vs_random_selectivity"]
+    assert [v for c in versus for v in c["values"]] == pytest.approx([1 / 8, 1 / 8])
+
+    # two networks: units are the networks, each one's ranking seeds pooled (mean counts): the second network's
+    # two seeds, one with the stray pixel and one without, average to 7.5 of 8 true positives inside
+    second = AttackArm("left", "flip", 1, (1.0, 1.0), [(7 / 8, 1.0), (1.0, 1.0)], [[0], [2]], None, clean,
+                       [stray, clean])
+    row = _row([ranked, second], _clean([ranked, second]))
+    assert row["miou_in"]["values"] == pytest.approx([7 / 8, 7.5 / 8])  # IoU(1) = tp / (target + pred − tp)
+    assert "trained networks" in row["miou_in"]["method"] and "one trained model" not in row["miou_in"]["method"]
+    assert row["drop_in"]["values"] == pytest.approx([1 - v for v in row["miou_in"]["values"]])
+    assert row["channels"] == [[[0]], [[0], [2]]]
+    both = _comparisons([[ranked, second], [random, random]])
+    assert [v for c in both for v in c["values"]] == pytest.approx([1 / 8, 1 - row["miou_in"]["values"][1]] * 2)
+    assert "trained network i paired with trained network i" in both[0]["method"]

@@ -1,17 +1,11 @@
 import csv
-import dataclasses
 import json
 
 import numpy as np
 import pytest
-import torch
 
 from poschan.cli import main
-from poschan.config import build_config
-from poschan.experiments import augshift
-from poschan.experiments.augshift import METHODS, METRICS, Config
-from poschan.metrics.invariance import latent_ratio
-from poschan.stats import estimate, proportion
+from poschan.control.augshift_study import METHODS, METRICS, run_name
 
 KEYS = set(METRICS)
 
@@ -44,7 +38,7 @@ def test_smoke_run_of_all_five_methods_meets_the_results_contract(tmp_path, caps
     assert set(methods) == set(METHODS)
     for m, stats in methods.items():
         _check_metrics(stats)
-        run = augshift.run_name(m, 1.0)
+        run = run_name(m, 1.0)
         assert stats["accuracy"]["values"] == pytest.approx([_test_accuracy(out / run / "seed0" / "metrics.csv")])
     curve = data["metrics"]["shift_curve"]
     assert curve["offset"] == [0, 1, 2, 3, 4, 5] and set(curve["accuracy"]) == set(METHODS)
@@ -72,57 +66,10 @@ def test_lambda_sweep_reuses_equal_runs(tmp_path):
     for r in rows:
         _check_metrics({k: v for k, v in r.items() if k != "lambda"})
     assert rows[1] == {"lambda": 1.0, **metrics["methods"]["augshift"]}  # lambda 1: the same run, trained once
+    assert all(s["n"] == 1 for s in metrics["methods"]["augshift"].values())  # and counted once (one seed)
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["augshift_lam0", "augshift_lam1"]
     assert metrics["comparisons"] == [] and not (out / "comparisons.csv").exists()  # nothing to compare with
     assert (out / "lambda_sweep.csv").is_file() and (out / "lambda_sweep.png").is_file()
-
-
-def test_augshift_with_lambda_zero_is_shift_aug_and_blur_methods_are_blurred():
-    c = Config(lam=0.0, latent="normalized-mse")
-    assert repr(augshift.recipe(c, "augshift")) == repr(augshift.recipe(c, "shift-aug"))  # the loss settings
-    assert repr(augshift.recipe(c, "augshift", 1.0)) != repr(augshift.recipe(c, "shift-aug"))
-    assert augshift.recipe(c, "baseline").loss is None and not augshift.recipe(c, "baseline").blur
-    assert augshift.recipe(c, "augshift+blurpool").blur and augshift.recipe(c, "augshift+blurpool").loss.lam == 0
-
-
-def test_resumed_training_equals_an_uninterrupted_one(tmp_path):
-    c = build_config(Config, "augshift", "smoke", overrides={"methods": ["augshift"], "epochs": 2, "test_size": 16})
-    plan = augshift.prepare(c)
-    first_epoch = dataclasses.replace(plan, config=dataclasses.replace(c, epochs=1))
-    r = plan.methods["augshift"]
-    augshift.train_run(first_epoch, r, 0, tmp_path / "resumed", progress=False)  # "interrupted" after epoch 1
-    resumed, _ = augshift.train_run(plan, r, 0, tmp_path / "resumed", progress=False)
-    fresh, _ = augshift.train_run(plan, r, 0, tmp_path / "fresh", progress=False)
-    for key, value in fresh.state_dict().items():
-        assert torch.equal(value, resumed.state_dict()[key]), key
-    a, b = augshift.score(plan, resumed, 0), augshift.score(plan, fresh, 0)
-    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-
-
-def test_per_image_outcomes_recomputed_and_their_intervals():
-    c = build_config(Config, "augshift", "smoke", overrides={"methods": ["baseline"], "test_size": 24})
-    plan = augshift.prepare(c)
-    torch.manual_seed(0)
-    model = plan.make_model(False).eval()
-    outcomes = augshift.score(plan, model, 0)
-    test, shift = plan.data.test_set, plan.shift
-    with torch.no_grad():  # the centre crop, classified here independently of poschan.metrics
-        centre = shift.view(shift.place(test.images), shift.centre(len(test)))
-        hits = (model(centre).argmax(1) == test.labels).double().numpy()
-    assert np.array_equal(outcomes["accuracy"], hits) and outcomes["diagonal_accuracy"].shape == (24, 6)
-    for key in ("consistency", "circular_consistency", "fidelity"):  # shares of each image's test_passes pairs
-        assert np.allclose(outcomes[key] * c.test_passes, np.round(outcomes[key] * c.test_passes))
-    assert np.all(outcomes["fidelity"] <= outcomes["consistency"])
-    two = [outcomes, augshift.score(plan, model, 1)]  # two "seeds"
-    s = augshift._estimate("accuracy", [o["accuracy"] for o in two], c.test_passes)
-    assert s == proportion([o["accuracy"] for o in two], unit="training seeds", item="test images")
-    assert s["values"] == pytest.approx([o["accuracy"].mean() for o in two])
-    d = augshift._estimate("latent_distance", [o["latent_distance"] for o in two], c.test_passes)
-    rows = [o["latent_distance"] for o in two]
-    assert d["values"] == pytest.approx([r[:, 0].sum() / r[:, 1].sum() for r in rows])  # a ratio of sums
-    assert d == estimate(rows, latent_ratio, bounds=(0, 4), unit="training seeds",
-                         item=augshift._item("latent_distance", c.test_passes))
-    _check_stat(d, 0.0, 4.0)
 
 
 def test_comparisons_are_paired_differences_of_the_methods(tmp_path):
@@ -146,7 +93,7 @@ def test_comparisons_are_paired_differences_of_the_methods(tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (["--methods", "baseline,mixup"], "unknown method 'mixup'"),
     (["--lambda", "-1"], "lambda must be"),
-    (["--seeds", ""], "at least one seed"),
+    (["--seeds", ""], "seeds must be"),
     (["--methods", ""], "at least one method"),
     (["--crop", "40", "--canvas", "36"], "canvas"),
 ])

@@ -19,11 +19,11 @@ import pytest
 import torch
 
 import poschan.control.attack
+import poschan.locate.segmenter_rankings
 from poschan import stats
 from poschan.cli import main
 from poschan.data.scenes import NUM_CLASSES, SceneSpec
 from poschan.data.segdata import EvalSet, SegData
-from poschan.experiments import attack
 from poschan.models.segmentation import SegSpec, build_segmenter
 
 from .seg_fixture import IGNORE, SPEC, calibrated_weights, predict, reference_scores, segmenter
@@ -318,7 +318,8 @@ def attacked(ref, tmp_path_factory) -> SimpleNamespace:
     """An attack run on ``right`` and ``cell:3``, with the rankings it computed and its PGD calls recorded."""
     out = tmp_path_factory.mktemp("attack") / "run"
     calls: dict[str, list] = {"segmenter_ranking": [], "masked_pgd": []}
-    where = {"segmenter_ranking": attack, "masked_pgd": poschan.control.attack}  # the modules that call them
+    where = {"segmenter_ranking": poschan.locate.segmenter_rankings,  # the modules that call them
+             "masked_pgd": poschan.control.attack}
 
     def spy(name: str, real):
         def wrapper(*args, **kwargs):
@@ -460,39 +461,3 @@ def test_attack_pgd_stays_in_its_budget_and_region(ref, attacked):
         assert delta.max().item() > 0.9 * EPS  # signed steps of 2.5·eps/steps reach the budget: eps is the one given
         adv_raw = adv * ref.std + ref.mean
         assert adv_raw.min().item() >= -1e-5 and adv_raw.max().item() <= 1 + 1e-5
-
-
-def test_attack_rows_score_the_classes_of_each_regions_target():
-    """A region whose target holds class 1 only (K = 3; outside: class 0 only), two images. The ranked channels
-    make one pixel of image 0 inside predicted 2, a class absent from the region's target: the region's mIoU is
-    IoU(1) = 7 / 8 (over target or prediction it would be (7 / 8 + 0) / 2); the random channels change nothing."""
-    inside, outside = [0, 4, 0, 0, 4, 0, 0, 4, 0], [4, 0, 0, 4, 0, 0, 4, 0, 0]  # tp; target; predicted pixels
-    clean = {"in": np.array([inside] * 2, dtype=np.float64), "out": np.array([outside] * 2, dtype=np.float64)}
-    stray = {"in": np.array([[0, 3, 0, 0, 4, 0, 0, 3, 1], inside], dtype=np.float64), "out": clean["out"]}
-    ranked = poschan.control.attack.AttackArm("left", "flip", 1, (1.0, 1.0), [(7 / 8, 1.0)], [[0]], None, clean,
-                                              [stray])
-    random = poschan.control.attack.AttackArm("left", "random", 1, (1.0, 1.0), [(1.0, 1.0)], [[1]], None, clean,
-                                              [clean])
-    row = attack._row([ranked], attack._clean([ranked]))
-    assert row["miou_in_clean"]["mean"] == row["miou_out_clean"]["mean"] == 1.0
-    keys = ("miou_in", "miou_out", "drop_in", "drop_out", "selectivity", "pixel_accuracy_in", "pixel_accuracy_drop_in",
-            "fw_iou_selectivity")
-    assert [v for key in keys for v in row[key]["values"]] == pytest.approx([7 / 8, 1, 1 / 8, 0, 1 / 8, 7 / 8, 1 / 8,
-                                                                           1 / 8])
-    assert row["drop_ratio"]["estimable"] is False  # no drop outside
-    versus = attack._comparisons([[ranked], [random]])
-    assert [c["name"] for c in versus] == ["left_n1_flip_vs_random_drop_in", "left_n1_flip_vs_random_selectivity"]
-    assert [v for c in versus for v in c["values"]] == pytest.approx([1 / 8, 1 / 8])
-
-    # two networks: units are the networks, each one's ranking seeds pooled (mean counts): the second network's
-    # two seeds, one with the stray pixel and one without, average to 7.5 of 8 true positives inside
-    second = poschan.control.attack.AttackArm("left", "flip", 1, (1.0, 1.0), [(7 / 8, 1.0), (1.0, 1.0)], [[0], [2]],
-                                              None, clean, [stray, clean])
-    row = attack._row([ranked, second], attack._clean([ranked, second]))
-    assert row["miou_in"]["values"] == pytest.approx([7 / 8, 7.5 / 8])  # IoU(1) = tp / (target + pred − tp)
-    assert "trained networks" in row["miou_in"]["method"] and "one trained model" not in row["miou_in"]["method"]
-    assert row["drop_in"]["values"] == pytest.approx([1 - v for v in row["miou_in"]["values"]])
-    assert row["channels"] == [[[0]], [[0], [2]]]
-    both = attack._comparisons([[ranked, second], [random, random]])
-    assert [v for c in both for v in c["values"]] == pytest.approx([1 / 8, 1 - row["miou_in"]["values"][1]] * 2)
-    assert "trained network i paired with trained network i" in both[0]["method"]

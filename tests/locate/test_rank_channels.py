@@ -1,5 +1,6 @@
 """rank_channels on any module: known answers, every input form, seeds, and the ranking file round trip."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -9,8 +10,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from poschan.errors import UserError
-from poschan.locate.rank import rank_channels
-from poschan.locate.ranking import ChannelRanking
+from poschan.locate.designs import RankSpec
+from poschan.locate.rank import rank_channels, ranking_controls
+from poschan.locate.ranking import ChannelRanking, ranking_order
 
 
 class Ramp(nn.Module):
@@ -106,3 +108,43 @@ def test_a_five_line_script_ranks_a_torchvision_checkpoint_on_a_photo_folder(tmp
     assert proc.returncode == 0, proc.stderr
     ranking = ChannelRanking.load(tmp_path / "ranking.json")
     assert (ranking.layer, ranking.channels, ranking.n_images) == ("backbone.layer4", 512, 3)
+
+
+def test_a_rank_spec_and_per_seed_images_are_ranked_as_given():
+    x = images(n=8)
+    model = Ramp(8)
+    spec = RankSpec("flip", flip_input="image")
+    given = rank_channels(model, "out", x, spec, seeds=(0, 1))
+    assert given.design == dataclasses.asdict(spec)
+    plain = rank_channels(model, "out", x, seeds=(0, 1))
+    assert all(torch.equal(given.scores[k], plain.scores[k]) for k in plain.keys)
+    halves = {0: x[:4], 1: x[4:]}
+    each = rank_channels(model, "out", halves.__getitem__, spec, seeds=(0, 1))
+    alone = rank_channels(model, "out", x[4:], spec, seeds=(1,))
+    assert torch.equal(each.per_seed[1]["overall"], alone.per_seed[1]["overall"])
+    assert each.n_images == 8 and each.data["images"] == plain.data["images"]  # the union of the seeds' images
+
+
+def test_ranking_controls_recompute_the_null_and_the_seed_overlap_by_hand():
+    ranking = rank_channels(Ramp(8), "out", images(n=8), seeds=(0, 1, 2))
+    controls = ranking_controls(ranking, n=1)
+    assert controls.top["overall"] == [0] and controls.seed_overlap_chance == 1 / 2
+    null = controls.null["overall"]
+    assert null["mean_abs_score"] == float(ranking.scores["overall"].abs().mean())
+    assert null["null_mean_abs_score"] == float(ranking.null["overall"].abs().mean())
+    assert null["top_overlap"] == int(ranking_order(ranking.null["overall"])[0] == 0)
+    assert null["chance_overlap"] == 1 / 2
+    overlap = controls.seed_overlap["overall"]
+    assert overlap["values"] == [1.0, 1.0, 1.0] and overlap["n"] == 3  # every seed puts the ramp channel first
+    assert controls.dims is None and "dims" not in controls.metrics()
+    dimest = ranking_controls(rank_channels(Ramp(18), "out", images(side=6), "dimest", seeds=(0, 1)), n=2)
+    assert dimest.dims["position"] + dimest.dims["semantic"] + dimest.dims["residual"] == 2
+    assert dimest.position_percent["n"] == 2 and set(dimest.seed_overlap) == {"position", "semantic"}
+
+
+def test_cell_scores_stack_the_cell_keys_of_a_shift_ranking():
+    shift = rank_channels(Ramp(18), "out", images(side=6), "shift")
+    cells = shift.cell_scores()
+    assert cells.shape == (9, 2) and torch.equal(cells[4], shift.scores["cell:4"])
+    with pytest.raises(UserError, match="no cell scores"):
+        rank_channels(Ramp(8), "out", images()).cell_scores()

@@ -3,7 +3,7 @@ segmentation break mostly inside it? mIoU inside and outside the region, before 
 (as many random channels; the channels of the opposite region) and, beside it, a pixel-space masked PGD attack
 confined to the same region (``control.pgd.masked_pgd``). A region's mIoU averages over the classes present in its
 target (``metrics.segmentation.miou_present_of``): a stray predicted pixel of a class absent from the region does
-not move it."""
+not move it. ``compare_regions``: the study of `poschan attack`, over the networks of a seg-train run."""
 
 from __future__ import annotations
 
@@ -14,16 +14,34 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from poschan import stats
 from poschan.control.ablation import SegEval, channel_counts, evaluation, random_channels, ranked_orders
 from poschan.control.pgd import masked_pgd
 from poschan.data.regions import opposite, region_mask
 from poschan.errors import UserError
 from poschan.locate.ranking import ChannelRanking
-from poschan.metrics.segmentation import ConfusionMeter, labels_of, miou_present_of
+from poschan.locate.segmenter_rankings import RegionRankings
+from poschan.metrics.segmentation import (
+    ITEMS,
+    NETWORKS,
+    ConfusionMeter,
+    drop,
+    fw_iou_of,
+    labels_of,
+    miou_present_of,
+    one_model,
+    pixel_accuracy_of,
+    ranked_minus_random,
+    score,
+)
 from poschan.models.segmentation import logits_of
+from poschan.models.segmenters import LoadedSegmenter
 from poschan.runtime import eval_mode
 
 Counts = dict[str, np.ndarray]  # "in" / "out": (n_images, 3K) IoU counts (metrics.segmentation.iou_counts)
+METRICS: dict[str, stats.Metric] = {"miou": miou_present_of, "pixel_accuracy": pixel_accuracy_of, "fw_iou": fw_iou_of}
+SELECTIVITY = stats.halves_difference_of(miou_present_of)  # of beside(in, out) rows: mIoU inside − mIoU outside
+UNITS = {"random": "random draws", "pgd": "PGD seeds"}  # else: ranking seeds
 
 
 @dataclass
@@ -197,3 +215,160 @@ def _pgd_arm(ev: SegEval, name: str, inside: Tensor, eps: float, steps: int, siz
             meters.append(meter)
     return AttackArm(name, "pgd", None, _in_out(clean_meter), [_in_out(m) for m in meters], [], shown,
                      _counts(clean_meter), [_counts(m) for m in meters])
+
+
+# -- the study of `poschan attack`: every network, every region, with intervals -----------------------------------------
+
+@dataclass
+class RegionComparison:
+    """``compare_regions``' answer. ``rows``: per region, N and method (an arm), each metric (``METRICS``) inside
+    and outside the region, clean and after (``miou_in_clean``, ``miou_in`` ...), its drops (``drop_in``,
+    ``pixel_accuracy_drop_out`` ...) and selectivity (drop inside − drop outside, with its p-value), the mIoU
+    ``drop_ratio`` (inside / outside) and the masked channels; ``comparisons``: each ranked method against the
+    random control (mIoU drop inside, selectivity) and its opposite control (selectivity). Every number a
+    ``poschan.stats`` statistic over the units (the networks; with one network its ranking seeds, random draws or
+    PGD seeds) and the test images. ``examples``: per region, the first network's predictions of its first
+    images, clean and after the first set of each ranked method and PGD."""
+
+    layer: str
+    channels: int
+    networks: int
+    rows: list[dict]
+    comparisons: list[dict]
+    examples: dict[str, dict[str, Tensor]] = field(default_factory=dict, compare=False, repr=False)
+
+
+def compare_regions(networks: Sequence[LoadedSegmenter], rankings: Sequence[RegionRankings], regions: Sequence[str],
+                    n: Sequence[int | str] | int | str = "25%", *, grid: int = 3, methods: Sequence[str] | None = None,
+                    random_draws: int = 5, pgd_eps: float | None = None, pgd_steps: int = 10,
+                    pgd_size: int | None = None, pgd_seeds: Sequence[int] = (0,), examples: int = 0,
+                    batch_size: int = 64, device: torch.device | str | None = None) -> RegionComparison:
+    """``region_attack`` of every network (``rankings[i]``: network i's, ``locate.segmenter_rankings.
+    region_rankings``; its random draws keyed by i) on every region of ``regions`` on its test images, PGD in raw
+    intensity units of the images' normalisation; the arms' statistics over the networks (each one's seeds or
+    draws pooled) and the test images, and the comparisons of each ranked method with its controls."""
+    if not networks or len(networks) != len(rankings):
+        raise UserError(f"give one ranking set per network, got {len(rankings)} for {len(networks)} networks")
+    first = networks[0]
+    counts = channel_counts(n, first.channels)
+    evs = [SegEval(net.module, net.layer, net.model_test, batch_size=batch_size, device=device) for net in networks]
+    rows, comparisons, shown = [], [], {}
+    for region in regions:
+        results = [region_attack(net.module, net.layer, ranked.for_region(region), ev, region, counts, grid=grid,
+                                 methods=methods, random_draws=random_draws, control_seed=i, pgd_eps=pgd_eps,
+                                 pgd_steps=pgd_steps, pgd_size=pgd_size, pgd_seeds=pgd_seeds,
+                                 mean=net.model_test.mean, std=net.model_test.std, examples=examples)
+                   for i, (net, ranked, ev) in enumerate(zip(networks, rankings, evs))]
+        arms = [list(same) for same in zip(*(r.arms for r in results))]  # per arm: that arm of every network
+        clean: dict[bool, dict] = {}  # the clean estimates of the test images, and of PGD's
+        for same in arms:
+            pgd = same[0].method == "pgd"
+            if pgd not in clean:
+                clean[pgd] = _clean(same)
+            rows.append(_row(same, clean[pgd]))
+        comparisons += _comparisons(arms)
+        if examples:
+            shown[region] = {"clean": results[0].clean_examples}
+            for arm in results[0].arms:
+                if arm.method in ("flip", "shift", "pgd") and arm.method not in shown[region]:
+                    shown[region][arm.method] = arm.examples
+    return RegionComparison(first.layer, first.channels, len(networks), rows, comparisons, shown)
+
+
+@dataclass
+class _Units:
+    """One arm (region, method, N) over the units of its statistics: with one network its ranking seeds, random
+    draws or PGD seeds; with several, the networks (each one's seeds or draws pooled: their mean counts)."""
+
+    clean: list[Counts]  # per unit: the clean per-image counts inside / outside
+    after: list[Counts]  # per unit: after the edit
+    unit: str
+    networks: int
+
+    @classmethod
+    def of(cls, arms: list[AttackArm]) -> _Units:
+        """``arms``: the same arm of every network."""
+        if len(arms) == 1:
+            (arm,) = arms
+            return cls([arm.clean_counts] * len(arm.after_counts), arm.after_counts,
+                       UNITS.get(arm.method, "ranking seeds"), 1)
+        after = [{side: np.mean([a[side] for a in arm.after_counts], axis=0) for side in ("in", "out")}
+                 for arm in arms]
+        return cls([arm.clean_counts for arm in arms], after, NETWORKS, len(arms))
+
+    def sides(self) -> list[np.ndarray]:
+        """Per unit: the per-image counts inside the region beside those outside, after the edit."""
+        return [stats.beside(a["in"], a["out"]) for a in self.after]
+
+    def note(self, stat: dict) -> dict:
+        return one_model(stat, self.networks)
+
+
+def metric_prefix(metric: str) -> str:
+    """The prefix of a metric's drop and selectivity keys: none for mIoU (``drop_in``, ``selectivity``)."""
+    return "" if metric == "miou" else f"{metric}_"
+
+
+def _row(arms: list[AttackArm], clean: dict) -> dict:
+    """The statistics of one arm over its units; ``clean``: the clean scores of its images (``_clean``)."""
+    arm, u = arms[0], _Units.of(arms)
+    after = {side: [a[side] for a in u.after] for side in ("in", "out")}
+    # clean beside after, per unit: halves_difference_of(metric) is the metric's drop
+    pairs = {side: [stats.beside(c[side], a[side]) for c, a in zip(u.clean, u.after)] for side in ("in", "out")}
+    row = {"region": arm.region, "n": arm.n, "method": arm.method, **clean}
+    for name, metric in METRICS.items():
+        for side in ("in", "out"):
+            row[f"{name}_{side}"] = u.note(score(after[side], u.unit, metric))
+            row[f"{metric_prefix(name)}drop_{side}"] = u.note(drop([c[side] for c in u.clean], after[side], u.unit, metric))
+        row[f"{metric_prefix(name)}selectivity"] = u.note(stats.paired_difference(
+            pairs["in"], pairs["out"], stats.halves_difference_of(metric), bounds=(-2.0, 2.0), unit=u.unit,
+            item=ITEMS))
+    row["drop_ratio"] = u.note(stats.ratio(pairs["in"], pairs["out"], SELECTIVITY, unit=u.unit, item=ITEMS))
+    return row if arm.method == "pgd" else {**row, "channels": arm.channels if len(arms) == 1 else
+                                            [a.channels for a in arms]}
+
+
+def _clean(arms: list[AttackArm]) -> dict:
+    """Each metric inside and outside the region on the arm's images, unedited (``miou_in_clean`` ...), over the
+    networks."""
+    unit = NETWORKS if len(arms) > 1 else "training seeds"
+    return {f"{name}_{side}_clean": score([arm.clean_counts[side] for arm in arms], unit, metric)
+            for name, metric in METRICS.items() for side in ("in", "out")}
+
+
+def _comparisons(arms: list[list[AttackArm]]) -> list[dict]:
+    """Each ranked method against the random control (mIoU drop inside, selectivity) and against its opposite
+    control (selectivity), at the same region and N; ``arms``: per arm, that arm of every network."""
+    out = []
+    units = {(a[0].method, a[0].n): _Units.of(a) for a in arms}
+    for same in arms:
+        arm = same[0]
+        if arm.method in ("random", "pgd") or "-" in arm.method:
+            continue
+        where = f"region {arm.region}, N = {arm.n}"
+        label = f"{arm.method} channels of the region"
+        mine = units[arm.method, arm.n]
+        random, mirror = units.get(("random", arm.n)), units.get((f"{arm.method}-opposite", arm.n))
+        versus = dict(ranked_unit=mine.unit, networks=mine.networks)
+        if random is not None:
+            out.append(stats.comparison(
+                ranked_minus_random([a["in"] for a in mine.after], [a["in"] for a in random.after], miou_present_of,
+                                    bounds=(-1.0, 1.0), random_unit=random.unit, **versus),
+                f"{arm.region}_n{arm.n}_{arm.method}_vs_random_drop_in", f"{label}: mIoU drop inside",
+                f"{arm.n} random channels: mIoU drop inside",
+                f"Do the {arm.method} channels of {where} lower the mIoU inside it more than as many random ones?"))
+            out.append(stats.comparison(
+                ranked_minus_random(mine.sides(), random.sides(), SELECTIVITY, bounds=(-2.0, 2.0),
+                                    random_unit=random.unit, **versus),
+                f"{arm.region}_n{arm.n}_{arm.method}_vs_random_selectivity", f"{label}: drop inside − outside",
+                f"{arm.n} random channels: drop inside − outside",
+                f"Is masking the {arm.method} channels of {where} more selective for it than as many random ones?"))
+        if mirror is not None:
+            out.append(stats.comparison(
+                ranked_minus_random(mine.sides(), mirror.sides(), SELECTIVITY, bounds=(-2.0, 2.0),
+                                    random_unit=mirror.unit, **versus),
+                f"{arm.region}_n{arm.n}_{arm.method}_vs_opposite_selectivity", f"{label}: drop inside − outside",
+                f"{arm.method} channels of the opposite region: drop inside − outside",
+                f"Is masking the {arm.method} channels of {where} more selective for it than masking the "
+                "opposite region's?"))
+    return out

@@ -5,13 +5,17 @@ position)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
-from poschan.control.ablation import SegEval
 from poschan.errors import UserError
 from poschan.metrics.segmentation import miou_of
 from poschan.runtime import seeded_generator
+
+if TYPE_CHECKING:  # control.ablation draws its matched control from here
+    from poschan.control.ablation import SegEval
 
 
 def knockout_costs(ev: SegEval) -> Tensor:

@@ -17,6 +17,7 @@ from poschan.errors import UserError
 from poschan.runtime import seeded_generator, to_device
 
 TASKS = ("location", "semantic")
+TEST_SEED_OFFSET = 10_000  # a run's test draws are seeded with its seed + this, never with a training seed
 
 
 class BatchSource(Protocol):

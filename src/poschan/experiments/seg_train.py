@@ -26,12 +26,12 @@ from torch import Tensor, nn
 
 from poschan.config import command_defaults, setting
 from poschan.control.ablation import SegEval
+from poschan.data.scenes import SceneSpec
 from poschan.data.segdata import EvalSet, SegData
 from poschan.data.segsets import IGNORE_INDEX
 from poschan.data.sources import model_input
 from poschan.engine import fit
 from poschan.errors import UserError
-from poschan.experiments.seg_common import describe, scene_spec, score
 from poschan.experiments.settings import (
     DataSettings,
     FitSettings,
@@ -42,8 +42,9 @@ from poschan.experiments.settings import (
     SceneSettings,
     WidthSettings,
 )
-from poschan.metrics.segmentation import miou_of, pixel_accuracy_of
+from poschan.metrics.segmentation import miou_of, pixel_accuracy_of, score
 from poschan.models.segmentation import SEG_MODELS, SegSpec, build_segmenter, load_segmenter_state, seg_input
+from poschan.models.segmenters import SCENE_FIELDS, describe
 from poschan.models.weights import read_state_dict
 from poschan.report.figures import learning_curves
 from poschan.results import atomic_torch_save
@@ -107,7 +108,9 @@ class Config(RunSettings, FitSettings, PaddingSettings, WidthSettings, Pretraine
         return spec
 
     def seg_data(self) -> SegData:
-        data = SegData(self.data, scene_spec(self), self.data_root)
+        scenes = SceneSpec(**{key: getattr(self, key) for key in SCENE_FIELDS})
+        scenes.validate()
+        data = SegData(self.data, scenes, self.data_root)
         data.validate()
         return data
 

@@ -15,12 +15,14 @@ import torch
 from scipy.stats import hypergeom
 from torch import Tensor, nn
 
+from poschan import stats
 from poschan.data.scene_pairs import ScenePairs
 from poschan.data.segdata import InputNorm, SegData
 from poschan.data.sources import model_input
 from poschan.errors import UserError
 from poschan.locate.moments import DiffSums
 from poschan.locate.ranking import top_overlap
+from poschan.metrics.segmentation import NETWORKS
 from poschan.runtime import eval_mode
 from poschan.taps import pooled_features
 
@@ -63,6 +65,19 @@ def top_overlaps(scores: dict[str, Tensor], n: int) -> list[dict]:
         rows.append({"a": a, "b": b, "n": n, "channels": channels, "overlap": overlap, "chance": n * n / channels,
                      "p_value": float(hypergeom.sf(overlap - 1, channels, n, n))})
     return rows
+
+
+def overlaps_over_networks(overlaps: Sequence[list[dict]]) -> list[dict]:
+    """Per pair of constructions and N, the ``top_overlaps`` rows of every network (``overlaps[i]``: network i's)
+    summarised: the overlap's mean with a t-interval over the networks cut to [0, N], chance N²/C and each
+    network's hypergeometric p-value of an overlap at least as large."""
+    groups: dict[tuple, list[dict]] = {}
+    for rows in overlaps:
+        for row in rows:
+            groups.setdefault((row["a"], row["b"], row["n"]), []).append(row)
+    return [{"a": a, "b": b, "n": n, "chance": rows[0]["chance"],
+             "overlap": stats.summarize([r["overlap"] for r in rows], bounds=(0.0, float(n)), unit=NETWORKS),
+             "p_values": [r["p_value"] for r in rows]} for (a, b, n), rows in groups.items()]
 
 
 def chirality_summary(model: nn.Module, layer: str, data: SegData, *, count: int, ns: Sequence[int], seed: int = 0,

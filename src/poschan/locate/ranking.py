@@ -106,6 +106,13 @@ class ChannelRanking:
             raise UserError(f"n must be in 1..{self.channels} (the layer's channels), got {n}")
         return self.order(key, seed)[:n]
 
+    def cell_scores(self) -> Tensor:
+        """(k², C): a shift ranking's selectivity of every channel for every cell of its grid (keys ``cell:j``)."""
+        cells = sum(key.startswith("cell:") for key in self.scores)
+        if not cells:
+            raise UserError(f"ranking of {self.layer!r} by {self.method} has no cell scores (a shift ranking has)")
+        return torch.stack([self.scores[f"cell:{j}"] for j in range(cells)])
+
     def to_dict(self) -> dict:
         def plain(group: dict[str, Tensor]) -> dict[str, list[float]]:
             return {k: v.tolist() for k, v in group.items()}

@@ -3,42 +3,27 @@ on real segmentation images; shift and dimest with single items pasted in the ce
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from poschan.data.segdata import InputNorm, SegData
-from poschan.data.sources import ImageSet
 from poschan.errors import UserError
-from poschan.locate.designs import RankSpec, accumulate
-from poschan.locate.rank import ranking_from_tallies
+from poschan.locate.designs import RankSpec
+from poschan.locate.rank import rank_channels
 from poschan.locate.ranking import ChannelRanking
-from poschan.runtime import eval_mode
 
 SEG_METHODS = ("flip", "shift", "dimest")
-
-
-def _ranked_images(sets: Sequence[ImageSet]) -> ImageSet:
-    """One ImageSet of the distinct image sets of the seeds (a real dataset ranks the same images every seed)."""
-    distinct: list[ImageSet] = []
-    for s in sets:
-        if not any(s.images.shape == d.images.shape and torch.equal(s.images, d.images) for d in distinct):
-            distinct.append(s)
-    if len(distinct) == 1:
-        return distinct[0]
-    return dataclasses.replace(distinct[0], images=torch.cat([d.images for d in distinct]),
-                               labels=torch.cat([d.labels for d in distinct]))
 
 
 def segmenter_ranking(model: nn.Module, layer: str, data: SegData, method: str = "flip", *,
                       region: str | None = None, grid: int = 3, count: int, seeds: Sequence[int] = (0,),
                       batch_size: int = 64, device: torch.device | str = "cpu", in_chans: int | None = None,
                       input_norm: InputNorm | None = None, model_name: str = "") -> ChannelRanking | None:
-    """The ChannelRanking of ``layer`` of a segmenter (any ``nn.Module``; one pass per seed through
-    ``locate.designs.accumulate``, scores pooled over the seeds, per-seed scores kept), on rank-split images
-    of ``data`` (never its evaluation split); ``in_chans`` / ``input_norm`` re-normalise the images for the model.
+    """The ChannelRanking of ``layer`` of a segmenter (any ``nn.Module``; ``rank_channels``: one pass per seed,
+    scores pooled over the seeds, per-seed scores kept), on rank-split images of ``data`` (never its evaluation
+    split); ``in_chans`` / ``input_norm`` re-normalise the images for the model.
 
     ``flip`` (image input): ``count`` rank images per seed, each seed its own rank scenes; ``region`` None: scenes
     as trained (keys overall, left, right, top, bottom); "left" / "top": every item in that half, so ``left`` /
@@ -53,16 +38,14 @@ def segmenter_ranking(model: nn.Module, layer: str, data: SegData, method: str =
         raise UserError("seeds must name at least one seed")
     if method == "flip":
         spec = RankSpec("flip", flip_input="image")
-        sets = [data.rank_images(count, seed, region if data.synthetic else None) for seed in seeds]
+        sets = {seed: data.rank_images(count, seed, region if data.synthetic else None) for seed in seeds}
     else:
         if not data.synthetic:
             return None
         spec = RankSpec(method, grid=grid, canvas=data.scenes.side, background="black")
-        sets = [data.rank_items(count)] * len(seeds)
-    with eval_mode(model):
-        tallies = [accumulate(model, layer, images, spec, seed=seed, batch_size=batch_size, device=device,
-                              in_chans=in_chans, input_norm=input_norm, progress=False)
-                   for seed, images in zip(seeds, sets)]
-    ranking = ranking_from_tallies(model, layer, _ranked_images(sets), spec, list(seeds), tallies, model_name)
+        items = data.rank_items(count)
+        sets = dict.fromkeys(seeds, items)
+    ranking = rank_channels(model, layer, sets.__getitem__, spec, seeds=seeds, batch_size=batch_size, device=device,
+                            in_chans=in_chans, input_norm=input_norm, model_name=model_name)
     ranking.data.update({"eval_split": data.eval_split, "region": region})
     return ranking

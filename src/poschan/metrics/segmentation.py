@@ -14,7 +14,9 @@ classes) are never counted.
 For intervals over test images (``poschan.stats``), each image is one row of *IoU counts* (``iou_counts``): per
 class its true positives, then its target pixels, then its predicted pixels (3K numbers, all that these metrics
 read from a confusion). ``miou_of``, ``miou_present_of``, ``fw_iou_of`` and ``pixel_accuracy_of`` score the mean
-of such rows, vectorised over leading axes; the mean over images scores as the summed confusion does.
+of such rows, vectorised over leading axes; the mean over images scores as the summed confusion does. ``score``,
+``drop`` and ``ranked_minus_random`` give their statistics over units (networks, ranking seeds, random draws) and
+the test images (``poschan.stats``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from poschan import stats
 from poschan.data.segsets import IGNORE_INDEX
 from poschan.errors import UserError
+
+ITEMS = "test images"  # the items of every segmentation statistic
+NETWORKS = "trained networks"  # the units of a study of several networks
 
 
 def _confusions(pred: Tensor, target: Tensor, num_classes: int, mask: Tensor | None, per_image: bool) -> Tensor:
@@ -204,3 +210,36 @@ def predict(model: nn.Module, images: Tensor, batch_size: int, device: torch.dev
     out = [labels_of(model(images[i:i + batch_size].to(device))).to(images.device)
            for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.zeros(0, *images.shape[2:], dtype=torch.int64, device=images.device)
+
+
+# -- statistics over units and test images -------------------------------------------------------------------------
+
+def one_model(stat: dict, networks: int = 1, word: str = "model") -> dict:
+    """``stat`` with its method saying that it is of one trained ``word`` (model, network), when ``networks`` is 1."""
+    if "method" in stat and networks == 1:
+        stat["method"] += f"; one trained {word}: the variation between training seeds is not covered"
+    return stat
+
+
+def score(groups: list[np.ndarray], unit: str, metric: stats.Metric = miou_of) -> dict:
+    """mIoU (or ``metric``, in [0, 1]) of each unit's per-image IoU counts (n_images, 3K), with its 95% interval over
+    the ``unit`` and the test images."""
+    return stats.estimate(groups, metric, bounds=(0.0, 1.0), unit=unit, item=ITEMS)
+
+
+def drop(clean: list[np.ndarray], after: list[np.ndarray], unit: str, metric: stats.Metric = miou_of) -> dict:
+    """Clean mIoU (or ``metric``, in [0, 1]) − that after an edit, per unit (each with its clean counts), on the
+    same test images: a paired difference in [-1, 1]."""
+    return stats.paired_difference(clean, after, metric, bounds=(-1.0, 1.0), unit=unit, item=ITEMS)
+
+
+def ranked_minus_random(ranked: list[np.ndarray], random: list[np.ndarray], metric: stats.Metric, *,
+                        bounds: tuple[float, float], ranked_unit: str = "ranking seeds",
+                        random_unit: str = "random draws", networks: int = 1) -> dict:
+    """Drop of ``metric`` (clean − after) with the ranked channels masked minus that with the control's, with its
+    interval and p-value: computed as ``metric``(control) − ``metric``(ranked) on the same images (the clean score
+    cancels), the units paired by ``stats.paired_units``."""
+    a, b, unit, note = stats.paired_units(ranked, random, ranked_unit, random_unit)
+    out = stats.paired_difference(b, a, metric, bounds=bounds, unit=unit, item=ITEMS)
+    out["method"] += note + "; ranked drop − control drop = control-masked − ranked-masked score"
+    return one_model(out, networks)

@@ -12,7 +12,8 @@ import torch
 from scipy.stats import chisquare
 from torch import Tensor, nn
 
-from poschan.experiments.gap_study import Config, Variant, evaluators
+from poschan.experiments.gap_study import Config
+from poschan.measure.gap_study import Variant, evaluators
 from poschan.models.heads import ChannelPermute
 from poschan.taps import permute_channels
 
