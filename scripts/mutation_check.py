@@ -204,7 +204,7 @@ MUTATIONS = [
     Mutation("undetermined-curve-called-flat", "src/poschan/stats.py",
              "    if -FLAT_SLOPE < lo and hi < FLAT_SLOPE:\n", "    if lo <= 0 <= hi:\n",
              ("tests/test_stats_plateaus.py",)),
-    Mutation("random-draws-shared-by-networks", "src/poschan/control/ablation.py",
+    Mutation("random-draws-shared-by-networks", "src/poschan/control/ranking_comparison.py",
              "random_draws=random_draws, control_seed=index,", "random_draws=random_draws, control_seed=0,",
              ("tests/experiments/test_segmentation_cmds.py",)),
     Mutation("no-variation-pooled-over-units", "src/poschan/stats.py",

@@ -142,3 +142,18 @@ def test_layers_of_a_segmentation_network_are_those_ablate_masks(tmp_path, capsy
     assert main(["layers", f"{tmp_path / 'net.py'}:make", "--segmenter", "--input-size", "8"]) == 0
     lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
     assert lines["0"].strip() == "(1, 4, 8, 8)" and lines["1"].strip() == "(1, 11, 8, 8)"
+
+
+def test_run_and_executor_flags_are_those_their_settings_declare():
+    import dataclasses
+
+    from poschan.cli import build_parser
+    from poschan.experiments.settings import ExecutorSettings, PlaceSettings, RunSettings
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for command, concerns in (("reproduce", (PlaceSettings, ExecutorSettings)), ("gap-study", (RunSettings,)),
+                              ("ablate", (RunSettings,))):
+        actions = {a.dest: a for a in commands[command]._actions}
+        for field in (f for cls in concerns for f in dataclasses.fields(cls) if f.metadata["cli"]):
+            assert actions[field.name].help == field.metadata["help"], (command, field.name)
+            assert actions[field.name].default is None, (command, field.name)  # absent: the preset's (or default)

@@ -47,7 +47,7 @@ _WHERE = {
     "probe_study": "poschan.measure.probe_study",
     "position_map_study": "poschan.measure.position_map_study",
     "segmenter_rankings": "poschan.locate.segmenter_rankings",
-    "compare_rankings": "poschan.control.ablation",
+    "compare_rankings": "poschan.control.ranking_comparison",
     "region_rankings": "poschan.locate.segmenter_rankings",
     "compare_regions": "poschan.control.attack",
     # models, data, results

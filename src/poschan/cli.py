@@ -27,24 +27,19 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
-def _seeds(text: str) -> list[int]:
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds must be integers separated by commas, got {text!r}") from None
+def _add_study_args(p: argparse.ArgumentParser, what: str) -> None:
+    """The arguments of the command line itself, not config keys: the preset, the output folder, progress bars."""
+    p.add_argument("--preset", default="quick", help=f"size preset{what}: {', '.join(PRESETS)} (default: quick)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    """The arguments every experiment command takes (the results contract)."""
-    p.add_argument("--preset", default="quick", help=f"size preset: {', '.join(PRESETS)} (default: quick)")
+    """The arguments every experiment command takes besides its config's flags (the results contract)."""
+    _add_study_args(p, "")
     p.add_argument("--config", help="YAML file whose keys override the preset")
-    p.add_argument("--seeds", type=_seeds, help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--seed", type=int, help="a single seed (same as --seeds N)")
-    p.add_argument("--device", help="cpu, cuda, cuda:N")
-    p.add_argument("--data-root", dest="data_root", help="directory holding the dataset files")
     p.add_argument("--out", required=True, help="results directory (must not exist or be empty)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run at OUT.partial")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
 def _overrides(args: argparse.Namespace, keys: Sequence[str]) -> dict:
@@ -177,11 +172,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from poschan.executor import check_executor
-    from poschan.experiments.reproduce import check_preset, finished, run_study, study
+    from poschan.experiments.reproduce import StudyRunSettings, check_preset, finished, run_study, study
 
     check_preset(args.preset)
-    check_executor(args.executor, args.workers, args.address)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(StudyRunSettings)}
+    settings = StudyRunSettings(**{k: v for k, v in given.items() if v is not None})
+    settings.check_executor()
     out = Path(args.out)
     report = out / "report.html"
     steps = study(args.preset, out)
@@ -190,8 +186,6 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         return 0
     common = [*(["--data-root", args.data_root] if args.data_root else []),
               *(["--device", args.device] if args.device else []), *([] if args.progress else ["--no-progress"])]
-    settings = argparse.Namespace(executor=args.executor, workers=args.workers, address=args.address,
-                                  device=args.device or "cpu")
     code = run_study(steps, args.preset, out, common, settings, run_command=main, progress=args.progress)
     if code:
         return code
@@ -204,6 +198,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or (``command`` given) one whose other experiment commands are bare names: a command
     then imports only its own module, so the CLI starts (and refuses bad input) quickly."""
+    from poschan.experiments.settings import ExecutorSettings, PlaceSettings
+
     parser = _Parser(prog="poschan", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -242,17 +238,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="the whole study (gap-study, probe, position-map, rank, augshift, and "
                                          "seg-train + ablate + attack over layout priors) as one resumable "
-                                         "pipeline ending with its report; re-run it to skip the finished steps")
-    p.add_argument("--preset", default="quick", help=f"size preset of every step: {', '.join(PRESETS)}")
+                                         "pipeline ending with its report; re-run it to skip the finished steps",
+                       description="The executor runs the study's independent jobs: each step alone, except each "
+                                   "segmentation condition's seg-train, ablate, attack, which run in order.")
+    _add_study_args(p, " of every step")
     p.add_argument("--out", required=True, help="study directory (one sub-folder per step, then report.html)")
-    p.add_argument("--data-root", dest="data_root", help="directory holding the dataset files")
-    p.add_argument("--device", help="cpu, cuda, cuda:N")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    p.add_argument("--executor", default="sequential", help="how the independent jobs run (each step alone; each "
-                   "segmentation condition's seg-train, ablate, attack in order): sequential, local or ray")
-    p.add_argument("--workers", type=int, default=1, help="jobs at once (local, ray); each gets that share of the "
-                   "torch threads")
-    p.add_argument("--address", help="address of a running Ray cluster (with --executor ray)")
+    add_flags(p, PlaceSettings)
+    add_flags(p, ExecutorSettings)
     p.set_defaults(func=cmd_reproduce)
     return parser
 

@@ -14,7 +14,7 @@ from poschan.cli import main
 from poschan.data.sources import IMAGENET_MEAN, IMAGENET_STD
 from poschan.errors import UserError
 from poschan.models.registry import build_model
-from poschan.models.weights import ModelNote, load_weights, weights_shape
+from poschan.models.weights import ModelNote, load_state, load_weights, weights_shape
 
 
 def _classifier(name: str) -> torch.nn.Module:
@@ -77,6 +77,23 @@ def test_wrong_key_shape_and_pickled_files_are_one_line_user_errors(tmp_path):
     with pytest.raises(UserError, match=r"size mismatch for conv1.weight: \(64, 3, 7, 7\) in the file, \(64, 1, 7, 7\) "
                                         r"in the model \(the model takes 1-channel images, the file 3-channel"):
         load_weights(_build("tv:resnet18", in_chans=1), _save(source, tmp_path / "rgb.pth"))
+
+
+def test_the_one_state_loader_names_a_head_of_other_classes_and_loads_nothing_on_a_mismatch():
+    def net(classes: int) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, classes, 1))
+
+    model, before = net(3), net(3).state_dict()
+    model.load_state_dict(before)
+    with pytest.raises(UserError, match=r"size mismatch for 2.weight: \(21, 8, 1, 1\) in the file, \(3, 8, 1, 1\) in "
+                                        r"the model \(the file's head has 21 classes, the model 3\) \(2 tensors"):
+        load_state(model, net(21).state_dict(), "voc.pth")
+    with pytest.raises(UserError, match=r"0 missing keys \[\], 1 unexpected keys \['3.bias'\]"):
+        load_state(model, {**net(3).state_dict(), "3.bias": torch.zeros(1)}, "extra.pth")
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    other = net(3).state_dict()
+    load_state(model, other, "same.pth")
+    assert all(torch.equal(v, other[k]) for k, v in model.state_dict().items())
 
 
 def test_the_model_takes_the_input_channels_and_classes_its_weights_say(tmp_path):

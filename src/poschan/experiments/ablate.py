@@ -5,7 +5,7 @@ The segmenters: a `seg-train` run (``--checkpoint RUN``: every ``seed<S>/checkpo
 one checkpoint, or ``--model`` / ``--weights`` / ``--layer`` (``models.segmenters.load_segmenters``). Per network
 the rankings of ``rankings`` on rank-split images (``locate.segmenter_rankings``; the flip ranking saved as
 ``ranking.json``, all scores as ``scores.json``, in ``network<i>/`` for several networks; ``--ranking``: a ranking
-file of the one network, made on another split); then ``control.ablation.compare_rankings``, whose docstring says
+file of the one network, made on another split); then ``control.ranking_comparison.compare_rankings``, whose docstring says
 what is measured and how the statistics are made.
 """
 
@@ -19,7 +19,8 @@ from typing import ClassVar
 import torch
 
 from poschan.config import command_defaults, setting
-from poschan.control.ablation import channel_counts, compare_rankings
+from poschan.control.ablation import channel_counts
+from poschan.control.ranking_comparison import compare_rankings
 from poschan.errors import UserError
 from poschan.experiments.settings import SegEvalSettings
 from poschan.locate.ranking import ChannelRanking

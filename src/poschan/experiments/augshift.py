@@ -27,12 +27,10 @@ from poschan.experiments.settings import (
     DataSettings,
     ExecutorSettings,
     MethodsSettings,
-    ModelSettings,
+    NetworkSettings,
     PaddingSettings,
-    PretrainedSettings,
     RunSettings,
     TrainingSettings,
-    WidthSettings,
 )
 from poschan.report.augshift_figures import augshift_figures
 from poschan.tables import comparison_line, comparison_rows, flat_stats, format_stat, write_csv
@@ -43,8 +41,8 @@ HELP = "AugShift vs baseline, shift augmentation and BlurPool: accuracy, consist
 
 @dataclass
 @command_defaults
-class Config(ExecutorSettings, RunSettings, TrainingSettings, PaddingSettings, PretrainedSettings, WidthSettings,
-             ModelSettings, DataSettings, CanvasSideSettings, MethodsSettings):
+class Config(ExecutorSettings, RunSettings, TrainingSettings, PaddingSettings, NetworkSettings, DataSettings,
+             CanvasSideSettings, MethodsSettings):
     # fp32: in the paired check bf16 lowered AugShift's accuracy beyond ±0.01 (results/precision-check)
     DEFAULTS: ClassVar[dict] = {"methods": list(METHODS), "test_passes": 5, "precision": "fp32"}
     FLAGS: ClassVar[dict] = {"methods": {"help": f"comma-separated, from: {', '.join(METHODS)}"},

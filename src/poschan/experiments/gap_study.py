@@ -17,12 +17,10 @@ from poschan.experiments.settings import (
     BackgroundSettings,
     DataSettings,
     ExecutorSettings,
-    ModelSettings,
+    NetworkSettings,
     PaddingsSettings,
-    PretrainedSettings,
     RunSettings,
     TrainingSettings,
-    WidthSettings,
 )
 from poschan.measure.gap_study import TRAINED_PERMUTES, GapStudyPlan, gap_study, plan_gap_study
 from poschan.report.gap_figures import gap_figures
@@ -35,7 +33,7 @@ HELP = "GAPNet vs PermuteNet: location/semantic accuracy from pooled features ac
 @dataclass
 @command_defaults
 class Config(ExecutorSettings, RunSettings, TrainingSettings, PaddingsSettings, BackgroundSettings, DataSettings,
-             PretrainedSettings, WidthSettings, ModelSettings):
+             NetworkSettings):
     # fp32: the paired check did not show bf16 within ±0.01 on every row (results/precision-check)
     DEFAULTS: ClassVar[dict] = {"precision": "fp32"}
 

@@ -35,8 +35,7 @@ DEFAULT_TEST_PHOTOS = list(PHOTOS[2::3])
 @dataclass
 @command_defaults
 class Config(settings.RunSettings, settings.LearningRateSettings, settings.ImageSizeSettings,
-             settings.PaddingsSettings, settings.LayersSettings, settings.PretrainedSettings, settings.WidthSettings,
-             settings.ModelSettings):
+             settings.PaddingsSettings, settings.LayersSettings, settings.NetworkSettings):
     """Resolved settings of one position-map run (defaults < preset < --config < flags)."""
 
     # pretrained None: the packaged weights where the model has them (and no --weights)

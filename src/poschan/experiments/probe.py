@@ -35,8 +35,8 @@ HELP = "linear readout of position/semantics from pooled features of a frozen ba
 @dataclass
 @command_defaults
 class Config(settings.RunSettings, settings.BatchSettings, settings.TestSizeSettings, settings.TrainSizeSettings,
-             settings.LayersSettings, settings.PaddingSettings, settings.PretrainedSettings, settings.WidthSettings,
-             settings.ModelSettings, settings.DataSettings, settings.CanvasSettings, settings.TaskSettings):
+             settings.LayersSettings, settings.PaddingSettings, settings.NetworkSettings, settings.DataSettings,
+             settings.CanvasSettings, settings.TaskSettings):
     DEFAULTS: ClassVar[dict] = {"model": "efficientnet-lite0", "train_size": 2000, "test_size": 1000, "batch_size": 200}
     FLAGS: ClassVar[dict] = {"train_size": {"help": "training canvases per seed"},
                              "test_size": {"help": "test canvases per seed"},

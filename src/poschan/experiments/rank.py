@@ -41,8 +41,8 @@ _AS_IS = ("photos", "folder:")  # flip_input auto: photographs are flipped as th
 @dataclass
 @command_defaults
 class Config(settings.RunSettings, settings.BatchSettings, settings.HeadSettings, settings.PaddingSettings,
-             settings.PretrainedSettings, settings.WidthSettings, settings.ModelSettings, settings.CanvasSettings,
-             settings.ImageSizeSettings, settings.DataSettings, settings.LayerSettings, settings.CheckpointSettings):
+             settings.NetworkSettings, settings.CanvasSettings, settings.ImageSizeSettings, settings.DataSettings,
+             settings.LayerSettings, settings.CheckpointSettings):
     DEFAULTS: ClassVar[dict] = {"model": "efficientnet-lite0", "batch_size": 64, "seeds": [0], "layer": None}
     FLAGS: ClassVar[dict] = {"image_size": {"help": "side of photos / folder images (default 32)"},
                              "grid": {"help": "k of the k×k canvas grid"},

@@ -11,13 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tqdm.auto import tqdm
 
 from poschan.config import PRESETS
 from poschan.errors import UserError
 from poschan.executor import Job, run_command_jobs
+from poschan.experiments.settings import ExecutorSettings, PlaceSettings
+
+
+@dataclass
+class StudyRunSettings(ExecutorSettings, PlaceSettings):
+    """How ``reproduce`` runs the study: where its steps compute, and the executor of its independent jobs."""
 
 
 @dataclass(frozen=True)
@@ -123,11 +128,11 @@ def run_chain(steps: Sequence[Step], preset: str, out: Path, common: Sequence[st
     return run_steps(steps, preset, out, common, run_command=run_command, progress=progress)
 
 
-def run_study(steps: Sequence[Step], preset: str, out: Path, common: Sequence[str], settings: Any, *,
+def run_study(steps: Sequence[Step], preset: str, out: Path, common: Sequence[str], settings: StudyRunSettings, *,
               run_command: Callable[[list[str]], int], progress: bool = True) -> int:
-    """Every chain of ``steps`` through the executor of ``settings`` (executor, workers, address, device), each
-    step a call of the command line ``run_command`` (a module-level function: jobs travel to other processes by
-    its name): the first non-zero exit code of a chain, else 0."""
+    """Every chain of ``steps`` through the executor of ``settings``, each step a call of the command line
+    ``run_command`` (a module-level function: jobs travel to other processes by its name): the first non-zero exit
+    code of a chain, else 0."""
     parallel = settings.executor != "sequential"
     quiet = [*common, "--no-progress"] if parallel and "--no-progress" not in common else list(common)
     out.mkdir(parents=True, exist_ok=True)

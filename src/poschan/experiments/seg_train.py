@@ -35,12 +35,10 @@ from poschan.errors import UserError
 from poschan.experiments.settings import (
     DataSettings,
     FitSettings,
-    ModelSettings,
+    NetworkSettings,
     PaddingSettings,
-    PretrainedSettings,
     RunSettings,
     SceneSettings,
-    WidthSettings,
 )
 from poschan.metrics.segmentation import miou_of, pixel_accuracy_of, score
 from poschan.models.segmentation import SEG_MODELS, SegSpec, build_segmenter, load_segmenter_state, seg_input
@@ -58,8 +56,7 @@ FLIPS = ("auto", "on", "off")
 
 @dataclass
 @command_defaults
-class Config(RunSettings, FitSettings, PaddingSettings, WidthSettings, PretrainedSettings, ModelSettings, SceneSettings,
-             DataSettings):
+class Config(RunSettings, FitSettings, PaddingSettings, NetworkSettings, SceneSettings, DataSettings):
     # precision fp32: no paired fp32-vs-bf16 check covers segmentation training yet (scripts/precision_check.py)
     DEFAULTS: ClassVar[dict] = {"data": "scenes", "batch_size": 32, "betas": [0.9, 0.999], "seeds": [0],
                                 "pretrained": True, "precision": "fp32"}

@@ -28,13 +28,19 @@ FOLDER_HELP = ("folder:PATH (one sub-folder per split: PATH/train/<class>/<image
 # -- the run ---------------------------------------------------------------------------------------------------------
 
 @dataclass
-class RunSettings:
-    """Every command has these; their flags are the run arguments of the command line (cli._add_run_args)."""
+class PlaceSettings:
+    """Where a run computes and finds its data: flags of every experiment command and of ``reproduce``."""
 
-    seeds: list[int] = setting([0, 1, 2], "seeds (flags --seeds 0,1,2 or --seed N)", cli=False)
-    device: str = setting("cpu", "cpu, cuda, cuda:N (flag --device)", cli=False)
+    device: str = setting("cpu", "cpu, cuda, cuda:N")
+    data_root: str | None = setting(None, "directory holding the dataset files")
+
+
+@dataclass
+class RunSettings(PlaceSettings):
+    """Every experiment command has these (with the command line's own --preset, --config, --out, --resume)."""
+
+    seeds: list[int] = setting([0, 1, 2], "comma-separated seeds, e.g. 0,1,2 (or --seed N)")
     preset: str = setting("paper", "the preset the config was resolved from (flag --preset)", cli=False)
-    data_root: str | None = setting(None, "directory holding the dataset files (flag --data-root)", cli=False)
 
 
 # -- data ------------------------------------------------------------------------------------------------------------
@@ -108,6 +114,11 @@ class WidthSettings:
 @dataclass
 class PretrainedSettings:
     pretrained: bool = setting(False, "use the model's packaged weights")
+
+
+@dataclass
+class NetworkSettings(PretrainedSettings, WidthSettings, ModelSettings):
+    """The network a command builds: by name (or a user's factory), its width, packaged or file weights."""
 
 
 @dataclass

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from poschan.control.ablation import REFERENCE, SegEval, channel_counts, channel_means
+from poschan.control.ablation import SegEval, channel_counts, channel_means
 from poschan.control.channel_sets import knockout_costs
 from poschan.data.canvas import canvas_side
 from poschan.data.fingerprint import image_fingerprint
@@ -39,6 +39,7 @@ from poschan.locate.reliance import cell_canvases, pooled, pooled_spread, probe_
 from poschan.locate.segmentation import segmenter_ranking
 from poschan.models.segmenters import LoadedSegmenter
 
+REFERENCE = "knockout"  # the ranking compare_rankings measures the others against: each channel's own knock-out cost
 RANKINGS = ("flip", "flip-normalised", "position-only", "shift", "dimest", "probe", REFERENCE)
 SCENE_ONLY = ("position-only", "shift", "dimest", "probe")  # rankings that move or mirror items inside scenes
 PROBE_ITEMS = 18  # items in every cell of the probe's 3×3 grid, once to fit and once to test
@@ -68,7 +69,7 @@ def available_rankings(names: Sequence[str], net: LoadedSegmenter) -> list[str]:
 @dataclass
 class SegmenterRankings:
     """One network's rankings (name -> (C,) float64 channel scores, in the order asked) and what the controls of
-    ``control.ablation.compare_rankings`` read on the same rank images: each channel's activation ``magnitude``
+    ``control.ranking_comparison.compare_rankings`` read on the same rank images: each channel's activation ``magnitude``
     and ``spread`` (the matched control), its ``means`` (the fill of mask mode "mean"; None for "zero"), and the
     top-N ``overlaps`` of the flip pair constructions (scenes only). ``flip``: the flip ranking (given or made)."""
 

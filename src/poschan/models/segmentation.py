@@ -35,7 +35,7 @@ from poschan.errors import UserError
 from poschan.models.padding import convert_padding
 from poschan.models.registry import LITE0_STAGE_ENDS, LITE_NORM, efficientnet_lite0, load_factory
 from poschan.models.resnet_paper import resnet18_paper
-from poschan.models.weights import read_state_dict, weights_fingerprint
+from poschan.models.weights import load_state, read_state_dict, weights_fingerprint
 from poschan.results import read_tensor_file
 from poschan.runtime import seeded_init
 
@@ -173,11 +173,7 @@ def load_segmenter_state(model: SegNet, state: dict[str, Tensor], source: str) -
     """Load a state dict of ``model`` (torchvision key names accepted); mismatches are one-line UserErrors."""
     renamed = {("head." + k.removeprefix("classifier.") if k.startswith("classifier.") else k): v
                for k, v in state.items() if not k.startswith("aux_classifier.")}
-    try:
-        model.load_state_dict(renamed)
-    except RuntimeError as err:
-        reason = " ".join(str(err).split())[:300]
-        raise UserError(f"weights {source!r} do not fit {model.spec.model}: {reason}") from None
+    load_state(model, renamed, source)
 
 
 def spec_from_dict(d: dict, source: str) -> SegSpec:
@@ -225,16 +221,6 @@ def logits_of(output: Tensor | dict) -> Tensor:
     return output
 
 
-def _load_state(module: nn.Module, path: str | Path, name: str) -> None:
-    """Load the state dict in ``path`` into ``module`` (``aux_classifier.*`` keys dropped); one-line UserErrors."""
-    state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("aux_classifier.")}
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as err:
-        reason = " ".join(str(err).split())[:300]
-        raise UserError(f"weights {str(path)!r} do not fit {name}: {reason}") from None
-
-
 def first_conv_channels(module: nn.Module) -> int | None:
     """The input channels of ``module``'s first convolution (None without one)."""
     return next((m.in_channels for m in module.modules() if isinstance(m, nn.Conv2d)), None)
@@ -273,7 +259,8 @@ def build_segmentation_model(name: str, num_classes: int, weights: str | Path | 
         raise UserError(f"unknown segmentation model {name!r}; use a seg-train checkpoint, "
                         f"{', '.join('tv:' + a for a in TV_SEGMENTERS)} or FILE.py:FACTORY")
     if weights is not None:
-        _load_state(module, weights, name)
+        load_state(module, {k: v for k, v in read_state_dict(weights).items() if not k.startswith("aux_classifier.")},
+                   weights)
     return Segmenter(module, layer, name, num_classes, in_chans, norm, None, str(weights or name))
 
 

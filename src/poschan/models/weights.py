@@ -90,7 +90,7 @@ def load_weights(model: PoolNet, path: str | Path, state: dict[str, Tensor] | No
     state = read_state_dict(path) if state is None else state
     whole = model.state_dict()
     if set(state) == set(whole):
-        _load(model, state, whole, path)
+        load_state(model, state, path, whole)
         return []
     backbone = model.backbone.state_dict()
     is_head = _head_rule(model.backbone)
@@ -103,7 +103,7 @@ def load_weights(model: PoolNet, path: str | Path, state: dict[str, Tensor] | No
             else:
                 renamed[rename(key)] = value
         if set(renamed) == set(backbone):
-            _load(model.backbone, renamed, backbone, path)
+            load_state(model.backbone, renamed, path, backbone)
             if dropped:
                 dropped.sort()
                 shown = ", ".join(dropped[:6]) + (f", ... ({len(dropped)} in all)" if len(dropped) > 6 else "")
@@ -153,15 +153,26 @@ def _renamings(state: dict[str, Tensor], backbone: dict[str, Tensor],
     return renamings
 
 
-def _load(target: nn.Module, state: dict[str, Tensor], expected: dict[str, Tensor], path: str | Path) -> None:
-    """``target.load_state_dict(state)`` once every shape matches ``expected`` (target's state); else a UserError."""
+def load_state(target: nn.Module, state: dict[str, Tensor], source: str | Path,
+               expected: dict[str, Tensor] | None = None) -> None:
+    """The one way poschan loads a state dict: ``target.load_state_dict(state)`` once its keys are those of
+    ``expected`` (default: target's own state) and every shape matches; else a one-line UserError naming the first
+    missing, unexpected or differing key (and, for a head, the class counts)."""
+    expected = target.state_dict() if expected is None else expected
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise UserError(f"weights {str(source)!r} do not fit the model: {len(missing)} missing keys {missing[:3]}, "
+                        f"{len(unexpected)} unexpected keys {unexpected[:3]}")
     wrong = [key for key, value in state.items() if value.shape != expected[key].shape]
     if wrong:
         key = wrong[0]
         got, want = tuple(state[key].shape), tuple(expected[key].shape)
         stem = next(k for k, v in expected.items() if v.dim() == 4) if len(want) == 4 else None
-        hint = (f" (the model takes {want[1]}-channel images, the file {got[1]}-channel ones)"
-                if key == stem and got[:1] + got[2:] == want[:1] + want[2:] else "")
-        raise UserError(f"weights {str(path)!r} do not fit the model: size mismatch for {key}: {got} in the file, "
+        hint = ""
+        if key == stem and got[:1] + got[2:] == want[:1] + want[2:]:
+            hint = f" (the model takes {want[1]}-channel images, the file {got[1]}-channel ones)"
+        elif got[1:] == want[1:] and key in list(expected)[-2:]:  # the last layer's weight or bias: its classes
+            hint = f" (the file's head has {got[0]} classes, the model {want[0]})"
+        raise UserError(f"weights {str(source)!r} do not fit the model: size mismatch for {key}: {got} in the file, "
                         f"{want} in the model{hint} ({len(wrong)} tensors differ)")
     target.load_state_dict(state)
