@@ -252,8 +252,8 @@ MUTATIONS = [
              "top_shared(per_seed[i][key], per_seed[j][key], n)", "top_shared(per_seed[i][key], per_seed[i][key], n)",
              ("tests/experiments/test_rank_cmd.py",)),
     Mutation("probe-test-channels-not-permuted", "src/poschan/measure/probe_study.py",
-             '"accuracy_permuted_test": readout_outcomes(plain, test_perm, test_y)',
-             '"accuracy_permuted_test": readout_outcomes(plain, test_x, test_y)',
+             '"accuracy_permuted_test": lambda: readout_outcomes(plain, test_perm, test_y)',
+             '"accuracy_permuted_test": lambda: readout_outcomes(plain, test_x, test_y)',
              ("tests/measure/test_probe_study.py",)),
     Mutation("position-map-control-not-shuffled", "src/poschan/measure/position_map_study.py",
              "shuffled = (shuffle_positions(train_f, shuffle), shuffle_positions(test_f, shuffle))",
@@ -263,6 +263,9 @@ MUTATIONS = [
     Mutation("augshift-latent-ignored", "src/poschan/control/augshift.py",
              "loss = loss + self.lam * self.latent_term(*latents.chunk(2))", "loss = loss + 0 * self.lam",
              ("tests/control/test_augshift.py",)),
+    Mutation("order-free-code-keeps-the-order", "src/poschan/measure/readout.py",
+             "        return x.sort(dim=1, descending=True).values\n", "        return x\n",
+             ("tests/measure/test_probe_study.py",)),
 ]
 
 

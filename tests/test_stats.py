@@ -172,3 +172,11 @@ def test_summarize_cut_to_bounds_and_no_zero_width():
     assert summarize([0.2, 0.2], bounds=(0, 1))["ci95"] is None
     with pytest.raises(ValueError):
         summarize([], bounds=(0, 1))
+
+
+def test_a_paired_difference_pairs_each_item_with_itself():
+    # items differ a lot from each other, a exceeds b by 0.1 on every one: only a paired interval is this narrow
+    rng = np.random.default_rng(0)
+    items = [rng.normal(0, 1, 200) for _ in range(3)]
+    d = paired_difference([x + 0.1 + rng.normal(0, 0.01, 200) for x in items], items, bounds=(-10.0, 10.0))
+    assert d["mean"] == pytest.approx(0.1, abs=0.005) and d["ci95"][1] - d["ci95"][0] < 0.05

@@ -116,6 +116,18 @@ def test_position_in_one_channel_is_destroyed_by_permuting_the_test_channels(tmp
     assert cmp["ci95"][0] > 0.5 and cmp["p_value"] < 0.05  # the loss of the permutation excludes 0 by far
 
 
+def test_the_order_free_readouts_run_from_the_command_line_with_their_comparisons(tmp_path):
+    m = probe(tmp_path, "free", "--model", f"{THIS}:coordinate_net", "--layers", "backbone", "--grid", "3",
+              "--train-size", "200", "--test-size", "200", "--readouts", "plain,sorted,moments", *SEEDS)["metrics"]
+    (row,) = m["layers"]
+    assert {"accuracy", "accuracy_sorted", "accuracy_moments"} <= set(row) and "accuracy_permuted_test" not in row
+    assert [c["name"] for c in m["comparisons"]] == ["backbone:plain_vs_sorted", "backbone:plain_vs_moments"]
+    for key in ("accuracy_sorted", "accuracy_moments"):  # recomputed: plain minus order-free, on the same canvases
+        (cmp,) = [c for c in m["comparisons"] if c["name"].endswith(key.removeprefix("accuracy_"))]
+        assert cmp["mean"] == pytest.approx(row["accuracy"]["mean"] - row[key]["mean"])
+    assert (tmp_path / "free" / "probe.png").is_file()
+
+
 def test_smoke_efficientnet_lite0_pretrained_contract(tmp_path):
     layers = ["stage2", "backbone.net._blocks.10", "backbone"]
     data = probe(tmp_path, "lite0", "--model", "efficientnet-lite0", "--pretrained", "--task", "location",
@@ -130,13 +142,14 @@ def test_smoke_efficientnet_lite0_pretrained_contract(tmp_path):
     n = m["n_test"]
     for row in m["layers"]:
         assert row["chance"] == pytest.approx(CHANCE)
-        for key in ("accuracy", "accuracy_permuted_test", "accuracy_permuted_train"):
+        for key in ("accuracy", "accuracy_permuted_test", "accuracy_permuted_train", "accuracy_sorted",
+                    "accuracy_moments"):
             stat = row[key]
             assert statistic_ok(stat, 0, 1, "test canvases") and stat["values"] == [pytest.approx(float(per_seed[row["layer"]][key]))]
             hits = round(stat["mean"] * n)  # one seed: the interval is Wilson's on its count of right canvases
             assert stat["ci95"] == pytest.approx(proportion([np.r_[np.ones(hits), np.zeros(n - hits)]])["ci95"])
         assert 0 <= row["vs_chance"]["p_value"] <= 1 and row["vs_chance"]["chance"] == row["chance"]
-    assert len(m["comparisons"]) == 2 * len(layers)
+    assert len(m["comparisons"]) == 4 * len(layers)
     for cmp in m["comparisons"]:
         layer, variant = cmp["name"].split(":plain_vs_")
         (row,) = [r for r in m["layers"] if r["layer"] == layer]
@@ -155,6 +168,8 @@ def test_smoke_efficientnet_lite0_pretrained_contract(tmp_path):
     (["--grid", "4", "--canvas", "84"], "canvas"),
     (["--seeds", ""], "seed"),
     (["--data", "photos", "--task", "semantic"], "photos"),
+    (["--readouts", "plain,median"], "unknown readout 'median'; allowed: plain, permuted-test"),
+    (["--readouts", "sorted,moments"], "including 'accuracy'"),
 ])
 def test_bad_input_exit_2_one_line_no_output(tmp_path, capsys, extra, match):
     out = tmp_path / "out"

@@ -19,7 +19,7 @@ from poschan.data.fingerprint import check_disjoint
 from poschan.data.sources import ImageSet, load_dataset
 from poschan.errors import UserError
 from poschan.experiments import settings
-from poschan.measure.probe_study import READOUTS, ProbeCanvases, probe_study
+from poschan.measure.probe_study import READOUTS, ProbeCanvases, check_readouts, probe_study
 from poschan.measure.readout import DEFAULT_C
 from poschan.models.poolnet import PoolNet
 from poschan.models.registry import build_model
@@ -29,6 +29,8 @@ from poschan.tables import comparison_line, comparison_rows, flat_stats, format_
 from poschan.taps import pooled_features, resolve_layers
 
 EXPERIMENT = "probe"
+READOUT_FLAGS = {"plain": "accuracy", "permuted-test": "accuracy_permuted_test",
+                 "permuted-train": "accuracy_permuted_train", "sorted": "accuracy_sorted", "moments": "accuracy_moments"}
 HELP = "linear readout of position/semantics from pooled features of a frozen backbone at named layers"
 
 
@@ -44,16 +46,26 @@ class Config(settings.RunSettings, settings.BatchSettings, settings.TestSizeSett
 
     readout_c: float = setting(DEFAULT_C,
                                f"inverse L2 strength of the logistic-regression readout (default {DEFAULT_C})")
+    readouts: list[str] = setting(list(READOUT_FLAGS),
+                                  f"comma-separated readouts, plain first: {', '.join(READOUT_FLAGS)} (sorted, "
+                                  "moments: order-free codes of the pooled vector)")
 
     def validate(self) -> None:
         self.canvases().validate()
         if self.width < 1:
             raise UserError(f"width must be >= 1, got {self.width}")
+        unknown = [name for name in self.readouts if name not in READOUT_FLAGS]
+        if unknown:
+            raise UserError(f"unknown readout {unknown[0]!r}; allowed: {', '.join(READOUT_FLAGS)}")
+        check_readouts(self.readout_keys())
         if self.readout_c <= 0:
             raise UserError(f"readout_c (inverse L2 strength of the readout) must be > 0, got {self.readout_c}")
         if self.data == "photos" and self.task == "semantic":
             raise UserError("the semantic task needs classes shared by train and test images; photos has one "
                             "image per class (use --task location, or --data fashion-mnist)")
+
+    def readout_keys(self) -> list[str]:
+        return [READOUT_FLAGS[name] for name in self.readouts]
 
     def canvases(self) -> ProbeCanvases:
         return ProbeCanvases(self.task, self.grid, self.canvas, self.background, self.train_size, self.test_size,
@@ -102,13 +114,13 @@ def run(plan: ProbePlan, work: Path, *, progress: bool = True) -> dict:
     """Probe every layer over seeds; write per_seed.csv, table.csv and probe.png; return the metrics."""
     c = plan.config
     result = probe_study(plan.model, plan.layers, plan.train_set, plan.test_set, c.canvases(), seeds=c.seeds,
-                         c=c.readout_c, device=plan.device, progress=progress)
+                         c=c.readout_c, readouts=c.readout_keys(), device=plan.device, progress=progress)
     write_csv(work / "per_seed.csv", result.per_seed)
     write_csv(work / "table.csv", [flat_stats(row) for row in result.rows])
     write_csv(work / "comparisons.csv", comparison_rows(result.comparisons))
     stages = {f"backbone.{module}": name for name, module in plan.model.stages.items()}
     probe_accuracy(result.rows, [stages.get(layer, layer.removeprefix("backbone.")) for layer in plan.layers],
-                   work / "probe.png", chance=result.rows[0]["chance"],
+                   {key: READOUTS[key] for key in c.readout_keys()}, work / "probe.png", chance=result.rows[0]["chance"],
                    title=f"{c.task} readout · {c.model}{' (pretrained)' if c.pretrained else ''} · {c.data}")
     return result.metrics()
 
@@ -116,9 +128,10 @@ def run(plan: ProbePlan, work: Path, *, progress: bool = True) -> dict:
 def print_summary(metrics: dict) -> None:
     print(f"readout accuracy (mean [95% CI]), {metrics['n_train']} train / {metrics['n_test']} test canvases per "
           f"seed, chance {metrics['layers'][0]['chance']:.3f}")
-    print(f"{'layer':<28} {'C':>5}  {'plain':>21}  {'permuted test':>21}  {'permuted train':>21}")
+    shown = [key for key in READOUTS if key in metrics["layers"][0]]
+    print(f"{'layer':<28} {'C':>5}  " + "  ".join(f"{READOUTS[key].removesuffix(' (order-free)'):>21}" for key in shown))
     for row in metrics["layers"]:
-        cells = [format_stat(row[key]) for key in READOUTS]
+        cells = [format_stat(row[key]) for key in shown]
         print(f"{row['layer']:<28} {row['channels']:>5}  " + "  ".join(f"{cell:>21}" for cell in cells))
     for d in metrics["comparisons"]:
         print(comparison_line(d))

@@ -1,4 +1,5 @@
-"""Linear readouts of pooled features: standardise, multinomial logistic regression, accuracy; channel permutation.
+"""Linear readouts of pooled features: standardise, multinomial logistic regression, accuracy; channel permutation;
+order-free codes of a pooled vector (what a readout can use when channel order carries nothing).
 
 The readout is scikit-learn's ``LogisticRegression`` (L2 penalty, lbfgs, multinomial) behind a ``StandardScaler``,
 so that the penalty weighs every channel alike whatever its scale.
@@ -56,3 +57,23 @@ def permute_features(x: Tensor, generator: torch.Generator) -> Tensor:
         raise UserError(f"permute_features needs (N, C) features, got shape {tuple(x.shape)}")
     keys = torch.rand(x.shape, generator=generator, device=generator.device)
     return x.gather(1, keys.argsort(dim=1).to(x.device))
+
+
+ORDER_FREE_CODES = ("sorted", "moments")
+
+
+def order_free_code(x: Tensor, kind: str) -> Tensor:
+    """A permutation-invariant code of every row of ``x`` (N, C): ``sorted``, its values in descending order (all
+    an order-free readout could use); ``moments``, six numbers (mean, standard deviation, skewness, kurtosis,
+    min, max) of its values."""
+    if x.dim() != 2:
+        raise UserError(f"order_free_code needs (N, C) features, got shape {tuple(x.shape)}")
+    if kind == "sorted":
+        return x.sort(dim=1, descending=True).values
+    if kind != "moments":
+        raise UserError(f"unknown order-free code {kind!r}; allowed: {', '.join(ORDER_FREE_CODES)}")
+    x = x.double()
+    mean, std = x.mean(1, keepdim=True), x.std(1, keepdim=True, correction=0)
+    z = (x - mean) / std.clamp_min(1e-12)
+    return torch.cat([mean, std, z.pow(3).mean(1, keepdim=True), z.pow(4).mean(1, keepdim=True),
+                      x.min(1, keepdim=True).values, x.max(1, keepdim=True).values], dim=1)
