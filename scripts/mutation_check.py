@@ -76,14 +76,13 @@ MUTATIONS = [
              "            net.train()\n",
              ("tests/test_engine.py",)),
     Mutation("engine-no-eval-rng-fork", "src/poschan/engine.py",
-             "                with torch.random.fork_rng(devices=[]):\n"
-             "                    torch.manual_seed(evaluation_seed(seed, epoch))\n"
+             "                with seeded_torch_rng(evaluation_seed(seed, epoch)):\n"
              "                    row.update(evaluate(model, epoch + 1))\n",
              "                torch.manual_seed(evaluation_seed(seed, epoch))\n"
              "                row.update(evaluate(model, epoch + 1))\n",
              ("tests/test_engine.py",)),
     Mutation("initial-weights-from-the-global-rng", "src/poschan/training.py",
-             "    with seeded_init(seed):\n        model = make_model()\n", "    model = make_model()\n",
+             "    with seeded_torch_rng(seed):\n        model = make_model()\n", "    model = make_model()\n",
              ("tests/test_training.py",)),
     # ---- torchrun: rows of every batch, weighted losses, synchronised BatchNorm, merged passes
     Mutation("ddp-rows-not-split", "src/poschan/engine.py", "x, y = rows(x), rows(y)", "x, y = x, y",

@@ -22,6 +22,7 @@ from poschan.distributed import all_sum, barrier, rank_world, rows, synced_batch
 from poschan.errors import UserError
 from poschan.execution import MEMORY_FORMATS, autocast, channels_last, compiled, resolve_compile, to_channels_last
 from poschan.results import atomic_torch_save, read_tensor_file
+from poschan.runtime import seeded_torch_rng
 from poschan.tables import write_csv
 
 LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -167,8 +168,7 @@ def fit(
             total, count = all_sum(torch.tensor([total, count], dtype=torch.float64)).tolist()
             row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "seconds": time.perf_counter() - began}
             if evaluate is not None:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(evaluation_seed(seed, epoch))
+                with seeded_torch_rng(evaluation_seed(seed, epoch)):
                     row.update(evaluate(model, epoch + 1))
             history.append(row)
             if rank == 0:

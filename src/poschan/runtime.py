@@ -60,9 +60,10 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @contextmanager
-def seeded_init(seed: int) -> Iterator[None]:
-    """Inside the block the global torch RNG, which module constructors draw their initial weights from, is
-    seeded with ``seed``; its previous state is restored on exit (a model built here is a function of ``seed``)."""
+def seeded_torch_rng(seed: int) -> Iterator[None]:
+    """Inside the block the global torch RNG is seeded with ``seed``; its previous state is restored on exit. For
+    what only draws from it: module constructors (a model built here is a function of ``seed``) and an evaluation
+    through modules that permute with it (``ChannelPermute``)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield

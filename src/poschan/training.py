@@ -2,7 +2,7 @@
 
 ``plan_for`` checks settings against loaded data (the model built once and run on one canvas); ``train_seed``
 trains (or resumes) one seed with ``engine.fit`` from initial weights that are a function of the seed alone
-(``runtime.seeded_init``: the global RNG is left as it was); ``train_one_seed`` does so on k×k-grid canvases and
+(``runtime.seeded_torch_rng``: the global RNG is left as it was); ``train_one_seed`` does so on k×k-grid canvases and
 scores the test canvases; ``train_classifier`` trains every seed and estimates the test accuracy.
 """
 
@@ -22,7 +22,7 @@ from poschan.data.stream import TEST_SEED_OFFSET, BatchSource, CanvasStream
 from poschan.engine import EvalFn, LossFn, cross_entropy_loss, evaluation_seed, fit
 from poschan.metrics.classification import outcomes
 from poschan.models.registry import build_model
-from poschan.runtime import resolve_device, seeded_init
+from poschan.runtime import resolve_device, seeded_torch_rng
 from poschan.stats import proportion, versus_chance
 
 # (model, test stream, passes, device) -> per-item 0/1 outcomes, in the test stream's order
@@ -136,7 +136,7 @@ def train_seed(config: ClassifierSettings, make_model: Callable[[], nn.Module], 
     recipe trained with one seed starts from the same weights; ``loss_fn`` defaults to cross-entropy. Returns the
     model and its per-epoch history."""
     device = resolve_device(config.device)
-    with seeded_init(seed):
+    with seeded_torch_rng(seed):
         model = make_model()
     run_dir.mkdir(parents=True, exist_ok=True)
     history = fit(model, train, epochs=config.epochs, **config.fit_options(device), seed=seed, device=device,
@@ -176,8 +176,7 @@ def train_one_seed(plan: TrainPlan, seed: int, work: Path, *, progress: bool = T
     model, history = train_seed(c, plan.make_model, train, seed, work / f"seed{seed}", evaluate=evaluate,
                                 progress=progress)
     if c.epochs not in last:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(evaluation_seed(seed, c.epochs - 1))
+        with seeded_torch_rng(evaluation_seed(seed, c.epochs - 1)):
             evaluate(model, c.epochs)
     return SeedResult(model, history, last[c.epochs])
 

@@ -24,7 +24,7 @@ from poschan.measure.readout import DEFAULT_C
 from poschan.models.poolnet import PoolNet
 from poschan.models.registry import build_model
 from poschan.report.probe_figures import probe_accuracy
-from poschan.runtime import resolve_device, seeded_init
+from poschan.runtime import resolve_device, seeded_torch_rng
 from poschan.tables import comparison_line, comparison_rows, flat_stats, format_stat, write_csv
 from poschan.taps import pooled_features, resolve_layers
 
@@ -99,7 +99,7 @@ def prepare(config: Config) -> ProbePlan:
     num_classes = config.canvases().stream(train_set, 0).num_classes  # checks task, grid, canvas and background
     if config.train_size < num_classes:
         raise UserError(f"train_size must be >= the {num_classes} classes, got {config.train_size}")
-    with seeded_init(config.seeds[0]):  # random-init weights: a function of the first seed
+    with seeded_torch_rng(config.seeds[0]):  # random-init weights: a function of the first seed
         model = build_model(config.model, num_classes, train_set.channels, width=config.width, padding=config.padding,
                             pretrained=config.pretrained, weights=config.weights)
     model.eval().requires_grad_(False).to(device)

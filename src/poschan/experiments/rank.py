@@ -29,7 +29,7 @@ from poschan.locate.ranking import ChannelRanking
 from poschan.models.registry import build_model
 from poschan.models.segmentation import TV_SEGMENTER_NAMES, load_segmenter
 from poschan.report.ranking_figures import cell_heatmap, sorted_scores
-from poschan.runtime import resolve_device, seeded_init
+from poschan.runtime import resolve_device, seeded_torch_rng
 from poschan.tables import format_stat, write_csv
 from poschan.taps import resolve_layers
 
@@ -130,7 +130,7 @@ def prepare(config: Config) -> RankPlan:
         model.to(device)
         (layer,) = resolve_layers(model, [seg.layer])
     else:
-        with seeded_init(config.seeds[0]):  # random-init weights: a function of the first seed
+        with seeded_torch_rng(config.seeds[0]):  # random-init weights: a function of the first seed
             model = build_model(config.model, config.num_classes, images.channels, width=config.width,
                                 head=config.head, padding=config.padding, pretrained=config.pretrained,
                                 weights=config.weights)

@@ -34,7 +34,7 @@ from poschan.measure.map_readout import (
     shuffle_positions,
 )
 from poschan.measure.position_maps import GAUSSIAN_SIGMA, TARGETS, mae, position_maps
-from poschan.runtime import seeded_init
+from poschan.runtime import seeded_torch_rng
 from poschan.stats import estimate, paired_difference
 from poschan.taps import capture
 
@@ -108,7 +108,7 @@ def padding_variants(build: Callable[[str], nn.Module], paddings: Sequence[str],
     """One frozen eval-mode backbone ``build(padding)`` per padding mode, all with the weights of the first (a random
     init drawn from ``seed``, or what ``build`` loads; state_dict keys do not depend on the padding mode)."""
     models: dict[str, nn.Module] = {}
-    with seeded_init(seed):
+    with seeded_torch_rng(seed):
         for padding in paddings:
             model = build(padding)
             if models:

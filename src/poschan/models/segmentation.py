@@ -37,7 +37,7 @@ from poschan.models.registry import LITE0_STAGE_ENDS, LITE_NORM, efficientnet_li
 from poschan.models.resnet_paper import resnet18_paper
 from poschan.models.weights import load_state, read_state_dict, weights_fingerprint
 from poschan.results import read_tensor_file
-from poschan.runtime import seeded_init
+from poschan.runtime import seeded_torch_rng
 
 # torchvision segmentation models `load_segmenter` builds (weights=None, weights_backbone=None: never a download)
 # and the layer ranked and masked by default: the backbone's last stage (lraspp: block 16 of MobileNetV3's
@@ -303,7 +303,7 @@ def load_segmenter(*, checkpoint: str | Path | None = None, model: str | None = 
     else:
         if num_classes is None:
             raise UserError(f"model {model!r} needs num_classes (the classes of the data)")
-        with seeded_init(seed):
+        with seeded_torch_rng(seed):
             seg = build_segmentation_model(model, num_classes, weights, layer=layer)
     seg.module.eval().requires_grad_(False)
     return seg
