@@ -169,7 +169,8 @@ def test_smoke_efficientnet_lite0_pretrained_contract(tmp_path):
     (["--seeds", ""], "seed"),
     (["--data", "photos", "--task", "semantic"], "photos"),
     (["--readouts", "plain,median"], "unknown readout 'median'; allowed: plain, permuted-test"),
-    (["--readouts", "sorted,moments"], "including 'accuracy'"),
+    (["--readouts", "sorted,moments"], "plain among them"),
+    (["--readouts", "plain,plain"], "each readout once"),
 ])
 def test_bad_input_exit_2_one_line_no_output(tmp_path, capsys, extra, match):
     out = tmp_path / "out"

@@ -19,7 +19,7 @@ from poschan.data.fingerprint import check_disjoint
 from poschan.data.sources import ImageSet, load_dataset
 from poschan.errors import UserError
 from poschan.experiments import settings
-from poschan.measure.probe_study import READOUTS, ProbeCanvases, check_readouts, probe_study
+from poschan.measure.probe_study import READOUTS, ProbeCanvases, probe_study
 from poschan.measure.readout import DEFAULT_C
 from poschan.models.poolnet import PoolNet
 from poschan.models.registry import build_model
@@ -57,7 +57,9 @@ class Config(settings.RunSettings, settings.BatchSettings, settings.TestSizeSett
         unknown = [name for name in self.readouts if name not in READOUT_FLAGS]
         if unknown:
             raise UserError(f"unknown readout {unknown[0]!r}; allowed: {', '.join(READOUT_FLAGS)}")
-        check_readouts(self.readout_keys())
+        if len(set(self.readouts)) != len(self.readouts) or "plain" not in self.readouts:
+            raise UserError("readouts must name each readout once, plain among them (the comparisons' baseline), "
+                            f"got {','.join(self.readouts)}")
         if self.readout_c <= 0:
             raise UserError(f"readout_c (inverse L2 strength of the readout) must be > 0, got {self.readout_c}")
         if self.data == "photos" and self.task == "semantic":
