@@ -43,6 +43,7 @@ _WHERE = {
     # studies: one call each, typed results with intervals
     "train_classifier": "poschan.training",
     "gap_study": "poschan.measure.gap_study",
+    "budget_response": "poschan.measure.budget_response",
     "augshift_comparison": "poschan.control.augshift_study",
     "probe_study": "poschan.measure.probe_study",
     "position_map_study": "poschan.measure.position_map_study",

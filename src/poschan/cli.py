@@ -103,6 +103,7 @@ EXPERIMENTS = {
     "train": "poschan.experiments.train",
     "position-map": "poschan.experiments.position_map",
     "gap-study": "poschan.experiments.gap_study",
+    "budget-response": "poschan.experiments.budget_response",
     "probe": "poschan.experiments.probe",
     "rank": "poschan.experiments.rank",
     "augshift": "poschan.experiments.augshift",

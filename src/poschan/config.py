@@ -139,6 +139,13 @@ def derive(cls: type[C], source: object, **changes: Any) -> C:
     return cls(**{**shared, **changes})
 
 
+def derive_checked(cls: type[C], source: object, **changes: Any) -> C:
+    """``derive``, then the sub-config's own ``validate()`` (a UserError before anything is written)."""
+    config = derive(cls, source, **changes)
+    config.validate()
+    return config
+
+
 def check_seeds(seeds: list[int]) -> None:
     """The one rule for the seeds of every command: at least one, distinct, each >= 0."""
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:

@@ -25,7 +25,7 @@ PAIRS = [(command, preset) for command in EXPERIMENTS for preset in _presets_in_
 # shared/reference/paper-notes.md §2.3): full-width ResNet-18 (64 base channels), 20 epochs, batch 48,
 # Adam with lr 1e-3 and betas (0.5, 0.999). Written out here on purpose, not read from poschan.
 PAPER_PROTOCOL = {"width": 64, "epochs": 20, "batch_size": 48, "lr": 1e-3, "betas": (0.5, 0.999)}
-CLASSIFICATION_TRAINING = ("train", "gap-study", "augshift")
+CLASSIFICATION_TRAINING = ("train", "gap-study", "augshift", "budget-response")
 # Inputs a command needs from its user whatever the preset (flags without a default): given here as a user would.
 USER_INPUTS = {"ablate": {"checkpoint": "runs/seg/seed0/checkpoint.pt"},
                "attack": {"checkpoint": "runs/seg/seed0/checkpoint.pt"}}

@@ -24,7 +24,8 @@ def test_killed_study_rerun_skips_finished_steps_and_ends_with_the_report(tmp_pa
     assert [s.name for s in quick][5:8] == ["seg-train-tb-p0.9", "ablate-tb-p0.9", "attack-tb-p0.9"]
     assert quick[5].argv[1:5] == ("--layout", "top-bottom", "--layout-prior", "0.9")
     assert quick[6].argv == ("ablate", "--checkpoint", str(out / "seg-train-tb-p0.9"))
-    assert quick[7].argv[-2:] == ("--region", "top,bottom") and "efficientnet-lite0" in quick[-3].argv
+    assert quick[7].argv[-2:] == ("--region", "top,bottom") and "efficientnet-lite0" in quick[-4].argv
+    assert quick[-1].argv == ("budget-response",)  # the longest step last
     proc = subprocess.Popen([sys.executable, "-m", "poschan", "reproduce", "--preset", "smoke", "--no-progress",
                              "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -69,9 +70,9 @@ def test_the_study_s_jobs_are_the_lone_steps_and_each_condition_s_chain(tmp_path
     from poschan.experiments.reproduce import chains
 
     jobs = chains(study("quick", tmp_path))
-    assert [len(j) for j in jobs] == [1] * 5 + [3] * 14  # prior 0 has no layout: one condition per backbone
-    assert [[s.argv[0] for s in j] for j in jobs[5:]] == [["seg-train", "ablate", "attack"]] * 14
-    for seg_train, ablate, attack in jobs[5:]:  # each chain reads its own networks
+    assert [len(j) for j in jobs] == [1] * 5 + [3] * 14 + [1]  # prior 0 has no layout: one condition per backbone
+    assert [[s.argv[0] for s in j] for j in jobs[5:-1]] == [["seg-train", "ablate", "attack"]] * 14
+    for seg_train, ablate, attack in jobs[5:-1]:  # each chain reads its own networks
         assert ablate.argv[2] == attack.argv[2] == str(tmp_path / seg_train.name)
 
 

@@ -170,3 +170,28 @@ def test_runs_with_the_superseded_bootstrap_are_not_decided():
     found = claims([old])
     assert found and {c.verdict for c in found} == {SUPERSEDED} and all(c.adjusted_p is None for c in found)
     assert f"{len(found)} {SUPERSEDED}" in rules_text(found)[-1]
+
+
+def budget_run(slopes: list[tuple[dict, int]]) -> Run:
+    """A budget response with one cell (the GAP study's run above at width 8, 512,000 samples) and a trend per
+    (slope, sign toward the paper's claim)."""
+    cell = gap_run(stat(-0.85, -0.75, p_value=0.001), stat(0.01, 0.05), stat(0.55, 0.8)).metrics
+    trends = [{"metric": "accuracy under permutation", "task": "location", "permute": "per-batch", "width": 8,
+               "budgets": [1, 4, 16], "samples": [32000, 128000, 512000], "seeds": [0, 1, 2],
+               "claim": f"claim {i}", "toward": toward, "slope_per_doubling": slope, "verdict": "v"}
+              for i, (slope, toward) in enumerate(slopes)]
+    cells = [{"cell": "w8-x16", "width": 8, "multiple": 16, "epochs": 16, "train_size": 32000, "samples": 512000,
+              **cell}]
+    return Run(path=Path("budget-response"), experiment="budget-response", config=GAP_CONFIG,
+               metrics={"cells": cells, "trends": trends}, seeds=[0, 1, 2], env=ENV, elapsed_s=0.0)
+
+
+def test_budget_response_claims_per_budget_and_per_trend():
+    found = claims([budget_run([(stat(-0.05, -0.02), -1), (stat(-0.05, -0.02), +1), (stat(-0.004, 0.006), -1),
+                                ({"estimable": False, "reason": "r"}, +1)])])
+    per_budget = [c for c in found if c.run == "budget-response:w8-x16"]
+    assert len(per_budget) == 4 and all("512,000 training samples" in c.scope for c in per_budget)
+    assert all(c.family == "budget-response" for c in found)
+    trend = [c for c in found if c.rule == "trend"]
+    assert [c.verdict for c in trend] == ["reproduced", "not reproduced", "not reproduced", "inconclusive"]
+    assert "budgets 1×, 4×, 16×" in trend[0].scope and "not estimable: r" in trend[3].measured

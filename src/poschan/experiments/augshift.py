@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from poschan.config import command_defaults, derive, setting
+from poschan.config import command_defaults, derive_checked, setting
 from poschan.control.augshift import AugShiftLoss
 from poschan.control.augshift_study import (
     METHODS,
@@ -76,9 +76,7 @@ class Config(ExecutorSettings, RunSettings, TrainingSettings, PaddingSettings, N
 
     def training(self, **changes: Any) -> train.Config:
         """The checked `train` configuration of the data and model: these shared fields, ``changes`` applied."""
-        config = derive(train.Config, self, **changes)
-        config.validate()
-        return config
+        return derive_checked(train.Config, self, **changes)
 
 
 def prepare(config: Config) -> AugShiftPlan:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from poschan.config import command_defaults, derive, setting
+from poschan.config import command_defaults, derive_checked, setting
 from poschan.errors import UserError
 from poschan.experiments import train
 from poschan.experiments.settings import (
@@ -66,9 +66,7 @@ class Config(ExecutorSettings, RunSettings, TrainingSettings, PaddingsSettings, 
 
     def training(self, **changes: Any) -> train.Config:
         """The checked `train` configuration of one variant: this study's shared fields, ``changes`` applied."""
-        config = derive(train.Config, self, **changes)
-        config.validate()
-        return config
+        return derive_checked(train.Config, self, **changes)
 
 
 def prepare(config: Config) -> GapStudyPlan:

@@ -72,7 +72,8 @@ class Step:
 def study(preset: str, out: Path) -> list[Step]:
     """The steps of the whole study at ``preset``: the GAP study, the probe, position maps, the channel ranking,
     AugShift, and for each segmentation condition its trained segmenters (seeds of the seg-train preset), their
-    reliance (ablate over every network) and the region attack (over every network)."""
+    reliance (ablate over every network) and the region attack (over every network); then (beyond the smoke
+    preset) the budget response."""
     main = ("--seeds", MAIN_SEEDS) if preset == "quick" else ()
     steps = [Step(name, (name, *(main if name in ("gap-study", "augshift") else ())))
              for name in ("gap-study", "probe", "position-map", "rank", "augshift")]
@@ -82,6 +83,8 @@ def study(preset: str, out: Path) -> list[Step]:
         steps += [Step(train, ("seg-train", *condition, *(main if seg.main else ()))),
                   Step(f"ablate-{seg.name}", ("ablate", "--checkpoint", str(out / train))),
                   Step(f"attack-{seg.name}", ("attack", "--checkpoint", str(out / train), "--region", seg.regions))]
+    if preset != "smoke":  # the longest step last: the GAP study's permutation rows at growing training budgets
+        steps.append(Step("budget-response", ("budget-response",)))
     return steps
 
 

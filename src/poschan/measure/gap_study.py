@@ -175,23 +175,32 @@ def _stage_module(model: nn.Module, stage: str) -> str:
     return model.stages[stage]
 
 
+# Scores a trained network beyond its evaluators (e.g. readouts fit on its frozen features): name -> per-item
+# outcomes. A module-level function (or a partial of one), so that jobs carry it to other processes.
+AfterTraining = Callable[[nn.Module, TrainPlan, int], dict[str, np.ndarray]]
+
+
 def train_job(c: GapSettings, v: Variant, sets: tuple[ImageSet, ImageSet], seed: int, work: Path,
-              progress: bool) -> tuple[list[dict], dict[str, np.ndarray]]:
+              progress: bool, after: AfterTraining | None = None) -> tuple[list[dict], dict[str, np.ndarray]]:
     """One (variant, seed), trained (or resumed) in ``work/seed<seed>``: its per-epoch history and each evaluator's
-    per-item outcomes, as plain data that any worker can return. The job plans its variant itself, as
-    ``plan_gap_study`` did, from the loaded sets that every job shares (so Ray stores them once)."""
+    per-item outcomes (and ``after``'s, given the trained model), as plain data that any worker can return. The job
+    plans its variant itself, as ``plan_gap_study`` did, from the loaded sets that every job shares (so Ray stores
+    them once)."""
     plan = _variant_plan(variant_training(c, v), *sets)
     result = train_one_seed(plan, seed, work, progress=progress, evaluators=evaluators(c, v))
-    return result.history, {name: outcome.numpy() for name, outcome in result.outcomes.items()}
+    per_item = {name: outcome.numpy() for name, outcome in result.outcomes.items()}
+    return result.history, {**per_item, **(after(result.model, plan, seed) if after else {})}
 
 
-def _train_all(plan: GapStudyPlan, work: Path, progress: bool) -> dict[tuple[Variant, int], tuple[list[dict], dict]]:
+def _train_all(plan: GapStudyPlan, work: Path, progress: bool, after: AfterTraining | None
+               ) -> dict[tuple[Variant, int], tuple[list[dict], dict]]:
     """Every (variant, seed) job through the configured executor; failed jobs (their finished siblings checkpointed
     in ``work``) end the command with one line, bad input (every failure a UserError) with exit 2."""
     c = plan.config
     pairs = [(v, seed) for v in plan.variants for seed in c.seeds]
     parallel = c.executor != "sequential"  # in parallel, one bar over the jobs rather than one per job
-    jobs = [Job(f"{v.key} seed {seed}", train_job, (c, v, plan.sets, seed, work / v.key, progress and not parallel))
+    jobs = [Job(f"{v.key} seed {seed}", train_job,
+                (c, v, plan.sets, seed, work / v.key, progress and not parallel, after))
             for v, seed in pairs]
     return dict(zip(pairs, run_command_jobs(jobs, c, work, progress=progress and parallel)))
 
@@ -240,6 +249,7 @@ class GapStudyResult:
     curves: list[dict]  # per variant, evaluation, seed and epoch
     n_train: int
     n_test: int
+    outcomes: dict[tuple[Variant, str], list[np.ndarray]]  # per-item outcomes of each evaluation, one per seed
 
     def metrics(self) -> dict:
         """The metrics of the results contract (results.json)."""
@@ -247,29 +257,31 @@ class GapStudyResult:
                 "permute_meanings": PERMUTE_MEANINGS, "n_train": self.n_train, "n_test": self.n_test}
 
 
-def gap_study(plan: GapStudyPlan | GapSettings, work: Path, *, progress: bool = False) -> GapStudyResult:
+def gap_study(plan: GapStudyPlan | GapSettings, work: Path, *, progress: bool = False,
+              after: AfterTraining | None = None) -> GapStudyResult:
     """Train (or resume) every (variant, seed) of ``plan`` (or of settings, planned here) in ``work/<variant>``
-    and estimate every row, comparison and plateau."""
+    and estimate every row, comparison and plateau; ``after`` scores each trained network further (its outcomes
+    are in the result's ``outcomes``, not in its rows)."""
     plan = plan if isinstance(plan, GapStudyPlan) else plan_gap_study(plan)
-    trained = _train_all(plan, work, progress)
+    trained = _train_all(plan, work, progress, after)
     rows, curves = [], []
-    hits: dict[tuple[Variant, str], list[np.ndarray]] = {}
+    every: dict[tuple[Variant, str], list[np.ndarray]] = {}
     for v in plan.variants:
         scorers = evaluators(plan.config, v)
-        for name in scorers:
-            hits[v, name] = []
         for seed in plan.config.seeds:
             history, per_item = trained[v, seed]
+            for name, outcome in per_item.items():
+                every.setdefault((v, name), []).append(outcome)
             for name in scorers:
-                hits[v, name].append(per_item[name])
                 curves += [{"variant": v.key, "eval": name, "seed": seed, "epoch": h["epoch"], "accuracy": h[name]}
                            for h in history]
         for name in scorers:
             permute, where = (v.permute, v.where) if name == "accuracy" else tuple(name.split("@"))
-            rows.append(_row(v, permute, where, hits[v, name], 1 / plan.plans[v].num_classes))
+            rows.append(_row(v, permute, where, every[v, name], 1 / plan.plans[v].num_classes))
         if progress:
-            print(f"{v.key}: " + ", ".join(f"{n} {np.mean([h.mean() for h in hits[v, n]]):.3f}" for n in scorers),
+            print(f"{v.key}: " + ", ".join(f"{n} {np.mean([h.mean() for h in every[v, n]]):.3f}" for n in scorers),
                   flush=True)
+    hits = {(v, name): found for (v, name), found in every.items() if name in evaluators(plan.config, v)}
     first = next(iter(plan.plans.values()))
     return GapStudyResult(rows, comparisons(plan, hits), plateaus(curves), curves, len(first.train_set),
-                          len(first.test_set))
+                          len(first.test_set), every)

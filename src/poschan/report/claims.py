@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats as st
 
+from poschan.measure.budget_response import FLAT_PER_DOUBLING, PAPER_SAMPLES
 from poschan.report.document import Table
 from poschan.results import Run
 from poschan.stats import METHOD_VERSION, p_text
@@ -24,7 +25,6 @@ from poschan.stats import METHOD_VERSION, p_text
 ABSTRACT = "paper abstract (arXiv 2108.07884)"
 BEYOND = "beyond the paper"
 FDR = 0.05
-PAPER_SAMPLES = 1_000_000  # the paper's GAP study: 20 epochs of CIFAR-10's 50,000 training images
 
 # The smallest effects of interest. The two permutation claims are judged on one scale, the share of the
 # above-chance accuracy the permutation keeps, so that the location and semantic tasks meet the same standard:
@@ -44,6 +44,9 @@ RULES = {
     "at chance": f"reproduced: the 95% interval of the share of above-chance accuracy the permutation keeps lies "
                  f"below {AT_CHANCE_SHARE:g}; not reproduced: it lies above {AT_CHANCE_SHARE:g}; inconclusive: "
                  "otherwise (or the share cannot be estimated)",
+    "trend": "reproduced: the 95% interval of the slope per doubling of the training budget excludes 0 toward the "
+             "paper's claim; not reproduced: it excludes every slope of at least the SESOI toward it (flat, or "
+             "moving away); inconclusive: otherwise",
     "superseded": "not decided: the run's intervals come from the two-level percentile bootstrap, which under-covers "
                   "with few networks and shared test items; it is decided again when the run is repeated",
     "largely survives": f"reproduced: the 95% interval of the share of above-chance accuracy kept under the "
@@ -295,8 +298,37 @@ def _attack_claims(run: Run, runs: dict[str, Run]) -> list[Claim]:
     return out
 
 
+def _budget_claims(run: Run, runs: dict[str, Run]) -> list[Claim]:
+    """The GAP study's claims at each budget of the budget response (each cell read as a GAP study of its own
+    width and samples), then one row per trend: does the metric move toward the paper's claim with more training?"""
+    out = []
+    for cell in run.metrics.get("cells", []):
+        config = {**run.config, "width": cell["width"], "epochs": cell["epochs"], "train_size": cell["train_size"],
+                  "semantic_epochs": None, "semantic_train_size": None}
+        as_study = replace(run, path=run.path.parent / f"{_name(run)}:{cell['cell']}", config=config,
+                           metrics={"rows": cell["rows"], "comparisons": cell["comparisons"]})
+        out += [replace(c, family="budget-response") for c in _gap_claims(as_study, runs)]
+    for t in run.metrics.get("trends", []):
+        slope = t["slope_per_doubling"]
+        budgets = "×, ".join(str(b) for b in t["budgets"]) + "×"
+        config = {**run.config, "width": t["width"], "epochs": 1, "train_size": max(t["samples"]),
+                  "semantic_epochs": None}
+        scope = (f"{gap_scope(replace(run, config=config), t['task'], len(t['seeds']))}; the trend over budgets {budgets} "
+                 f"({', '.join(f'{n:,}' for n in t['samples'])} samples)")
+        out.append(Claim(f"{t['claim']}: with more training, the {t['task']} {t['permute']} {t['metric']} moves "
+                         "toward it", ABSTRACT, _name(run), scope,
+                         f"slope per doubling of the budget "
+                         f"{_stat_text(slope) if 'mean' in slope else 'not estimable: ' + slope['reason']}: "
+                         f"{t['verdict']}",
+                         f"slope {FLAT_PER_DOUBLING:g} per doubling",
+                         direction(slope, t["toward"], FLAT_PER_DOUBLING) if slope.get("ci95") else "inconclusive",
+                         "trend", "budget-response"))
+    return out
+
+
 CLAIMS_BY_EXPERIMENT: dict[str, Callable[[Run, dict[str, Run]], list[Claim]]] = {
-    "gap-study": _gap_claims, "augshift": _augshift_claims, "ablate": _ablate_claims, "attack": _attack_claims}
+    "gap-study": _gap_claims, "augshift": _augshift_claims, "ablate": _ablate_claims, "attack": _attack_claims,
+    "budget-response": _budget_claims}
 
 
 def adjusted(found: Sequence[Claim]) -> list[Claim]:
