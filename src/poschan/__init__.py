@@ -38,6 +38,7 @@ _WHERE = {
     "ShiftPairTransform": "poschan.data.shift_pairs",
     "ablation_curve": "poschan.control.ablation",
     "region_attack": "poschan.control.attack",
+    "debias_study": "poschan.control.debias",
     # metrics
     "invariance_metrics": "poschan.metrics.invariance",
     # studies: one call each, typed results with intervals
@@ -51,6 +52,7 @@ _WHERE = {
     "compare_rankings": "poschan.control.ranking_comparison",
     "region_rankings": "poschan.locate.segmenter_rankings",
     "compare_regions": "poschan.control.attack",
+    "channel_maps": "poschan.locate.channel_maps",
     # models, data, results
     "build_model": "poschan.models.registry",
     "list_models": "poschan.models.registry",
