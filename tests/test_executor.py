@@ -154,10 +154,10 @@ def test_failed_jobs_end_the_study_with_one_line_and_resume_redo_only_them(seque
     real = gap_study.train_job
     failing = "location_gap-fc_zeros_g3_per-batch@pooled"
 
-    def train_job(c, v, sets, seed, work, progress):
+    def train_job(c, v, sets, seed, work, progress, after=None):
         if v.key == failing and seed == 1:
             raise RuntimeError("worker lost")
-        return real(c, v, sets, seed, work, progress)
+        return real(c, v, sets, seed, work, progress, after)
 
     out = tmp_path / "g"
     monkeypatch.setattr(gap_study, "train_job", train_job)

@@ -24,6 +24,9 @@ FLAGS_BEFORE = {
                     "--lr",
     "gap-study": "--model --width --pretrained --weights --data --background --design --tasks --heads --paddings "
                  "--grids --permutes --stage --epochs --batch-size --lr --train-size --test-size",
+    "budget-response": "--model --width --pretrained --weights --data --background --tasks --permutes --batch-size "
+                       "--lr --test-size --budgets --base-samples --base-epochs --wide --extra-seeds "
+                       "--readout-train-size --readout-test-size",
     "probe": "--task --grid --canvas --background --data --model --width --pretrained --weights --padding --layers "
              "--train-size --test-size --batch-size --readout-c",
     "rank": "--model --width --pretrained --weights --method --layer --data --split --eval-split --limit --image-size "
