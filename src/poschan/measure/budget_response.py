@@ -275,8 +275,7 @@ def _readout_rows(plan: BudgetPlan, cell: Cell, result: GapStudyResult) -> list[
     rows = []
     for v in study.variants:
         for target in READOUT_TARGETS:
-            canvases = ProbeCanvases(task=target, grid=v.grid, train_size=1, test_size=1)
-            chance = 1 / canvases.stream(study.sets[0], 0).num_classes
+            chance = ProbeCanvases(task=target, grid=v.grid).stream(study.sets[0], 0).chance
             found = {key: result.outcomes[v, f"readout {target} {key}"] for key in READOUTS}
             for key in READOUTS:
                 row = {**_cell_fields(cell), "trained": v.task, "permute": v.permute, "target": target,
