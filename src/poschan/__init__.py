@@ -47,6 +47,7 @@ _WHERE = {
     "budget_response": "poschan.measure.budget_response",
     "augshift_comparison": "poschan.control.augshift_study",
     "probe_study": "poschan.measure.probe_study",
+    "census": "poschan.measure.census",
     "position_map_study": "poschan.measure.position_map_study",
     "segmenter_rankings": "poschan.locate.segmenter_rankings",
     "compare_rankings": "poschan.control.ranking_comparison",

@@ -110,6 +110,8 @@ EXPERIMENTS = {
     "seg-train": "poschan.experiments.seg_train",
     "ablate": "poschan.experiments.ablate",
     "attack": "poschan.experiments.attack",
+    "debias": "poschan.experiments.debias",
+    "census": "poschan.experiments.census",
 }
 
 

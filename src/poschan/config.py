@@ -152,6 +152,15 @@ def check_seeds(seeds: list[int]) -> None:
         raise UserError(f"seeds must be distinct and >= 0, at least one seed (e.g. --seeds 0,1,2), got {seeds}")
 
 
+def check_at_least(config: object, minimum: float, *keys: str, optional: bool = False) -> None:
+    """Refuse with one line the first of ``keys`` whose value is below ``minimum`` (``optional``: None, the
+    command's default, passes)."""
+    for key in keys:
+        value = getattr(config, key)
+        if not (optional and value is None) and (value is None or value < minimum):
+            raise UserError(f"{key} must be >= {minimum}{' or null' if optional else ''}, got {value}")
+
+
 def as_dict(config: object) -> dict:
     """A plain, YAML/JSON-ready dict of a config dataclass."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}

@@ -41,6 +41,13 @@ def flat_stats(row: dict) -> dict:
     return flat
 
 
+def write_tables(folder: Path, rows: list[dict], comparisons: list[dict]) -> None:
+    """A study's two tables: ``folder/table.csv`` (``rows`` with flat statistic columns) and
+    ``folder/comparisons.csv`` (its paired comparisons)."""
+    write_csv(folder / "table.csv", [flat_stats(row) for row in rows])
+    write_csv(folder / "comparisons.csv", comparison_rows(comparisons))
+
+
 def comparison_rows(comparisons: list[dict]) -> list[dict]:
     """Paired comparisons (statistics with a name, two sides and a p-value) as CSV lines; ``p_bound`` says
     where the p-value is only a bound (a resampling floor)."""
@@ -61,3 +68,9 @@ def format_stat(stat: dict, digits: int = 3, *, signed: bool = False, p: bool = 
 def comparison_line(c: dict) -> str:
     """One paired comparison as a line of a command's printed summary."""
     return f"{c['name']:<44} {format_stat(c, signed=True, p=True)}"
+
+
+def print_comparisons(comparisons: list[dict]) -> None:
+    """Each paired comparison as a line (``comparison_line``)."""
+    for c in comparisons:
+        print(comparison_line(c))

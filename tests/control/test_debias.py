@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from tests.contract import statistic_ok, violations
+from tests.planted import POSITION, PlantedFeatures
 from torch import nn
 
 from poschan.control.debias import (
@@ -33,17 +34,8 @@ from poschan.locate.ranking import ChannelRanking
 from poschan.metrics.invariance import consistency
 from poschan.taps import capture, mask_channels, pooled_features
 
-POSITION = 5
 SIDE, BLOB = 12, 2
 SHIFT = ShiftPairTransform(SIDE, 16)  # shifts of -2..2 px: the blob (2 px from every edge) stays in the crop
-
-
-class PlantedFeatures(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pos, neg = x.clamp(min=0), (-x).clamp(min=0)
-        cx = torch.linspace(-1, 1, x.shape[-1], dtype=x.dtype, device=x.device).view(1, 1, 1, -1)
-        mass = pos + neg
-        return torch.cat([pos, pos, pos, neg, neg, mass * cx, neg, mass], dim=1)
 
 
 class Planted(nn.Module):

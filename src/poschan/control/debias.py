@@ -45,6 +45,12 @@ SHIFT_METRICS = ("consistency", "circular_consistency")
 DEFAULT_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.25)
 
 
+# The columns of a DebiasResult's table.
+TABLE = ("n", "fraction", "set", "consistency", "circular_consistency", "accuracy", "fidelity", "consistency_gain",
+         "circular_consistency_gain", "cost", "consistency_gain_vs_random", "circular_consistency_gain_vs_random",
+         "cost_vs_random")
+
+
 @dataclass
 class DebiasResult:
     """``debias_study``'s answer; every number a ``poschan.stats`` statistic.
@@ -78,6 +84,10 @@ class DebiasResult:
         if row is None:
             raise UserError(f"N = {n} was not studied; studied: {', '.join(map(str, self.counts))}")
         return list(row["channels"][seed_index])
+
+    def table(self) -> list[dict]:
+        """The rows as table.csv shows them: the scores, gains and costs (the channel lists left out)."""
+        return [{k: r[k] for k in TABLE if k in r} for r in self.rows]
 
     def metrics(self) -> dict:
         """The metrics of the results contract (results.json)."""
@@ -131,6 +141,20 @@ def _predictions(model: nn.Module, centre: Tensor, batch_size: int, device: torc
 def _item(metric: str, passes: int) -> str:
     pairs = f"{passes} shift pair{'s' * (passes > 1)}"
     return f"images (each over its {pairs})" if metric in SHIFT_METRICS else "images (centre crop)"
+
+
+def view_channels(model: nn.Module, layer: str, images: Tensor, shift: ShiftPairTransform,
+                  device: torch.device | str = "cpu") -> int:
+    """The channels of ``layer`` on the centre view of ``images`` (as the model takes them); refused with one line
+    when the model cannot take views of ``shift``'s crop side."""
+    (layer,) = resolve_layers(model, [layer])
+    x = shift.view(shift.place(images), shift.centre(len(images))).to(device)
+    try:
+        with eval_mode(model):
+            return pooled_features(model, x, [layer])[layer].shape[1]
+    except RuntimeError as err:  # e.g. a crop too small for the network
+        raise UserError(f"the model cannot take {shift.crop} px views ({str(err).splitlines()[0]}); use a larger "
+                        "crop or image size") from None
 
 
 def debias_study(model: nn.Module, layer: str, images: Tensor, labels: Tensor | None = None, *,

@@ -22,14 +22,14 @@ from poschan.config import command_defaults, setting
 from poschan.control.ablation import channel_counts
 from poschan.control.ranking_comparison import compare_rankings
 from poschan.errors import UserError
-from poschan.experiments.settings import SegEvalSettings
+from poschan.experiments.settings import MaskModeSettings, RankingFileSettings, SegEvalSettings
 from poschan.locate.ranking import ChannelRanking
 from poschan.locate.segmenter_rankings import RANKINGS, available_rankings, read_ranking, segmenter_rankings
 from poschan.models.segmenters import SCENE_FIELDS, LoadedSegmenter, describe, load_segmenters
 from poschan.report.segmentation_figures import overlays, reliance_curve
 from poschan.results import atomic_write_text
 from poschan.runtime import resolve_device
-from poschan.tables import comparison_line, comparison_rows, flat_stats, format_stat, write_csv
+from poschan.tables import comparison_rows, flat_stats, format_stat, print_comparisons, write_csv
 from poschan.taps import MASK_MODES
 
 EXPERIMENT = "ablate"
@@ -38,16 +38,17 @@ HELP = "zero the top-N channels of several rankings of a segmenter vs random and
 
 @dataclass
 @command_defaults
-class Config(SegEvalSettings):
+class Config(SegEvalSettings, MaskModeSettings, RankingFileSettings):
     DEFAULTS: ClassVar[dict] = {"n": ["1%", "2%", "5%", "10%", "25%", "50%"]}
     FLAGS: ClassVar[dict] = {"checkpoint": {"help": "a seg-train run (every seed<S>/checkpoint.pt in it) or one "
-                                                    "checkpoint"}}
+                                                    "checkpoint"},
+                             "ranking": {"help": "ranking.json of this checkpoint made on another split: its flip "
+                                                 "ranking"},
+                             "mode": {"help": "zero or mean (replace by the channel's mean on the rank images)"}}
 
-    ranking: str | None = setting(None, "ranking.json of this checkpoint made on another split: its flip ranking")
     rankings: list[str] = setting(list(RANKINGS), f"rankings to compare, comma-separated: {', '.join(RANKINGS)}")
     matched_draws: int = setting(3, "draws of magnitude-matched random channels per ranking and N")
     knockout_scenes: int = setting(300, "rank images on which each channel's own knock-out cost is measured")
-    mode: str = setting("zero", "zero or mean (replace by the channel's mean on the rank images)")
 
     def validate(self) -> None:
         super().validate()
@@ -135,8 +136,7 @@ def print_summary(metrics: dict) -> None:
           f"{metrics['test_images']} test images, {metrics['channels']} channels, mode {metrics['mode']})")
     for row in metrics["reliance"]:
         print(f"{row['ranking']:<16} N {row['n']:>4}: mIoU drop {format_stat(row['ranked_drop'], signed=True)}")
-    for comparison in metrics["comparisons"]:
-        print(comparison_line(comparison))
+    print_comparisons(metrics["comparisons"])
     for v in metrics["rankings"]:
         rho = format_stat(v["spearman"], 2, signed=True) if "mean" in v["spearman"] else "—"
         print(f"{v['ranking']:<16} shortfall vs knockout {format_stat(v['shortfall'], signed=True)}, Spearman {rho}, "

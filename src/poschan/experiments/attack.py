@@ -27,7 +27,7 @@ from poschan.locate.segmenter_rankings import check_regions, region_rankings
 from poschan.models.segmenters import LoadedSegmenter, describe
 from poschan.report.segmentation_figures import overlays, region_heatmap
 from poschan.runtime import resolve_device
-from poschan.tables import comparison_line, comparison_rows, flat_stats, format_stat, write_csv
+from poschan.tables import comparison_rows, flat_stats, format_stat, print_comparisons, write_csv
 
 EXPERIMENT = "attack"
 HELP = "region-specific attack: zero one region's position channels (and masked PGD); mIoU inside vs outside"
@@ -124,5 +124,4 @@ def print_summary(metrics: dict) -> None:
               f"{r['miou_in_clean']['mean']:.3f}→{r['miou_in']['mean']:.3f}, out "
               f"{r['miou_out_clean']['mean']:.3f}→{r['miou_out']['mean']:.3f}; drop in − out "
               f"{format_stat(r['selectivity'], signed=True, p=True)}")
-    for comparison in metrics["comparisons"]:
-        print(comparison_line(comparison))
+    print_comparisons(metrics["comparisons"])

@@ -30,10 +30,11 @@ from poschan.experiments.settings import (
     NetworkSettings,
     PaddingSettings,
     RunSettings,
+    ShiftViewSettings,
     TrainingSettings,
 )
 from poschan.report.augshift_figures import augshift_figures
-from poschan.tables import comparison_line, comparison_rows, flat_stats, format_stat, write_csv
+from poschan.tables import comparison_rows, flat_stats, format_stat, print_comparisons, write_csv
 
 EXPERIMENT = "augshift"
 HELP = "AugShift vs baseline, shift augmentation and BlurPool: accuracy, consistency, fidelity, latent distance"
@@ -42,19 +43,18 @@ HELP = "AugShift vs baseline, shift augmentation and BlurPool: accuracy, consist
 @dataclass
 @command_defaults
 class Config(ExecutorSettings, RunSettings, TrainingSettings, PaddingSettings, NetworkSettings, DataSettings,
-             CanvasSideSettings, MethodsSettings):
+             ShiftViewSettings, CanvasSideSettings, MethodsSettings):
     # fp32: in the paired check bf16 lowered AugShift's accuracy beyond ±0.01 (results/precision-check)
-    DEFAULTS: ClassVar[dict] = {"methods": list(METHODS), "test_passes": 5, "precision": "fp32"}
+    DEFAULTS: ClassVar[dict] = {"methods": list(METHODS), "test_passes": 5, "precision": "fp32", "crop": 32}
     FLAGS: ClassVar[dict] = {"methods": {"help": f"comma-separated, from: {', '.join(METHODS)}"},
                              "canvas": {"help": "canvas side S (default round(s * 256 / 224))"},
-                             "test_passes": {"help": "random shift pairs per test image"}}
+                             "test_passes": {"help": "random shift pairs per test image"},
+                             "crop": {"help": "view side s in pixels (default 32)"}}
 
     lam: float = setting(1.0, "weight of the latent loss (default 1)", flag="--lambda", metavar="LAMBDA")
     lambdas: list[float] = setting([], "lambda sweep of method augshift, e.g. 0.1,1,10")
     ce: str = setting("both", "cross-entropy on both views (both) or on the first only (first)")
     latent: str = setting("mse", "latent loss: mse or normalized-mse")
-    crop: int = setting(32, "view side s in pixels (default 32)")
-    max_shift: int | None = setting(None, "circular consistency rolls (default S - s)")
     filt_size: int = setting(3, "BlurPool filter size: 3 or 5")
 
     def validate(self) -> None:
@@ -70,6 +70,8 @@ class Config(ExecutorSettings, RunSettings, TrainingSettings, PaddingSettings, N
             AugShiftLoss(lam, self.ce, self.latent)  # checks lambda, ce and latent
         if len(set(self.lambdas)) != len(self.lambdas):
             raise UserError(f"lambdas must be distinct, got {self.lambdas}")
+        if self.crop is None:
+            raise UserError("crop must be a view side in pixels, e.g. 32")
         if self.max_shift is not None and self.max_shift < 0:
             raise UserError(f"max_shift must be >= 0 or null (S - s), got {self.max_shift}")
         augshift_training(self)  # also checks crop and canvas (ShiftPairTransform), seeds, sizes
@@ -115,5 +117,4 @@ def print_summary(metrics: dict) -> None:
     n = next(iter(metrics["methods"].values()))["accuracy"]["n"]
     print(f"(mean [95% CI] over {n} seed(s) and the test images; fractions in [0, 1]; chance accuracy "
           f"{metrics['chance']:.3f})")
-    for d in metrics["comparisons"]:
-        print(comparison_line(d))
+    print_comparisons(metrics["comparisons"])

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from poschan.config import check_seeds, command_defaults, derive_checked, setting
+from poschan.config import check_at_least, check_seeds, command_defaults, derive_checked, setting
 from poschan.errors import UserError
 from poschan.experiments import gap_study
 from poschan.measure.budget_response import BudgetPlan, budget_response, cells, plan_budget_response
@@ -47,9 +47,7 @@ class Config(gap_study.Config):
         if len(set(self.budgets)) < 2 or min(self.budgets) < 1:
             raise UserError(f"budgets must be at least two distinct multiples >= 1 (a trend needs two), "
                             f"got {self.budgets}")
-        for name in ("base_samples", "base_epochs", "readout_train_size", "readout_test_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        check_at_least(self, 1, "base_samples", "base_epochs", "readout_train_size", "readout_test_size")
         if self.extra_seeds:
             check_seeds([*self.seeds, *self.extra_seeds])
         if len(self.seeds) < 2:

@@ -24,7 +24,7 @@ from poschan.experiments.settings import (
 )
 from poschan.measure.gap_study import TRAINED_PERMUTES, GapStudyPlan, gap_study, plan_gap_study
 from poschan.report.gap_figures import gap_figures
-from poschan.tables import comparison_rows, flat_stats, format_stat, write_csv
+from poschan.tables import flat_stats, format_stat, write_csv, write_tables
 
 EXPERIMENT = "gap-study"
 HELP = "GAPNet vs PermuteNet: location/semantic accuracy from pooled features across heads, paddings, grids"
@@ -76,8 +76,7 @@ def prepare(config: Config) -> GapStudyPlan:
 
 def run(plan: GapStudyPlan, work: Path, *, progress: bool = True) -> dict:
     result = gap_study(plan, work, progress=progress)
-    write_csv(work / "table.csv", [flat_stats(r) for r in result.rows])
-    write_csv(work / "comparisons.csv", comparison_rows(result.comparisons))
+    write_tables(work, result.rows, result.comparisons)
     write_csv(work / "curves.csv", result.curves)
     if result.plateaus:
         write_csv(work / "plateaus.csv", [flat_stats(e) for e in result.plateaus])

@@ -21,7 +21,7 @@ from poschan.models.poolnet import PoolNet
 from poschan.models.registry import build_model
 from poschan.report.position_figures import position_map_figure, spc_bars
 from poschan.runtime import resolve_device
-from poschan.tables import comparison_line, comparison_rows, flat_stats, format_stat, write_csv
+from poschan.tables import comparison_rows, flat_stats, format_stat, print_comparisons, write_csv
 from poschan.taps import resolve_layers
 
 EXPERIMENT = "position-map"
@@ -142,7 +142,6 @@ def print_summary(metrics: dict) -> None:
     for row in [*metrics["rows"], *metrics["controls"]]:
         print(f"{row.get('control', 'readout'):<18} {row['padding']:<10} {row['target']:<11} "
               f"{format_stat(row['spc']):<28} {format_stat(row['mae'])}")
-    for d in metrics["comparisons"]:
-        print(comparison_line(d))
+    print_comparisons(metrics["comparisons"])
     constant = ", ".join(f"{t} {v:.3f}" for t, v in metrics["mae_best_constant"].items())
     print(f"MAE of the best constant map (no position at all): {constant}")

@@ -20,12 +20,11 @@ from poschan.data.sources import ImageSet, load_dataset
 from poschan.errors import UserError
 from poschan.experiments import settings
 from poschan.measure.probe_study import READOUTS, ProbeCanvases, probe_study
-from poschan.measure.readout import DEFAULT_C
 from poschan.models.poolnet import PoolNet
 from poschan.models.registry import build_model
 from poschan.report.probe_figures import probe_accuracy
 from poschan.runtime import resolve_device, seeded_torch_rng
-from poschan.tables import comparison_line, comparison_rows, flat_stats, format_stat, write_csv
+from poschan.tables import format_stat, print_comparisons, write_csv, write_tables
 from poschan.taps import pooled_features, resolve_layers
 
 EXPERIMENT = "probe"
@@ -36,7 +35,7 @@ HELP = "linear readout of position/semantics from pooled features of a frozen ba
 
 @dataclass
 @command_defaults
-class Config(settings.RunSettings, settings.BatchSettings, settings.TestSizeSettings, settings.TrainSizeSettings,
+class Config(settings.RunSettings, settings.ReadoutSettings, settings.BatchSettings, settings.TestSizeSettings, settings.TrainSizeSettings,
              settings.LayersSettings, settings.PaddingSettings, settings.NetworkSettings, settings.DataSettings,
              settings.CanvasSettings, settings.TaskSettings):
     DEFAULTS: ClassVar[dict] = {"model": "efficientnet-lite0", "train_size": 2000, "test_size": 1000, "batch_size": 200}
@@ -44,8 +43,6 @@ class Config(settings.RunSettings, settings.BatchSettings, settings.TestSizeSett
                              "test_size": {"help": "test canvases per seed"},
                              "batch_size": {"help": "canvases per forward pass"}}
 
-    readout_c: float = setting(DEFAULT_C,
-                               f"inverse L2 strength of the logistic-regression readout (default {DEFAULT_C})")
     readouts: list[str] = setting(list(READOUT_FLAGS),
                                   f"comma-separated readouts, plain first: {', '.join(READOUT_FLAGS)} (sorted, "
                                   "moments: order-free codes of the pooled vector)")
@@ -118,8 +115,7 @@ def run(plan: ProbePlan, work: Path, *, progress: bool = True) -> dict:
     result = probe_study(plan.model, plan.layers, plan.train_set, plan.test_set, c.canvases(), seeds=c.seeds,
                          c=c.readout_c, readouts=c.readout_keys(), device=plan.device, progress=progress)
     write_csv(work / "per_seed.csv", result.per_seed)
-    write_csv(work / "table.csv", [flat_stats(row) for row in result.rows])
-    write_csv(work / "comparisons.csv", comparison_rows(result.comparisons))
+    write_tables(work, result.rows, result.comparisons)
     stages = {f"backbone.{module}": name for name, module in plan.model.stages.items()}
     probe_accuracy(result.rows, [stages.get(layer, layer.removeprefix("backbone.")) for layer in plan.layers],
                    {key: READOUTS[key] for key in c.readout_keys()}, work / "probe.png", chance=result.rows[0]["chance"],
@@ -135,5 +131,4 @@ def print_summary(metrics: dict) -> None:
     for row in metrics["layers"]:
         cells = [format_stat(row[key]) for key in shown]
         print(f"{row['layer']:<28} {row['channels']:>5}  " + "  ".join(f"{cell:>21}" for cell in cells))
-    for d in metrics["comparisons"]:
-        print(comparison_line(d))
+    print_comparisons(metrics["comparisons"])

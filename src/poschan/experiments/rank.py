@@ -18,12 +18,12 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from poschan.config import command_defaults, setting
+from poschan.config import check_at_least, command_defaults, setting
 from poschan.data.fingerprint import check_disjoint, trusted_disjoint
 from poschan.data.sources import ImageSet, load_dataset
 from poschan.errors import UserError
 from poschan.experiments import settings
-from poschan.locate.designs import FLIP_INPUTS, METHODS, RankSpec
+from poschan.locate.designs import FLIP_INPUTS, RankSpec
 from poschan.locate.rank import rank_channels, ranking_controls
 from poschan.locate.ranking import ChannelRanking
 from poschan.models.registry import build_model
@@ -40,33 +40,30 @@ _AS_IS = ("photos", "folder:")  # flip_input auto: photographs are flipped as th
 
 @dataclass
 @command_defaults
-class Config(settings.RunSettings, settings.BatchSettings, settings.HeadSettings, settings.PaddingSettings,
-             settings.NetworkSettings, settings.CanvasSettings, settings.ImageSizeSettings, settings.DataSettings,
-             settings.LayerSettings, settings.CheckpointSettings):
+class Config(settings.RunSettings, settings.TopListSettings, settings.NumClassesSettings, settings.BatchSettings, settings.HeadSettings,
+             settings.PaddingSettings, settings.NetworkSettings, settings.CanvasSettings, settings.ImageSizeSettings,
+             settings.DataSettings, settings.EvalSplitSettings, settings.LayerSettings, settings.RankMethodSettings,
+             settings.CheckpointSettings):
     DEFAULTS: ClassVar[dict] = {"model": "efficientnet-lite0", "batch_size": 64, "seeds": [0], "layer": None}
     FLAGS: ClassVar[dict] = {"image_size": {"help": "side of photos / folder images (default 32)"},
                              "grid": {"help": "k of the k×k canvas grid"},
                              "background": {"help": "canvas fill: mean or black"},
                              "head": {"help": "gap-fc or gapnet (to load a checkpoint)"},
+                             "num_classes": {"help": "classes of the head (to load a checkpoint); of a segmentation "
+                                                     "--model, the classes it predicts (11 for Fashion-MNIST scenes)"},
                              "checkpoint": {"help": "rank a seg-train checkpoint's segmenter (default layer: its "
                                                     "feature layer); the ranking feeds `ablate --ranking`"},
                              "layer": {"help": "one layer name (see `poschan layers`) or stage name (stage1..); "
                                                "default: a classifier's backbone, the layer a segmenter's ablate "
                                                "and attack mask"}}
 
-    method: str = setting("flip", f"{', '.join(METHODS)} (see poschan.ranking)")
     split: str = setting("train", "the split to rank on: train/test (photos: train, test, all; folder: a sub-folder)")
-    eval_split: str | None = setting(None, "the split a later evaluation uses; may share no image")
     limit: int | None = setting(None, "use the first N images of the split (default: all)")
     # flip_input auto: image for photos and folder:PATH, canvas otherwise
     flip_input: str = setting("auto", "flip: canvas, image or auto")
     semantic_pairs: str = setting("item", "dimest: item (same image) or class")
-    # num_classes only builds the model's head (must match a checkpoint given with --weights)
-    num_classes: int = setting(10, "classes of the head (to load a checkpoint); of a segmentation --model, the classes "
-                                   "it predicts (11 for Fashion-MNIST scenes)")
     segmenter: bool = setting(False, f"--model is a segmentation network ({', '.join(TV_SEGMENTER_NAMES)} are always), "
                                      "loaded as ablate and attack load it")
-    top_n: int = setting(10, "length of the top lists (default 10)")
 
     def validate(self) -> None:
         if self.flip_input not in ("auto", *FLIP_INPUTS):
@@ -76,11 +73,8 @@ class Config(settings.RunSettings, settings.BatchSettings, settings.HeadSettings
             raise UserError("layer must name one layer (see `poschan layers MODEL`), e.g. backbone or stage4")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"limit {self.limit} leaves split {self.split!r} empty; use limit >= 1 or null (all)")
-        for key in ("batch_size", "top_n", "width", "num_classes"):
-            if getattr(self, key) < 1:
-                raise UserError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.image_size is not None and self.image_size < 1:
-            raise UserError(f"image_size must be >= 1, got {self.image_size}")
+        check_at_least(self, 1, "batch_size", "top_n", "width", "num_classes")
+        check_at_least(self, 1, "image_size", optional=True)
 
     def spec(self) -> RankSpec:
         flip_input = self.flip_input

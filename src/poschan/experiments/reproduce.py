@@ -67,13 +67,21 @@ SEG_SETTINGS = {"smoke": (SegSetting("top-bottom", "0.9"),), "quick": _SWEEP, "p
 class Step:
     name: str  # its folder in OUT
     argv: tuple[str, ...]  # the command and its own flags (preset, out and the common flags are added)
+    follows: bool = False  # reads the previous step's output: runs after it, in its chain
+
+
+# Beyond the paper, on real networks (after the segmentation sweep): the census of the pretrained EfficientNet-Lite
+# models, post-hoc debiasing of pretrained Lite0 (fidelity on Fashion-MNIST items, its ImageNet classes unknown
+# there) and of a Fashion-MNIST classifier trained here at AugShift's quick protocol (width 16, 4,000 images).
+CLASSIFIER = ("train", "--task", "semantic", "--grid", "1", "--width", "16", "--train-size", "4000", "--epochs", "3",
+              "--seeds", "0")
 
 
 def study(preset: str, out: Path) -> list[Step]:
     """The steps of the whole study at ``preset``: the GAP study, the probe, position maps, the channel ranking,
     AugShift, and for each segmentation condition its trained segmenters (seeds of the seg-train preset), their
     reliance (ablate over every network) and the region attack (over every network); then (beyond the smoke
-    preset) the budget response."""
+    preset) the census, the debiasing runs and the budget response."""
     main = ("--seeds", MAIN_SEEDS) if preset == "quick" else ()
     steps = [Step(name, (name, *(main if name in ("gap-study", "augshift") else ())))
              for name in ("gap-study", "probe", "position-map", "rank", "augshift")]
@@ -81,10 +89,19 @@ def study(preset: str, out: Path) -> list[Step]:
         train = f"seg-train-{seg.name}"
         condition = ("--layout", seg.layout, "--layout-prior", seg.prior, "--model", seg.model)
         steps += [Step(train, ("seg-train", *condition, *(main if seg.main else ()))),
-                  Step(f"ablate-{seg.name}", ("ablate", "--checkpoint", str(out / train))),
-                  Step(f"attack-{seg.name}", ("attack", "--checkpoint", str(out / train), "--region", seg.regions))]
-    if preset != "smoke":  # the longest step last: the GAP study's permutation rows at growing training budgets
-        steps.append(Step("budget-response", ("budget-response",)))
+                  Step(f"ablate-{seg.name}", ("ablate", "--checkpoint", str(out / train)), follows=True),
+                  Step(f"attack-{seg.name}", ("attack", "--checkpoint", str(out / train), "--region", seg.regions),
+                       follows=True)]
+    if preset != "smoke":
+        classifier = out / "train-fmnist" / "seed0" / "checkpoint.pt"
+        steps += [Step("census", ("census",)),
+                  Step("debias-lite0", ("debias", "--model", "efficientnet-lite0", "--pretrained", "--image-size", "64",
+                                        "--score", "fidelity")),
+                  Step("train-fmnist", CLASSIFIER),
+                  Step("debias-fmnist", ("debias", "--model", "resnet18-paper", "--width", "16", "--weights",
+                                         str(classifier)), follows=True),
+                  # the longest step last: the GAP study's permutation rows at growing training budgets
+                  Step("budget-response", ("budget-response",))]
     return steps
 
 
@@ -113,11 +130,11 @@ def run_steps(steps: Sequence[Step], preset: str, out: Path, common: Sequence[st
 
 
 def chains(steps: Sequence[Step]) -> list[list[Step]]:
-    """The study's independent jobs: each step that needs no other alone, and each segmentation condition's
-    seg-train → ablate → attack in order (the later two read the first's networks)."""
+    """The study's independent jobs: each step that needs no other alone, and each step that ``follows`` another
+    after it in its chain (a segmentation condition's seg-train → ablate → attack; train → debias)."""
     out: list[list[Step]] = []
     for step in steps:
-        if step.argv[0] in ("ablate", "attack"):
+        if step.follows:
             out[-1].append(step)
         else:
             out.append([step])

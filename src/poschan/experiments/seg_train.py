@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from poschan.config import command_defaults, setting
+from poschan.config import check_at_least, command_defaults, setting
 from poschan.control.ablation import SegEval
 from poschan.data.scenes import SceneSpec
 from poschan.data.segdata import EvalSet, SegData
@@ -86,9 +86,7 @@ class Config(RunSettings, FitSettings, PaddingSettings, NetworkSettings, SceneSe
             raise UserError(f"batch_size must be >= 1 and epochs >= 0, got {self.batch_size} and {self.epochs}")
         if self.epochs == 0 and self.weights is None:
             raise UserError("epochs 0 (evaluate as is) needs --weights PATH")
-        for key in ("train_size", "test_size"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise UserError(f"{key} must be >= 1 or null, got {getattr(self, key)}")
+        check_at_least(self, 1, "train_size", "test_size", optional=True)
         if self.lr <= 0 or len(self.betas) != 2:
             raise UserError(f"lr must be > 0 and betas two numbers, got lr={self.lr}, betas={self.betas}")
         if self.flip not in FLIPS:

@@ -14,12 +14,15 @@ from typing import ClassVar
 
 import torch
 
-from poschan.config import command_defaults, setting
+from poschan.config import check_at_least, command_defaults, setting
 from poschan.engine import SCHEDULES, check_options
 from poschan.errors import UserError
 from poschan.execution import COMPILE_MIN_STEPS, COMPILE_MODES, MEMORY_FORMATS, PRECISIONS, resolve_precision
 from poschan.executor import EXECUTORS, check_executor
+from poschan.locate.designs import METHODS
+from poschan.measure.readout import DEFAULT_C
 from poschan.models.padding import PADDING_MODES
+from poschan.taps import MASK_MODES
 
 FOLDER_HELP = ("folder:PATH (one sub-folder per split: PATH/train/<class>/<image>, PATH/test/...; "
                "splits sharing an image are refused)")
@@ -147,6 +150,64 @@ class LayersSettings:
                                     "default: every stage and backbone")
 
 
+@dataclass
+class NumClassesSettings:
+    num_classes: int = setting(10, "classes of the head (a checkpoint given with --weights must have as many)")
+
+
+# -- channels: ranking and masking them --------------------------------------------------------------------------
+
+@dataclass
+class RankMethodSettings:
+    method: str = setting("flip", f"ranking method: {', '.join(METHODS)} (see poschan.ranking)")
+
+
+@dataclass
+class RankSizeSettings:
+    rank_size: int | None = setting(500, "images ranked (the first of the split; null: all)")
+
+
+@dataclass
+class TopListSettings:
+    top_n: int = setting(10, "length of the top lists (default 10)")
+
+
+@dataclass
+class EvalSplitSettings:
+    eval_split: str | None = setting(None, "the split a later evaluation uses; may share no image with the ranked one")
+
+
+@dataclass
+class RankingFileSettings:
+    ranking: str | None = setting(None, "ranking.json of this model and layer made on another split (instead of "
+                                        "ranking here)")
+
+
+@dataclass
+class ChannelCountSettings:
+    n: list[str] = setting(["5%", "10%", "25%", "50%"], "channel counts or percentages, e.g. 5%,10%,25%")
+
+
+@dataclass
+class MaskModeSettings:
+    mode: str = setting("zero", "zero, or mean (each masked channel takes its mean over the images it was measured "
+                                "on)", choices=MASK_MODES)
+
+
+@dataclass
+class ReadoutSettings:
+    readout_c: float = setting(DEFAULT_C,
+                               f"inverse L2 strength of the logistic-regression readout (default {DEFAULT_C})")
+
+
+# -- shifted views (poschan.data.shift_pairs) ----------------------------------------------------------------------
+
+@dataclass
+class ShiftViewSettings:
+    crop: int | None = setting(None, "view side s in pixels (default: the image side)")
+    max_shift: int | None = setting(None, "circular consistency rolls up to this many px (default S - s)")
+
+
 # -- training --------------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -226,8 +287,8 @@ class CheckpointSettings:
 
 @dataclass
 @command_defaults
-class SegEvalSettings(RunSettings, BatchSettings, TestSizeSettings, SceneSettings, DataSettings, LayerSettings,
-                      ModelSettings, CheckpointSettings):
+class SegEvalSettings(RunSettings, ChannelCountSettings, BatchSettings, TestSizeSettings, SceneSettings, DataSettings,
+                      LayerSettings, ModelSettings, CheckpointSettings):
     """What `ablate` and `attack` share: a segmenter (a seg-train checkpoint, or a torchvision segmentation model /
     a user's factory with its weights and layer), its data, ranking and evaluation images, channel counts.
     Model, layer, data and scenes default to None: the checkpoint's (with --model, see the help texts)."""
@@ -257,7 +318,6 @@ class SegEvalSettings(RunSettings, BatchSettings, TestSizeSettings, SceneSetting
 
     random_seeds: int = setting(5, "random-channel draws per N (>= 5)")
     rank_scenes: int = setting(2000, "rank-split images per ranking seed")
-    n: list[str] = setting(["5%", "10%", "25%", "50%"], "channel counts or percentages, e.g. 5%,10%,25%")
 
     def validate(self) -> None:
         if bool(self.checkpoint) == bool(self.model):
@@ -266,9 +326,7 @@ class SegEvalSettings(RunSettings, BatchSettings, TestSizeSettings, SceneSetting
                             "tv:deeplabv3_resnet50 (etc.) or FILE.py:FACTORY with --layer")
         if self.random_seeds < 5:
             raise UserError(f"random_seeds must be >= 5 (the random control needs a spread), got {self.random_seeds}")
-        for key in ("rank_scenes", "test_size", "batch_size"):
-            if getattr(self, key) is None or getattr(self, key) < 3:
-                raise UserError(f"{key} must be >= 3, got {getattr(self, key)}")
+        check_at_least(self, 3, "rank_scenes", "test_size", "batch_size")
 
 
 # -- where the independent trainings run -----------------------------------------------------------------------------

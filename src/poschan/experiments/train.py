@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from poschan.config import command_defaults, setting
+from poschan.config import check_at_least, command_defaults, setting
 from poschan.errors import UserError
 from poschan.experiments.settings import (
     CanvasSettings,
@@ -37,16 +37,12 @@ class Config(RunSettings, TrainingSettings, HeadSettings, PaddingSettings, Netwo
     permute_per_sample: bool = setting(False, "a new permutation for every image (default: one per batch)")
 
     def validate(self) -> None:
-        for key in ("grid", "epochs", "batch_size", "test_passes", "width"):
-            if getattr(self, key) < 1:
-                raise UserError(f"{key} must be >= 1, got {getattr(self, key)}")
+        check_at_least(self, 1, "grid", "epochs", "batch_size", "test_passes", "width")
         if len(self.betas) != 2:
             raise UserError(f"betas must be two numbers, got {self.betas}")
         if self.lr <= 0:
             raise UserError(f"lr must be > 0, got {self.lr}")
-        for key in ("train_size", "test_size"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise UserError(f"{key} must be >= 1 or null (all), got {getattr(self, key)}")
+        check_at_least(self, 1, "train_size", "test_size", optional=True)
 
 
 def prepare(config: Config) -> TrainPlan:

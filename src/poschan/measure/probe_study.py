@@ -69,13 +69,16 @@ class ProbeCanvases:
 @dataclass
 class ProbeResult:
     """Per layer (``rows``): its channels, the accuracy of each readout of READOUTS (statistics with intervals),
-    ``chance`` and ``vs_chance``; ``comparisons``: the paired differences; ``per_seed``: accuracies per seed."""
+    ``chance`` and ``vs_chance``; ``comparisons``: the paired differences; ``per_seed``: accuracies per seed;
+    ``outcomes``: per layer and readout, the 0/1 outcome of every test canvas per seed (for comparisons between
+    models probed on the same canvases)."""
 
     rows: list[dict]
     comparisons: list[dict]
     per_seed: list[dict]
     n_train: int
     n_test: int
+    outcomes: dict[str, dict[str, list[np.ndarray]]] = dataclasses.field(default_factory=dict, repr=False)
 
     def metrics(self) -> dict:
         return {"layers": self.rows, "comparisons": self.comparisons, "n_train": self.n_train, "n_test": self.n_test}
@@ -162,4 +165,4 @@ def probe_study(model: nn.Module, layers: Sequence[str], train_set: ImageSet, te
              **{key: proportion(outcomes[layer][key], unit=UNIT, item=ITEM) for key in readouts},
              "chance": chance, "vs_chance": versus_chance(outcomes[layer]["accuracy"], chance)}
             for layer in layers]
-    return ProbeResult(rows, _comparisons(outcomes), per_seed, canvases.train_size, canvases.test_size)
+    return ProbeResult(rows, _comparisons(outcomes), per_seed, canvases.train_size, canvases.test_size, outcomes)

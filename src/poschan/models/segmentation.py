@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from poschan.data.sources import IMAGENET_MEAN, IMAGENET_STD
 from poschan.errors import UserError
 from poschan.models.padding import convert_padding
-from poschan.models.registry import LITE0_STAGE_ENDS, LITE_NORM, efficientnet_lite0, load_factory
+from poschan.models.registry import LITE_NORM, efficientnet_lite, lite_stage_ends, load_factory
 from poschan.models.resnet_paper import resnet18_paper
 from poschan.models.weights import load_state, read_state_dict, weights_fingerprint
 from poschan.results import read_tensor_file
@@ -124,7 +124,7 @@ class SegNet(nn.Module):
 
 
 class LiteTrunk(nn.Module):
-    """EfficientNet-Lite0 (``registry.efficientnet_lite0``) cut after its output-stride-16 group: the stem and
+    """EfficientNet-Lite0 (``registry.efficientnet_lite``) cut after its output-stride-16 group: the stem and
     blocks 0..10 give the (B, 112, H/16, W/16) map. Blocks run without drop-connect (stochastic depth)."""
 
     def __init__(self, net: nn.Module):
@@ -133,7 +133,7 @@ class LiteTrunk(nn.Module):
         # does to ResNets): every kept pretrained weight reads features at the spacing it was trained on, while
         # dilated stride-32 kernels would not (on 96-px scenes a 5x5 kernel dilated by 2 spans 9 pixels of a 6x6
         # map, mostly padding); and the trunk is the cheaper one.
-        del net._blocks[LITE0_STAGE_ENDS[2] + 1:], net._conv_head, net._bn1
+        del net._blocks[lite_stage_ends(net)[2] + 1:], net._conv_head, net._bn1
         self.net = net
         self.channels: int = net._blocks[-1]._block_args.output_filters
 
@@ -156,7 +156,8 @@ def build_segmenter(spec: SegSpec, *, pretrained: bool = False) -> SegNet:
         model = SegNet(backbone, deeplab_head(channels, spec.num_classes, spec.aspp_channels, spec.atrous_rates),
                        spec)
     elif spec.model == "efficientnet-lite0":
-        trunk = LiteTrunk(efficientnet_lite0(pretrained=pretrained, plain_convs=spec.padding != "zeros"))
+        trunk = LiteTrunk(efficientnet_lite("efficientnet-lite0", pretrained=pretrained,
+                                            plain_convs=spec.padding != "zeros"))
         model = SegNet(trunk, deeplab_head(trunk.channels, spec.num_classes, spec.aspp_channels, spec.atrous_rates),
                        spec)
     else:
