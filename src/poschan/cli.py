@@ -175,7 +175,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from poschan.experiments.reproduce import StudyRunSettings, check_preset, finished, run_study, study
+    from poschan.experiments.reproduce import StudyRunSettings, check_preset, study
+    from poschan.studies import finished, run_study
 
     check_preset(args.preset)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(StudyRunSettings)}

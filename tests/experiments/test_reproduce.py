@@ -12,7 +12,8 @@ import time
 from tests.contract import violations
 
 from poschan.cli import main
-from poschan.experiments.reproduce import chains, study
+from poschan.experiments.reproduce import study
+from poschan.studies import chains
 
 
 def test_killed_study_rerun_skips_finished_steps_and_ends_with_the_report(tmp_path, capsys):
@@ -71,12 +72,11 @@ def test_reproduce_refuses_an_unknown_preset(tmp_path, capsys):
 
 
 def test_the_study_s_jobs_are_the_lone_steps_and_each_condition_s_chain(tmp_path):
-    from poschan.experiments.reproduce import chains
-
     jobs = chains(study("quick", tmp_path))
-    assert [len(j) for j in jobs] == [1] * 5 + [3] * 14 + [1]  # prior 0 has no layout: one condition per backbone
-    assert [[s.argv[0] for s in j] for j in jobs[5:-1]] == [["seg-train", "ablate", "attack"]] * 14
-    for seg_train, ablate, attack in jobs[5:-1]:  # each chain reads its own networks
+    # prior 0 has no layout: one condition per backbone; then census, debias-lite0, train → debias, budget response
+    assert [len(j) for j in jobs] == [1] * 5 + [3] * 14 + [1, 1, 2, 1]
+    assert [[s.argv[0] for s in j] for j in jobs[5:-4]] == [["seg-train", "ablate", "attack"]] * 14
+    for seg_train, ablate, attack in jobs[5:-4]:  # each chain reads its own networks
         assert ablate.argv[2] == attack.argv[2] == str(tmp_path / seg_train.name)
 
 

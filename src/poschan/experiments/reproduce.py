@@ -1,23 +1,18 @@
 """`poschan reproduce`: the whole study as one resumable pipeline, ending with its report.
 
-Each step is one experiment command run in this process through the command line (so each keeps the results
-contract: it works in ``OUT/<step>.partial`` and appears as ``OUT/<step>`` only when complete). A re-run of the
-same command skips the finished steps, resumes an interrupted one (``--resume``) and starts the others; the
-report ``OUT/report.html`` is written when every step has finished.
+The study's steps (``poschan.studies``: each one experiment command run through the command line, skipped when
+finished, resumed when interrupted); the report ``OUT/report.html`` is written when every step has finished.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from poschan.config import PRESETS
 from poschan.errors import UserError
-from poschan.executor import Job, run_command_jobs
 from poschan.experiments.settings import ExecutorSettings, PlaceSettings
+from poschan.studies import Step
 
 
 @dataclass
@@ -63,13 +58,6 @@ MAIN_SEEDS = "0,1,2,3,4"
 SEG_SETTINGS = {"smoke": (SegSetting("top-bottom", "0.9"),), "quick": _SWEEP, "paper": _SWEEP}
 
 
-@dataclass(frozen=True)
-class Step:
-    name: str  # its folder in OUT
-    argv: tuple[str, ...]  # the command and its own flags (preset, out and the common flags are added)
-    follows: bool = False  # reads the previous step's output: runs after it, in its chain
-
-
 # Beyond the paper, on real networks (after the segmentation sweep): the census of the pretrained EfficientNet-Lite
 # models, post-hoc debiasing of pretrained Lite0 (fidelity on Fashion-MNIST items, its ImageNet classes unknown
 # there) and of a Fashion-MNIST classifier trained here at AugShift's quick protocol (width 16, 4,000 images).
@@ -103,64 +91,6 @@ def study(preset: str, out: Path) -> list[Step]:
                   # the longest step last: the GAP study's permutation rows at growing training budgets
                   Step("budget-response", ("budget-response",))]
     return steps
-
-
-def finished(step: Step, out: Path) -> bool:
-    """Whether ``step`` of the study in ``out`` has finished (its ``OUT/<step>/results.json`` exists)."""
-    return (out / step.name / "results.json").is_file()
-
-
-def run_steps(steps: Sequence[Step], preset: str, out: Path, common: Sequence[str], *,
-              run_command: Callable[[list[str]], int], progress: bool = True) -> int:
-    """Run the unfinished ``steps`` in order (``finished``); stop at the first that fails and return its exit code,
-    else 0."""
-    out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(steps, desc="reproduce", unit="step", disable=None if progress else True)
-    for step in bar:
-        target = out / step.name
-        bar.set_postfix_str(step.name)
-        if finished(step, out):
-            print(f"{step.name}: finished earlier, skipped", flush=True)
-            continue
-        resume = ["--resume"] if target.with_name(target.name + ".partial").exists() else []
-        code = run_command([*step.argv, "--preset", preset, *common, *resume, "--out", str(target)])
-        if code != 0:
-            return code
-    return 0
-
-
-def chains(steps: Sequence[Step]) -> list[list[Step]]:
-    """The study's independent jobs: each step that needs no other alone, and each step that ``follows`` another
-    after it in its chain (a segmentation condition's seg-train → ablate → attack; train → debias)."""
-    out: list[list[Step]] = []
-    for step in steps:
-        if step.follows:
-            out[-1].append(step)
-        else:
-            out.append([step])
-    return out
-
-
-def run_chain(steps: Sequence[Step], preset: str, out: Path, common: Sequence[str], progress: bool,
-              run_command: Callable[[list[str]], int]) -> int:
-    """One job of the study (a chain of steps) run through the command line ``run_command`` in this process; its
-    exit code."""
-    return run_steps(steps, preset, out, common, run_command=run_command, progress=progress)
-
-
-def run_study(steps: Sequence[Step], preset: str, out: Path, common: Sequence[str], settings: StudyRunSettings, *,
-              run_command: Callable[[list[str]], int], progress: bool = True) -> int:
-    """Every chain of ``steps`` through the executor of ``settings``, each step a call of the command line
-    ``run_command`` (a module-level function: jobs travel to other processes by its name): the first non-zero exit
-    code of a chain, else 0."""
-    parallel = settings.executor != "sequential"
-    quiet = [*common, "--no-progress"] if parallel and "--no-progress" not in common else list(common)
-    out.mkdir(parents=True, exist_ok=True)
-    jobs = [Job(chain[0].name.removeprefix("seg-train-"), run_chain, (chain, preset, out, quiet,
-                                                                      progress and not parallel, run_command))
-            for chain in chains(steps)]
-    codes = run_command_jobs(jobs, settings, out, progress=progress and parallel)
-    return next((code for code in codes if code), 0)
 
 
 def check_preset(preset: str) -> None:
