@@ -42,3 +42,12 @@ def test_non_finite_numbers_are_refused(value):
         build_config(Config, "train", "smoke", overrides={"lr": value})
     with pytest.raises(UserError, match="finite"):
         build_config(Config, "train", "smoke", overrides={"betas": [0.5, value]})
+
+
+def test_a_config_file_value_outside_a_fields_choices_is_refused(tmp_path):
+    from poschan.experiments.debias import Config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("mode: middle\n")
+    with pytest.raises(UserError, match="config key 'mode' in --config .*: 'middle' is not one of zero, mean"):
+        build_config(Config, "debias", "smoke", str(path))

@@ -120,6 +120,9 @@ def build_config(cls: type[C], experiment: str, preset: str, config_file: str | 
                 hint = f"did you mean {' or '.join(close)}?" if close else f"allowed: {', '.join(names)}"
                 raise UserError(f"unknown config key {key!r} in {origin}; {hint}")
             values[key] = _coerce(cls.__name__, key, hints[key], value)
+            choices = flag_metadata(cls, key).get("choices")
+            if choices and isinstance(values[key], str) and values[key] not in choices:  # files too, not only flags
+                raise UserError(f"config key {key!r} in {origin}: {values[key]!r} is not one of {', '.join(choices)}")
     if "preset" in names:
         values["preset"] = preset
     config = cls(**values)

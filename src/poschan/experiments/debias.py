@@ -37,7 +37,7 @@ from poschan.models.weights import weights_fingerprint
 from poschan.report.debias_figures import debias_figure
 from poschan.runtime import resolve_device, seeded_torch_rng
 from poschan.tables import format_stat, print_comparisons, write_tables
-from poschan.taps import MASK_MODES, resolve_layers
+from poschan.taps import resolve_layers
 
 EXPERIMENT = "debias"
 HELP = "mask a classifier's top-N position channels (no retraining) vs N random ones: consistency gain, accuracy cost"
@@ -81,8 +81,6 @@ class Config(settings.RunSettings, settings.RankSizeSettings, settings.NumClasse
         self.spec().validate()
         if self.layer is not None and not self.layer.strip():
             raise UserError("layer must name one layer (see `poschan layers MODEL`), e.g. backbone or stage4")
-        if self.mode not in MASK_MODES:
-            raise UserError(f"unknown mode {self.mode!r}; allowed: {', '.join(MASK_MODES)}")
         if self.eval_split is None:
             raise UserError("eval_split must name the split evaluated, e.g. test")
         if not self.n:

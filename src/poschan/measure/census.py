@@ -113,8 +113,8 @@ def census(models: Sequence[CensusModel], train_set: ImageSet, test_set: ImageSe
            pictures: int = 0, picture_layer: str = "backbone", device: torch.device | str = "cpu",
            progress: bool = False) -> CensusResult:
     """The census of ``models`` (see the module doc): readouts fit on canvases of ``train_set`` and scored on
-    canvases of ``test_set`` (``canvases``: grid, sizes, background; default ProbeCanvases()), rankings on ``rank_set`` (default
-    ``train_set``; flip: the images flipped as they are with ``flip_input`` "image", or pasted on a canvas first),
+    canvases of ``test_set`` (``canvases``: grid, sizes, background; default ProbeCanvases()), rankings on
+    ``rank_set`` (default ``train_set``; flip: the images flipped as they are with ``flip_input`` "image", or pasted on a canvas first),
     each with ``seeds`` (flip: the first). ``pictures``: the ``channel_maps`` of the top this many flip channels of
     ``picture_layer`` of every model but the twins (the rank images pasted in the cells, three test images
     beside their maps). Every model runs frozen on ``device``."""
@@ -143,11 +143,11 @@ def census(models: Sequence[CensusModel], train_set: ImageSet, test_set: ImageSe
                          "chance": probed["chance"], "vs_chance": probed["vs_chance"],
                          "position_percent": dims.position_percent, "position_dims": dims.dims["position"],
                          "top_flip": ranking_controls(flipped, top_n).top["overall"]})
-        labels = {layer: _layer_label(m.model, layer) for layer in layers}
-        comparisons += [{**d, "name": f"{m.name}:{labels[layer]}:plain_vs_permuted_test",
-                         "question": d["question"].replace(layer, f"{labels[layer]} of {m.name}")}
-                        for layer, d in zip(layers, (d for d in probe.comparisons
-                                                     if d["name"].endswith(":plain_vs_permuted_test")))]
+        by_name = {d["name"]: d for d in probe.comparisons}
+        for layer in layers:
+            d, label = by_name[f"{layer}:plain_vs_permuted_test"], _layer_label(m.model, layer)
+            comparisons.append({**d, "name": f"{m.name}:{label}:plain_vs_permuted_test",
+                                "question": d["question"].replace(layer, f"{label} of {m.name}")})
     for m in models:
         if m.twin_of is None:
             continue
@@ -165,8 +165,8 @@ def census(models: Sequence[CensusModel], train_set: ImageSet, test_set: ImageSe
     drawn = {}
     for m in (m for m in models if pictures and m.twin_of is None):
         (layer,) = resolve_layers(m.model, [picture_layer])
-        ranking = rankings[m.name].get(layer) or rank_channels(m.model, layer, rank_set, flip, seeds=seeds[:1],
-                                                               batch_size=canvases.batch_size, device=device)
+        ranking = rankings[m.name][layer] if layer in rankings[m.name] else rank_channels(
+            m.model, layer, rank_set, flip, seeds=seeds[:1], batch_size=canvases.batch_size, device=device)
         drawn[m.name] = channel_maps(m.model, layer, rank_set, ranking, k=pictures, grid=canvases.grid,
                                      background=canvases.background, photos=test_set, n_photos=3, seed=seeds[0],
                                      batch_size=canvases.batch_size, device=device)
