@@ -1,6 +1,7 @@
 """The README's results section is `poschan report --format md results/*` (headings one level down)."""
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,27 @@ def test_committed_results_keep_the_contract():
     assert runs
     for path in runs:
         assert violations(json.loads(path.read_text())["metrics"]) == [], path.parent.name
+
+
+def _absolute_paths(run: Path) -> list[str]:
+    """The absolute paths a committed run records in its command line and config (a clone's paths differ)."""
+    record = json.loads((run / "results.json").read_text())
+    words = [*shlex.split(record.get("command", "")), *(str(value) for value in record.get("config", {}).values())]
+    words += [line.split(":", 1)[1].strip() for line in (run / "config.yaml").read_text().splitlines() if ":" in line]
+    return [word for word in words if word.startswith("/")]
+
+
+def test_committed_runs_record_only_relative_paths():
+    runs = sorted(path.parent for path in (ROOT / "results").glob("*/results.json"))
+    assert runs and {run.name: _absolute_paths(run) for run in runs if _absolute_paths(run)} == {}
+
+
+def test_an_absolute_path_in_a_run_is_caught(tmp_path):
+    run = tmp_path / "debias"
+    shutil.copytree(ROOT / "results" / "debias-fmnist", run)
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("weights: ", "weights: /abs/"))
+    assert _absolute_paths(run) == ["/abs/runs/study-quick/train-fmnist/seed0/checkpoint.pt"]
 
 
 def test_an_edited_number_is_caught(tmp_path):
