@@ -2,6 +2,7 @@
 (paired_units) and comparison entries."""
 
 import numpy as np
+import pytest
 
 from poschan import stats
 
@@ -25,3 +26,14 @@ def test_units_are_paired_cyclically_and_say_so():
 def test_a_comparison_is_the_statistic_with_its_labels():
     entry = stats.comparison({"mean": 0.1, "p_value": 0.5}, "x_vs_y", "x", "y", "Is x above y?")
     assert entry == {"name": "x_vs_y", "a": "x", "b": "y", "question": "Is x above y?", "mean": 0.1, "p_value": 0.5}
+
+
+def test_a_negated_difference_is_the_difference_taken_the_other_way():
+    rng = np.random.default_rng(3)
+    a = [rng.random(40) < p for p in (0.6, 0.7, 0.65, 0.8, 0.55)]
+    b = [rng.random(40) < p for p in (0.5, 0.6, 0.6, 0.6, 0.5)]
+    kw = {"bounds": (-1.0, 1.0), "unit": "seeds", "item": "images"}
+    forward, backward = stats.negated(stats.paired_difference(a, b, **kw)), stats.paired_difference(b, a, **kw)
+    for key in ("mean", "ci95", "values", "range", "p_value"):
+        assert forward[key] == pytest.approx(backward[key]), key
+    assert stats.negated(forward) == stats.paired_difference(a, b, **kw)

@@ -512,3 +512,12 @@ def paired_units(a: list, b: list, a_unit: str, b_unit: str) -> tuple[list, list
 def comparison(stat: dict, name: str, a: str, b: str, question: str) -> dict:
     """A comparison entry (``metrics["comparisons"]``): the paired difference ``stat`` with its labels."""
     return {"name": name, "a": a, "b": b, "question": question, **stat}
+
+
+def negated(stat: dict) -> dict:
+    """The statistic of −X from that of X (the cost of what a difference measures as a gain): the mean, values,
+    interval and range negated; the p-value of a zero difference and the method hold unchanged (every interval here
+    is symmetric under negation: a Student-t on the logit of a range centred at 0, or a bootstrap's quantiles)."""
+    out = {**stat, "mean": -stat["mean"], "values": [-v for v in stat["values"]],
+           "ci95": [-stat["ci95"][1], -stat["ci95"][0]]}
+    return {**out, "range": [-stat["range"][1], -stat["range"][0]]} if "range" in stat else out

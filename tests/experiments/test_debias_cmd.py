@@ -25,6 +25,9 @@ from poschan.stats import proportion
 from poschan.taps import mask_channels
 
 
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+
+
 def planted_weights(folder: Path, classes: int = 10) -> Path:
     model = build_model(f"{THIS}:planted_backbone", classes, 1)
     with torch.no_grad():
@@ -123,11 +126,16 @@ def test_given_ranking_and_fidelity(tmp_path, weights):
     (["--rank-size", "2"], "at least 3 images"),
     (["--ranking", "OTHER_RANKING"], "is for 6 channels of layer 'backbone'"),
     (["--weights", "MISSING"], "cannot read weights file"),
+    (["--retrained", "AUGSHIFT"], "measured data, crop, canvas, largest roll and score fashion-mnist, 32, 37, 5, "
+                                  "accuracy; this run: fashion-mnist, 28, 32, 4, accuracy"),
+    (["--retrained", "DEBIAS"], "is a debias run; it must be a `poschan augshift` run"),
+    (["--retrained", "MISSING"], "is not a finished poschan run"),
 ])
 def test_bad_input_exit_2_one_line_no_output(tmp_path, capsys, weights, extra, match):
     other = ChannelRanking(layer="backbone", method="flip", scores={"overall": torch.arange(6.0)})
     other.save(tmp_path / "other.json")
-    given = {"OTHER_RANKING": str(tmp_path / "other.json"), "MISSING": str(tmp_path / "no.pt")}
+    given = {"OTHER_RANKING": str(tmp_path / "other.json"), "MISSING": str(tmp_path / "no.pt"),
+             "AUGSHIFT": str(RESULTS / "augshift"), "DEBIAS": str(RESULTS / "debias-fmnist")}
     if "TWO_CLASSES" in extra:
         given["TWO_CLASSES"] = str(planted_weights(tmp_path, 2))
     extra = [given.get(e, e) for e in extra]
@@ -138,3 +146,26 @@ def test_bad_input_exit_2_one_line_no_output(tmp_path, capsys, weights, extra, m
     assert len(err.splitlines()) == 1 and err.startswith("poschan: error:") and match in err, err
     assert not captured.out
     assert not out.exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_retraining_points_of_an_augshift_run_join_the_trade_off(tmp_path, weights):
+    """--retrained: each retraining method's gain and cost over plain training, read back against the AugShift
+    run's own comparisons table (cost = baseline − method accuracy)."""
+    out = tmp_path / "run"
+    assert main(["debias", *planted_args(weights), "--preset", "smoke", "--no-progress", "--crop", "32",
+                 "--retrained", str(RESULTS / "augshift"), "--out", str(out)]) == 0
+    points = json.loads((out / "results.json").read_text())["metrics"]["retrained"]
+    with (RESULTS / "augshift" / "comparisons.csv").open() as fh:
+        table = {row["name"]: row for row in csv.DictReader(fh)}
+    versus = sorted(name.removesuffix("_accuracy") for name in table if name.endswith("_vs_baseline_accuracy"))
+    assert versus and sorted(f"{p['method']}_vs_baseline".replace("-", "_") for p in points) == versus
+    for p in points:
+        key = f"{p['method']}_vs_baseline_".replace("-", "_")
+        accuracy, gain = table[key + "accuracy"], table[key + "consistency"]
+        assert p["cost"]["mean"] == pytest.approx(-float(accuracy["difference"]))
+        assert p["cost"]["ci95"] == pytest.approx([-float(accuracy["hi"]), -float(accuracy["lo"])])
+        assert p["consistency_gain"]["mean"] == pytest.approx(float(gain["difference"]))
+        assert p["cost"]["p_value"] == pytest.approx(float(accuracy["p_value"]))
+    with (out / "retrained.csv").open() as fh:
+        written = list(csv.DictReader(fh))
+    assert [(r["method"], float(r["cost"])) for r in written] == [(p["method"], p["cost"]["mean"]) for p in points]

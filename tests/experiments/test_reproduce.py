@@ -21,16 +21,19 @@ def test_killed_study_rerun_skips_finished_steps_and_ends_with_the_report(tmp_pa
     steps = [s.name for s in study("smoke", out)]
     assert steps[:5] == ["gap-study", "probe", "position-map", "rank", "augshift"]
     assert steps[5:] == ["seg-train-tb-p0.9", "ablate-tb-p0.9", "attack-tb-p0.9"]
-    quick = study("quick", out)  # the main setting first; ablate takes every network of its seg-train run
-    assert [s.name for s in quick][5:8] == ["seg-train-tb-p0.9", "ablate-tb-p0.9", "attack-tb-p0.9"]
-    assert quick[5].argv[1:5] == ("--layout", "top-bottom", "--layout-prior", "0.9")
-    assert quick[6].argv == ("ablate", "--checkpoint", str(out / "seg-train-tb-p0.9"))
-    assert quick[7].argv[-2:] == ("--region", "top,bottom") and "efficientnet-lite0" in quick[-8].argv
-    assert [s.name for s in quick][-5:] == ["census", "debias-lite0", "train-fmnist", "debias-fmnist",
-                                            "budget-response"]  # the longest step last
-    assert quick[-2].argv[-1] == str(out / "train-fmnist" / "seed0" / "checkpoint.pt")
-    assert [[s.name for s in chain] for chain in chains(quick)][-4:] == [
-        ["census"], ["debias-lite0"], ["train-fmnist", "debias-fmnist"], ["budget-response"]]
+    quick = study("quick", out)  # AugShift's chain, then the main setting first; ablate takes every seg-train network
+    names = [s.name for s in quick]
+    assert names[4:7] == ["augshift", "train-fmnist", "debias-fmnist"]
+    assert quick[6].argv[-5:] == (str(out / "train-fmnist" / "seed0" / "checkpoint.pt"), "--crop", "32",
+                                  "--retrained", str(out / "augshift"))
+    assert names[7:10] == ["seg-train-tb-p0.9", "ablate-tb-p0.9", "attack-tb-p0.9"]
+    assert quick[7].argv[1:5] == ("--layout", "top-bottom", "--layout-prior", "0.9")
+    assert quick[8].argv == ("ablate", "--checkpoint", str(out / "seg-train-tb-p0.9"))
+    assert quick[9].argv[-2:] == ("--region", "top,bottom") and "efficientnet-lite0" in quick[-6].argv
+    assert names[-3:] == ["census", "debias-lite0", "budget-response"]  # the longest step last
+    found = [[s.name for s in chain] for chain in chains(quick)]
+    assert found[4] == ["augshift", "train-fmnist", "debias-fmnist"]
+    assert found[-3:] == [["census"], ["debias-lite0"], ["budget-response"]]
     proc = subprocess.Popen([sys.executable, "-m", "poschan", "reproduce", "--preset", "smoke", "--no-progress",
                              "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -73,10 +76,11 @@ def test_reproduce_refuses_an_unknown_preset(tmp_path, capsys):
 
 def test_the_study_s_jobs_are_the_lone_steps_and_each_condition_s_chain(tmp_path):
     jobs = chains(study("quick", tmp_path))
-    # prior 0 has no layout: one condition per backbone; then census, debias-lite0, train → debias, budget response
-    assert [len(j) for j in jobs] == [1] * 5 + [3] * 14 + [1, 1, 2, 1]
-    assert [[s.argv[0] for s in j] for j in jobs[5:-4]] == [["seg-train", "ablate", "attack"]] * 14
-    for seg_train, ablate, attack in jobs[5:-4]:  # each chain reads its own networks
+    # AugShift → train → debias; prior 0 has no layout: one condition per backbone; census, debias-lite0, budget
+    assert [len(j) for j in jobs] == [1] * 4 + [3] + [3] * 14 + [1, 1, 1]
+    assert [[s.argv[0] for s in j] for j in jobs[4:-3]] == [["augshift", "train", "debias"]] + [
+        ["seg-train", "ablate", "attack"]] * 14
+    for seg_train, ablate, attack in jobs[5:-3]:  # each chain reads its own networks
         assert ablate.argv[2] == attack.argv[2] == str(tmp_path / seg_train.name)
 
 

@@ -36,7 +36,7 @@ from poschan.metrics.classification import accuracy
 from poschan.metrics.invariance import LATENT_DISTANCE_RANGE, invariance_outcomes, latent_ratio, summarize_outcomes
 from poschan.models.antialias import antialias
 from poschan.runtime import resolve_device
-from poschan.stats import estimate, paired_difference, proportion
+from poschan.stats import estimate, negated, paired_difference, proportion
 from poschan.training import ClassifierSettings, StudySettings, TrainPlan, load_data, plan_for, train_seed
 
 METHODS = {
@@ -46,10 +46,16 @@ METHODS = {
     "blurpool": "baseline training of the anti-aliased model (BlurPool after every stride-2 layer)",
     "augshift+blurpool": "AugShift on the anti-aliased model",
 }
+METHOD_NAMES = {"baseline": "plain training", "shift-aug": "shift augmentation", "augshift": "AugShift",
+                "blurpool": "BlurPool", "augshift+blurpool": "AugShift with BlurPool"}
 METRICS = {"accuracy": "accuracy (centre crop)", "consistency": "consistency (crops)",
            "circular_consistency": "circular consistency", "fidelity": "fidelity (both crops right)",
            "latent_distance": "latent distance"}
-COMPARED = {("augshift", "shift-aug"): "shift augmentation alone", ("augshift", "baseline"): "plain training"}
+# AugShift against each alternative, and every method against plain training (what retraining buys, e.g. beside
+# post-hoc debiasing: ``retraining_points``)
+COMPARED = {("augshift", "shift-aug"): "shift augmentation alone", ("augshift", "baseline"): "plain training",
+            ("shift-aug", "baseline"): "plain training", ("blurpool", "baseline"): "plain training",
+            ("augshift+blurpool", "baseline"): "plain training"}
 UNIT = "training seeds"
 EVAL_BATCH = 256
 
@@ -200,7 +206,7 @@ def metric_estimate(key: str, groups: list[np.ndarray], passes: int) -> dict:
 
 
 def _comparisons(plan: AugShiftPlan, outcomes: dict[str, list[dict[str, np.ndarray]]]) -> list[dict]:
-    """AugShift minus each method of COMPARED that was run, per metric: paired over seeds, test images and shifts."""
+    """Each pair of COMPARED that was run (a − b), per metric: paired over seeds, test images and shifts."""
     out = []
     for (a, b), what in COMPARED.items():
         if a not in plan.methods or b not in plan.methods:
@@ -213,8 +219,25 @@ def _comparisons(plan: AugShiftPlan, outcomes: dict[str, list[dict[str, np.ndarr
                                      bounds=(low - high, high - low), unit=UNIT,
                                      item=_item(key, plan.config.test_passes))
             out.append({"name": f"{a}_vs_{b}_{key}".replace("-", "_"), "a": a, "b": b,
-                        "question": f"Does AugShift change the {name} relative to {what} ({a} - {b})?", **diff})
+                        "question": f"Does {METHOD_NAMES[a]} change the {name} relative to {what} ({a} - {b})?", **diff})
     return out
+
+
+def retraining_points(metrics: dict) -> list[dict]:
+    """What each retraining method of a finished comparison (its ``metrics``, as in results.json) buys over plain
+    training: ``consistency_gain`` and ``circular_consistency_gain`` (method − baseline) and the accuracy ``cost``
+    (baseline − method), each paired over its seeds and test images, with the method's ``accuracy``; one point per
+    method compared with the baseline (none without a baseline run)."""
+    paired = {c["name"]: c for c in metrics["comparisons"]}
+    points = []
+    for method, stats in metrics["methods"].items():
+        key = f"{method}_vs_baseline_".replace("-", "_")
+        if key + "accuracy" in paired:
+            points.append({"method": method, "label": METHOD_NAMES[method], "accuracy": stats["accuracy"],
+                           "consistency_gain": paired[key + "consistency"],
+                           "circular_consistency_gain": paired[key + "circular_consistency"],
+                           "cost": negated(paired[key + "accuracy"])})
+    return points
 
 
 def _budget(plan: AugShiftPlan) -> dict:

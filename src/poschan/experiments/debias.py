@@ -8,7 +8,10 @@ with the ranked ones): the top-N channels masked (``--mode`` zero or mean) again
 consistency and circular consistency under shifts and by accuracy (``--score accuracy``: a classifier of the data's
 classes) or fidelity to the unmasked model (``fidelity``: the default for photos and for a model without
 ``--weights``). Writes ranking.json, table.csv (one row per N and channel set), comparisons.csv (ranked − random),
-tradeoff.png, and with ``--save N`` the model debiased at that N (debiased.pt + debiased.pt.debias.json, see
+tradeoff.png (with ``--retrained AUGSHIFT_RUN``: beside it, what shift augmentation, AugShift and BlurPool
+retraining buy over plain training in a finished `poschan augshift` run of the same data and views, also in
+retrained.csv), and with
+``--save N`` the model debiased at that N (debiased.pt + debiased.pt.debias.json, see
 ``control.debias.save_debiased``).
 """
 
@@ -23,6 +26,7 @@ from torch import nn
 
 from poschan.config import check_at_least, command_defaults, setting
 from poschan.control.ablation import channel_counts
+from poschan.control.augshift_study import retraining_points
 from poschan.control.debias import debias_study, save_debiased, view_channels
 from poschan.data.fingerprint import check_disjoint, image_fingerprint
 from poschan.data.shift_pairs import ShiftPairTransform
@@ -35,8 +39,9 @@ from poschan.locate.ranking import ChannelRanking
 from poschan.models.registry import build_model
 from poschan.models.weights import weights_fingerprint
 from poschan.report.debias_figures import debias_figure
+from poschan.results import load_run
 from poschan.runtime import resolve_device, seeded_torch_rng
-from poschan.tables import format_stat, print_comparisons, write_tables
+from poschan.tables import flat_stats, format_stat, print_comparisons, write_csv, write_tables
 from poschan.taps import resolve_layers
 
 EXPERIMENT = "debias"
@@ -76,6 +81,8 @@ class Config(settings.RunSettings, settings.RankSizeSettings, settings.NumClasse
     random_draws: int = setting(5, "random-channel draws per N (>= 5)")
     passes: int = setting(5, "random crop pairs and roll pairs per evaluation image")
     save: str | None = setting(None, "also save the model debiased at this N (e.g. 5%): debiased.pt and its sidecar")
+    retrained: str | None = setting(None, "a finished `poschan augshift` run (same data and views, --score "
+                                          "accuracy) whose retraining methods join the trade-off figure")
 
     def validate(self) -> None:
         self.spec().validate()
@@ -115,6 +122,7 @@ class DebiasPlan:
     shift: ShiftPairTransform
     score: str
     device: torch.device
+    retrained: list[dict]  # control.augshift_study.retraining_points of --retrained (empty without it)
 
 
 def _split(c: Config, split: str, limit: int | None) -> ImageSet:
@@ -149,10 +157,27 @@ def prepare(config: Config) -> DebiasPlan:
         ranking = ChannelRanking.load(c.ranking)
         ranking.check_for(layer, channels, weights=weights_fingerprint(model),
                           eval_images=image_fingerprint(eval_set.images), source=f"--ranking {c.ranking}")
-    plan = DebiasPlan(c, model, layer, rank_set, images, ranking, shift, score, device)
+    plan = DebiasPlan(c, model, layer, rank_set, images, ranking, shift, score, device, _retrained(c, shift, score))
     if rank_set is not None:
         rank(plan, rank_set.subset(3), [0])  # canvas fit and enough images (fewer than 3: refused with the count)
     return plan
+
+
+def _retrained(c: Config, shift: ShiftPairTransform, score: str) -> list[dict]:
+    """The retraining points of ``--retrained``: refused unless it is an AugShift run of the same data, scored by
+    accuracy on the same views (crop, canvas, largest shift), so both kinds of point measure the same thing."""
+    if c.retrained is None:
+        return []
+    run = load_run(c.retrained)
+    if run.experiment != "augshift":
+        raise UserError(f"--retrained {c.retrained} is a {run.experiment} run; it must be a `poschan augshift` run")
+    p = run.metrics["protocol"]
+    theirs = (run.config["data"], p["crop"], p["canvas"], p["circular_max_shift"], "accuracy")
+    ours = (c.data, shift.crop, shift.canvas, shift.max_offset if c.max_shift is None else c.max_shift, score)
+    if theirs != ours:
+        raise UserError(f"--retrained {c.retrained} measured data, crop, canvas, largest roll and score "
+                        f"{', '.join(map(str, theirs))}; this run: {', '.join(map(str, ours))}; make them equal")
+    return retraining_points(run.metrics)
 
 
 def rank(plan: DebiasPlan, images: ImageSet, seeds: list[int], progress: bool = False) -> ChannelRanking:
@@ -172,9 +197,12 @@ def run(plan: DebiasPlan, work: Path, *, progress: bool = True) -> dict:
                           mode=c.mode, shift=plan.shift, random_draws=c.random_draws, seed=c.seeds[0],
                           passes=c.passes, max_shift=c.max_shift, batch_size=c.batch_size, device=plan.device)
     write_tables(work, result.table(), result.comparisons)
+    if plan.retrained:
+        write_csv(work / "retrained.csv", [flat_stats({k: v for k, v in p.items() if k != "label"})
+                                           for p in plan.retrained])
     debias_figure(result.rows, work / "tradeoff.png", cost_label=f"{plan.score} cost",
                   title=f"{c.method} · {c.model}{' (pretrained)' if c.pretrained else ''} · {plan.layer} · "
-                        f"{c.data} · {c.mode}")
+                        f"{c.data} · {c.mode}", retrained=plan.retrained)
     saved = None
     if c.save is not None:
         n = channel_counts([c.save], result.channels)[0]
@@ -183,7 +211,7 @@ def run(plan: DebiasPlan, work: Path, *, progress: bool = True) -> dict:
         save_debiased(plan.model, plan.layer, saved["channels"], c.mode, result.means, work / "debiased.pt")
     return {**result.metrics(), "data": c.data, "rank_split": None if c.ranking else c.rank_split,
             "eval_split": c.eval_split, "rank_images": ranking.n_images, "ranking_source": c.ranking or "ranking.json",
-            "saved": saved}
+            "saved": saved, **({"retrained": plan.retrained} if plan.retrained else {})}
 
 
 def print_summary(metrics: dict) -> None:
@@ -198,3 +226,6 @@ def print_summary(metrics: dict) -> None:
         print(f"{r['n']:>5} {r['set']:<7} {format_stat(r['consistency_gain'], signed=True):>26} "
               f"{format_stat(r['cost'], signed=True):>26}")
     print_comparisons(metrics["comparisons"])
+    for point in metrics.get("retrained", []):
+        print(f"retrained, {point['label']}: consistency gain {format_stat(point['consistency_gain'], signed=True)}, "
+              f"accuracy cost {format_stat(point['cost'], signed=True)} (over plain training)")
