@@ -129,3 +129,18 @@ def test_stage_permute_errors():
     attach_stage_permute(model, "stage1", per_sample=True)
     with pytest.raises(UserError, match="already"):
         attach_stage_permute(model, "stage3", per_sample=False)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_compiled_permutation_draws_what_eager_draws_for_every_batch_size(per_sample):
+    """A batch of a new size recompiles with a symbolic size (an epoch's last batch); the permutation still runs
+    eagerly from the global RNG stream, so compiled outputs equal eager ones draw for draw."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 6, 3), ChannelPermute(per_sample), nn.Conv2d(6, 4, 1)).eval()
+    compiled = torch.compile(model)
+    for batch in (5, 5, 3, 5):
+        x = torch.randn(batch, 1, 8, 8)
+        torch.manual_seed(batch)
+        eager = model(x)
+        torch.manual_seed(batch)
+        assert torch.allclose(compiled(x), eager, atol=1e-6)

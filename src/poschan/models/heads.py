@@ -20,7 +20,9 @@ class ChannelPermute(nn.Module):
 
     Every forward draws a fresh permutation, in train AND eval mode, from ``generator`` (then moved to ``x``'s
     device) or, without one, from the global torch RNG on ``x``'s device. One permutation is shared by the whole
-    batch (as in the paper) unless ``per_sample``, which draws one per sample. No parameters.
+    batch (as in the paper) unless ``per_sample``, which draws one per sample. No parameters. Under ``torch.compile``
+    the forward stays eager (a graph break): the permutations come from the same RNG stream as without compiling,
+    and this torch's compiler cannot draw them for a batch of symbolic size (an epoch's last, smaller batch).
     """
 
     def __init__(self, per_sample: bool = False, generator: torch.Generator | None = None):
@@ -28,6 +30,7 @@ class ChannelPermute(nn.Module):
         self.per_sample = per_sample
         self.generator = generator
 
+    @torch.compiler.disable
     def forward(self, x: Tensor) -> Tensor:
         b, c = x.shape[:2]
         where = x.device if self.generator is None else self.generator.device
