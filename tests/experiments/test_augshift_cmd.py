@@ -46,8 +46,9 @@ def test_smoke_run_of_all_five_methods_meets_the_results_contract(tmp_path, caps
         for s in points:
             _check_stat(s)
         assert points[curve["centre_offset"]] == methods[m]["accuracy"]  # the same outcomes, the same interval
-    assert {c["name"] for c in data["metrics"]["comparisons"]} == {
-        f"augshift_vs_{b}_{k}" for b in ("shift_aug", "baseline") for k in METRICS}
+    pairs = [("augshift", "shift_aug")] + [(a, "baseline") for a in ("augshift", "shift_aug", "blurpool",
+                                                                      "augshift+blurpool")]
+    assert {c["name"] for c in data["metrics"]["comparisons"]} == {f"{a}_vs_{b}_{k}" for a, b in pairs for k in METRICS}
     assert data["metrics"]["budget"]["views_per_step"] == {"baseline": 16, "shift-aug": 32, "augshift": 32,
                                                           "blurpool": 16, "augshift+blurpool": 32}
     for name in ("table.csv", "runs.csv", "shift_curve.csv", "comparisons.csv", "methods.png", "accuracy_vs_shift.png"):
@@ -78,7 +79,7 @@ def test_comparisons_are_paired_differences_of_the_methods(tmp_path):
                  "--seeds", "0,1", "--out", str(out)]) == 0
     metrics = json.loads((out / "results.json").read_text())["metrics"]
     methods, comparisons = metrics["methods"], metrics["comparisons"]
-    assert len(comparisons) == 2 * len(METRICS)
+    assert len(comparisons) == 3 * len(METRICS)  # augshift − shift-aug, augshift − baseline, shift-aug − baseline
     for cmp in comparisons:
         assert {"name", "a", "b", "question", "mean", "ci95", "n", "values", "method", "p_value", "test"} <= set(cmp)
         key = cmp["name"].split(f"_vs_{cmp['b'].replace('-', '_')}_")[1]
