@@ -21,7 +21,7 @@ from poschan.executor import Job, run_command_jobs
 class Step:
     name: str  # its folder in OUT
     argv: tuple[str, ...]  # the command and its own flags (preset, out and the common flags are added)
-    follows: bool = False  # runs after the previous step, in its chain (it, or a later step of the chain, reads its output)
+    follows: bool = False  # runs after the previous step in its chain (it or a later step reads that output)
 
 
 def finished(step: Step, out: Path) -> bool:
@@ -50,7 +50,8 @@ def run_steps(steps: Sequence[Step], preset: str, out: Path, common: Sequence[st
 
 def chains(steps: Sequence[Step]) -> list[list[Step]]:
     """The study's independent jobs: each step that needs no other alone, and each step that ``follows`` another
-    after it in its chain (a segmentation condition's seg-train → ablate → attack; augshift → train → debias)."""
+    after it in its chain (a segmentation condition's seg-train → ablate → attack; augshift → train →
+    debias)."""
     out: list[list[Step]] = []
     for step in steps:
         if step.follows:

@@ -219,7 +219,8 @@ def _comparisons(plan: AugShiftPlan, outcomes: dict[str, list[dict[str, np.ndarr
                                      bounds=(low - high, high - low), unit=UNIT,
                                      item=_item(key, plan.config.test_passes))
             out.append({"name": f"{a}_vs_{b}_{key}".replace("-", "_"), "a": a, "b": b,
-                        "question": f"Does {METHOD_NAMES[a]} change the {name} relative to {what} ({a} - {b})?", **diff})
+                        "question": f"Does {METHOD_NAMES[a]} change the {name} relative to {what} ({a} - {b})?",
+                        **diff})
     return out
 
 
@@ -253,7 +254,7 @@ def _budget(plan: AugShiftPlan) -> dict:
 def _protocol(plan: AugShiftPlan) -> dict:
     c, s = plan.config, plan.shift
     return {"crop": s.crop, "canvas": s.canvas, "max_offset": s.max_offset,
-            "circular_max_shift": s.max_offset if c.max_shift is None else c.max_shift,
+            "circular_max_shift": s.largest_roll(c.max_shift),
             "test_passes": c.test_passes, "test_images": len(plan.data.test_set),
             "lambda": c.lam, "ce": c.ce, "latent": c.latent, "filt_size": c.filt_size,
             "units": "fractions in [0, 1]; latent_distance = mean ||z1 - z2||^2 / mean ||z||^2, in [0, 4]"}

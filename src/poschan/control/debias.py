@@ -244,7 +244,7 @@ def debias_study(model: nn.Module, layer: str, images: Tensor, labels: Tensor | 
             comparisons.append(versus)
         rows += by_set.values()
     protocol = {"crop": shift.crop, "canvas": shift.canvas, "max_offset": shift.max_offset,
-                "circular_max_shift": shift.max_offset if max_shift is None else max_shift, "passes": passes,
+                "circular_max_shift": shift.largest_roll(max_shift), "passes": passes,
                 "images": len(images), "seed": seed,
                 "score": ("accuracy of the centre crop" if score == "accuracy" else
                           "fidelity: share of images whose centre-crop class the mask leaves unchanged"),

@@ -44,6 +44,10 @@ class ShiftPairTransform:
         """S - s: the largest offset (and shift) along each axis."""
         return self.canvas - self.crop
 
+    def largest_roll(self, max_shift: int | None) -> int:
+        """The largest circular roll of the circular-consistency protocol: ``max_shift``, or S - s without one."""
+        return self.max_offset if max_shift is None else max_shift
+
     def place(self, images: Tensor) -> Tensor:
         """(B, C, S, S) canvases with each (B, C, h, w) image centred on the zero background."""
         b, c, h, w = images.shape

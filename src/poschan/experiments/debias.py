@@ -10,8 +10,7 @@ classes) or fidelity to the unmasked model (``fidelity``: the default for photos
 ``--weights``). Writes ranking.json, table.csv (one row per N and channel set), comparisons.csv (ranked − random),
 tradeoff.png (with ``--retrained AUGSHIFT_RUN``: beside it, what shift augmentation, AugShift and BlurPool
 retraining buy over plain training in a finished `poschan augshift` run of the same data and views, also in
-retrained.csv), and with
-``--save N`` the model debiased at that N (debiased.pt + debiased.pt.debias.json, see
+retrained.csv), and with ``--save N`` the model debiased at that N (debiased.pt + debiased.pt.debias.json, see
 ``control.debias.save_debiased``).
 """
 
@@ -173,7 +172,7 @@ def _retrained(c: Config, shift: ShiftPairTransform, score: str) -> list[dict]:
         raise UserError(f"--retrained {c.retrained} is a {run.experiment} run; it must be a `poschan augshift` run")
     p = run.metrics["protocol"]
     theirs = (run.config["data"], p["crop"], p["canvas"], p["circular_max_shift"], "accuracy")
-    ours = (c.data, shift.crop, shift.canvas, shift.max_offset if c.max_shift is None else c.max_shift, score)
+    ours = (c.data, shift.crop, shift.canvas, shift.largest_roll(c.max_shift), score)
     if theirs != ours:
         raise UserError(f"--retrained {c.retrained} measured data, crop, canvas, largest roll and score "
                         f"{', '.join(map(str, theirs))}; this run: {', '.join(map(str, ours))}; make them equal")

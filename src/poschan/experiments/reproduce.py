@@ -58,11 +58,12 @@ MAIN_SEEDS = "0,1,2,3,4"
 SEG_SETTINGS = {"smoke": (SegSetting("top-bottom", "0.9"),), "quick": _SWEEP, "paper": _SWEEP}
 
 
-# Beyond the paper, on real networks: post-hoc debiasing of a Fashion-MNIST classifier trained here as AugShift's
-# plain training is at its quick budget (width 16, 4,000 images, 3 epochs, 32-px views) and seen in the views of AugShift's quick protocol (crop 32 of a
-# 37-px canvas), so that AugShift's, shift augmentation's and BlurPool's retraining (over plain training) sit on its
-# trade-off; after the segmentation sweep, the census of the pretrained EfficientNet-Lite models and post-hoc
-# debiasing of pretrained Lite0 (fidelity on Fashion-MNIST items, its ImageNet classes unknown there).
+# Beyond the paper, on real networks: post-hoc debiasing of a Fashion-MNIST classifier trained as AugShift's plain
+# training is at its quick budget (width 16, 4,000 images, 3 epochs, 32-px views) and seen in the views of AugShift's
+# quick protocol (crop 32 of a 37-px canvas), so that AugShift's, shift augmentation's and BlurPool's retraining
+# (over plain training) sit on its trade-off; after the segmentation sweep, the census of the pretrained
+# EfficientNet-Lite models and post-hoc debiasing of pretrained Lite0 (fidelity on Fashion-MNIST items, its ImageNet
+# classes unknown there).
 AUGSHIFT_CROP = "32"
 CLASSIFIER = ("train", "--task", "semantic", "--grid", "1", "--canvas", AUGSHIFT_CROP, "--width", "16", "--train-size",
               "4000", "--epochs", "3", "--seeds", "0")  # the item centred in the view, as AugShift's plain training

@@ -122,7 +122,7 @@ def latent_distance(model: nn.Module, images: Tensor, shift: ShiftPairTransform,
 
 def _circular_outcomes(model: nn.Module, images: Tensor, shift: ShiftPairTransform, *, max_shift: int | None,
                        passes: int, seed: int, batch_size: int, device: torch.device | str) -> np.ndarray:
-    m = shift.max_offset if max_shift is None else max_shift
+    m = shift.largest_roll(max_shift)
     if m < 0:
         raise UserError(f"max_shift must be >= 0, got {m}")
     return _pair_outcomes(model, images, None,
