@@ -24,7 +24,6 @@ from poschan.models.registry import build_model
 from poschan.stats import proportion
 from poschan.taps import mask_channels
 
-
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 
 

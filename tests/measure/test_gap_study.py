@@ -3,6 +3,7 @@ as the command line."""
 
 import json
 
+import pytest
 import torch
 from torch import nn
 
@@ -11,8 +12,9 @@ from poschan.cli import main
 from poschan.config import build_config
 from poschan.data.sources import load_dataset
 from poschan.data.stream import CanvasStream
+from poschan.errors import UserError
 from poschan.experiments.gap_study import Config
-from poschan.measure.gap_study import Variant, evaluators, plan_gap_study, variants
+from poschan.measure.gap_study import FINISHED, Variant, evaluators, plan_gap_study, variants
 
 
 def test_subset_design_covers_what_the_quick_preset_promises():
@@ -91,3 +93,20 @@ def test_library_call_gives_the_numbers_of_the_command(tmp_path):
     metrics = json.loads((tmp_path / "cli" / "results.json").read_text())["metrics"]
     assert json.loads(json.dumps(result.metrics())) == metrics
     assert {r["permute"] for r in result.rows} == {"none", "test-only", "per-batch", "per-sample"}
+
+
+def test_finished_jobs_resume_from_their_records_alone(tmp_path):
+    """A finished job's outcomes.json carries it without its checkpoint: the study re-run on the records alone
+    gives every metric again and trains nothing; a torn record is refused with a line that says what to do."""
+    config = build_config(Config, "gap-study", "smoke", overrides={"paddings": "zeros", "grids": "3"})
+    first = poschan.gap_study(config, tmp_path).metrics()
+    checkpoints = list(tmp_path.rglob("checkpoint.pt"))
+    records = list(tmp_path.rglob(FINISHED))
+    assert checkpoints and len(records) == len(checkpoints)
+    for path in checkpoints:
+        path.unlink()
+    assert json.loads(json.dumps(poschan.gap_study(config, tmp_path).metrics())) == json.loads(json.dumps(first))
+    assert not list(tmp_path.rglob("checkpoint.pt"))  # nothing was trained again
+    records[0].write_text('{"history": []}')
+    with pytest.raises(UserError, match="delete it to re-score"):
+        poschan.gap_study(config, tmp_path)

@@ -9,6 +9,7 @@ net evaluated with a permutation inserted.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from poschan.data.stream import CanvasStream
 from poschan.errors import UserError
 from poschan.executor import Job, run_command_jobs
 from poschan.metrics.classification import outcomes
+from poschan.results import atomic_write_text
 from poschan.stats import paired_difference, plateaus, proportion, ratio, versus_chance
 from poschan.taps import permute_channels
 from poschan.training import (
@@ -180,16 +182,41 @@ def _stage_module(model: nn.Module, stage: str) -> str:
 AfterTraining = Callable[[nn.Module, TrainPlan, int], dict[str, np.ndarray]]
 
 
+# A finished job's history and per-item outcomes, beside its checkpoint: a resumed run reads them instead of
+# re-scoring the network, and they alone (kilobytes, where a checkpoint is megabytes) carry a long study's finished
+# jobs from one machine to the next. The run's config (checked by --resume) is the job's.
+FINISHED = "outcomes.json"
+
+
+def _write_finished(path: Path, history: list[dict], per_item: dict[str, np.ndarray]) -> None:
+    arrays = {name: {"dtype": str(a.dtype), "values": a.tolist()} for name, a in per_item.items()}
+    atomic_write_text(path, json.dumps({"history": history, "outcomes": arrays}) + "\n")
+
+
+def _read_finished(path: Path) -> tuple[list[dict], dict[str, np.ndarray]]:
+    try:
+        data = json.loads(path.read_text())
+        return data["history"], {name: np.asarray(a["values"], dtype=a["dtype"])
+                                 for name, a in data["outcomes"].items()}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{path} is not a finished job's record ({err}); delete it to re-score the job") from None
+
+
 def train_job(c: GapSettings, v: Variant, sets: tuple[ImageSet, ImageSet], seed: int, work: Path,
               progress: bool, after: AfterTraining | None = None) -> tuple[list[dict], dict[str, np.ndarray]]:
     """One (variant, seed), trained (or resumed) in ``work/seed<seed>``: its per-epoch history and each evaluator's
-    per-item outcomes (and ``after``'s, given the trained model), as plain data that any worker can return. The job
-    plans its variant itself, as ``plan_gap_study`` did, from the loaded sets that every job shares (so Ray stores
-    them once)."""
+    per-item outcomes (and ``after``'s, given the trained model), as plain data that any worker can return, kept in
+    ``work/seed<seed>/outcomes.json`` once finished. The job plans its variant itself, as ``plan_gap_study`` did,
+    from the loaded sets that every job shares (so Ray stores them once)."""
+    finished = work / f"seed{seed}" / FINISHED
+    if finished.exists():
+        return _read_finished(finished)
     plan = _variant_plan(variant_training(c, v), *sets)
     result = train_one_seed(plan, seed, work, progress=progress, evaluators=evaluators(c, v))
     per_item = {name: outcome.numpy() for name, outcome in result.outcomes.items()}
-    return result.history, {**per_item, **(after(result.model, plan, seed) if after else {})}
+    per_item.update(after(result.model, plan, seed) if after else {})
+    _write_finished(finished, result.history, per_item)
+    return result.history, per_item
 
 
 def _train_all(plan: GapStudyPlan, work: Path, progress: bool, after: AfterTraining | None
