@@ -5,11 +5,12 @@ POSCHAN := $(VENV)/bin/poschan
 STAMP   := $(VENV)/.installed
 DATA_ROOT ?=
 RUNS    ?= runs
+CARRY   ?= carry
 DATA_FLAG := $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
 DOC_MODULES := poschan poschan.data poschan.models poschan.taps poschan.measure poschan.locate poschan.control \
                poschan.metrics poschan.stats poschan.results poschan.engine poschan.executor poschan.distributed
 
-.PHONY: demo reproduce long readme precision-check test test-slow mutation lint docs bench data chromium install
+.PHONY: demo reproduce carry uncarry long readme precision-check test test-slow mutation lint docs bench data chromium install
 
 install: $(STAMP)
 
@@ -32,6 +33,23 @@ demo: install data
 
 reproduce: install data
 	$(POSCHAN) reproduce --preset quick $(DATA_FLAG) --out $(RUNS)/study-quick
+
+# A step longer than one machine's stay goes on on the next: `make carry` keeps the finished jobs of every
+# interrupted step of the study (each job's outcomes.json, kilobytes, and the step's recorded settings) under
+# $(CARRY)/ to commit; on the next machine `make uncarry` puts them back (never over a file already there), and the
+# step resumes from them (e.g. poschan budget-response --preset quick --resume --out runs/study-quick/budget-response).
+carry:
+	@for run in $(RUNS)/study-quick/*.partial; do \
+	  [ -n "$$(find $$run -name outcomes.json -print -quit 2>/dev/null)" ] || continue; \
+	  step=$(CARRY)/study-quick/$$(basename $$run .partial); mkdir -p $$step; \
+	  (cd $$run && find . -name outcomes.json -o -name config.yaml | tar -cf - -T -) | tar -C $$step -xf -; \
+	  echo "carried $$(find $$step -name outcomes.json | wc -l) finished jobs of $$run to $$step"; done
+
+uncarry:
+	@for step in $(CARRY)/study-quick/*/; do \
+	  [ -d "$$step" ] || continue; run=$(RUNS)/study-quick/$$(basename $$step).partial; mkdir -p $$run; \
+	  tar -C $$step -cf - . | tar -C $$run --skip-old-files -xf -; \
+	  echo "$$run: $$(find $$run -name outcomes.json | wc -l) finished jobs"; done
 
 # PermuteNet learning curves (gap-study's long preset), beside the quick study so that `make readme` shows them.
 long: install data
