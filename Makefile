@@ -6,6 +6,7 @@ STAMP   := $(VENV)/.installed
 DATA_ROOT ?=
 RUNS    ?= runs
 CARRY   ?= carry
+DOCS    ?= docs
 DATA_FLAG := $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
 DOC_MODULES := poschan poschan.data poschan.models poschan.taps poschan.measure poschan.locate poschan.control \
                poschan.metrics poschan.stats poschan.results poschan.engine poschan.executor poschan.distributed
@@ -60,8 +61,8 @@ long: install data
 precision-check: install data
 	$(PY) scripts/precision_check.py --runs $(RUNS)/precision-check --out results/precision-check
 
-# After `make reproduce`: copy the study's summaries to results/, regenerate the README's results section and
-# its screenshot of the HTML report (docs/report.png).
+# After `make reproduce`: copy the study's summaries to results/, regenerate the README's findings, docs/results.md,
+# docs/report.html and the report's first screen (docs/report.png).
 readme: install chromium
 	$(PY) scripts/readme_results.py --collect $(RUNS)/study-quick --screenshot docs/report.png
 
@@ -71,9 +72,10 @@ test: install data chromium
 lint: install
 	$(VENV)/bin/ruff check src tests bench scripts examples
 
+# The documentation site in $(DOCS)/: the API reference (pdoc) in api/, and index.html linking it and the results
+# pages `make readme` writes (docs/report.html, docs/results.md). Offline.
 docs: install
-	$(PY) -m pdoc --docformat restructuredtext -o docs/api $(DOC_MODULES)
-	@echo "API documentation: docs/api/index.html"
+	$(PY) scripts/docs_site.py --out $(DOCS) $(DOC_MODULES)
 
 test-slow: install data
 	$(PY) -m pytest -q -m slow

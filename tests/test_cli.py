@@ -10,7 +10,7 @@ import torch
 from tests.contract import statistic_ok
 
 import poschan.engine as engine
-from poschan.cli import main
+from poschan.cli import _print_metrics, main
 from poschan.data.sources import find_fashion_mnist
 from poschan.execution import cpu_capability, resolve_precision
 from poschan.results import atomic_torch_save
@@ -110,6 +110,13 @@ def test_models_and_layers(capsys):
     text = capsys.readouterr().out
     assert "backbone.layer4" in text and "(1, 64, 6, 6)" in text
     assert main(["layers", "no-such-model"]) == 2
+
+
+def test_a_commands_console_summary_prints_p_values_by_the_one_rule(capsys):
+    _print_metrics({"test_accuracy_vs_chance": {"chance": 0.1, "p_value": 0.0, "test": "exact binomial test"},
+                    "gain": {"mean": 0.5, "ci95": [0.4, 0.6], "n": 3, "p_value": 2 / 4001, "p_bound": True}})
+    assert capsys.readouterr().out.splitlines() == ["test_accuracy_vs_chance: p < 1e-16  exact binomial test",
+                                                    "            gain: 0.500 [0.400, 0.600]  p ≤ 0.0005 (floor)  n=3"]
 
 
 def test_python_dash_m_poschan_runs_the_command_line():

@@ -1,4 +1,4 @@
-"""The README's results section is `poschan report --format md results/*` (headings one level down)."""
+"""The README's findings and docs/results.md are the report of the committed results/, and stay so."""
 
 import json
 import shlex
@@ -51,14 +51,26 @@ def test_an_absolute_path_in_a_run_is_caught(tmp_path):
     assert _absolute_paths(run) == ["/abs/runs/study-quick/train-fmnist/seed0/checkpoint.pt"]
 
 
+def _edited(text: str, begin: int) -> str:
+    """``text`` with the first digit before a decimal point after ``begin`` changed."""
+    digit = next(i for i in range(begin, len(text)) if text[i].isdigit() and text[i + 1] == ".")
+    return text[:digit] + str((int(text[digit]) + 1) % 10) + text[digit + 1:]
+
+
 def test_an_edited_number_is_caught(tmp_path):
     shutil.copytree(ROOT / "results", tmp_path / "results")
+    (tmp_path / "docs").mkdir()
+    shutil.copy2(ROOT / "docs" / "results.md", tmp_path / "docs" / "results.md")
     readme = (ROOT / "README.md").read_text()
-    begin = readme.index("<!-- results: generated")
-    digit = next(i for i in range(begin, len(readme)) if readme[i].isdigit() and readme[i + 1] == ".")
-    (tmp_path / "README.md").write_text(readme[:digit] + str((int(readme[digit]) + 1) % 10) + readme[digit + 1:])
+    (tmp_path / "README.md").write_text(_edited(readme, readme.index("<!-- findings: generated")))
     proc = check(tmp_path)
-    assert proc.returncode == 1 and "differ" in proc.stderr
+    assert proc.returncode == 1 and "README.md differ" in proc.stderr
+    (tmp_path / "README.md").write_text(readme)
+    assert check(tmp_path).returncode == 0
+    results = (ROOT / "docs" / "results.md").read_text()
+    (tmp_path / "docs" / "results.md").write_text(_edited(results, results.index("## Findings")))
+    proc = check(tmp_path)
+    assert proc.returncode == 1 and "docs/results.md differ" in proc.stderr
 
 
 def test_collect_replaces_finished_steps_keeps_the_others_and_drops_renamed_conditions(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from poschan.stats import estimate, paired_difference, proportion, ratio, summarize, versus_chance
+from poschan.stats import RESAMPLES, estimate, p_text, paired_difference, proportion, ratio, summarize, versus_chance
 
 
 def outcomes(rate: float, n: int, seed: int) -> np.ndarray:
@@ -180,3 +180,15 @@ def test_a_paired_difference_pairs_each_item_with_itself():
     items = [rng.normal(0, 1, 200) for _ in range(3)]
     d = paired_difference([x + 0.1 + rng.normal(0, 0.01, 200) for x in items], items, bounds=(-10.0, 10.0))
     assert d["mean"] == pytest.approx(0.1, abs=0.005) and d["ci95"][1] - d["ci95"][0] < 0.05
+
+
+@pytest.mark.parametrize("s, text, cell", [
+    ({"p_value": 0.0}, "p < 1e-16", "< 1e-16"), ({"p_value": 1e-17}, "p < 1e-16", "< 1e-16"),
+    ({"p_value": 0.01234}, "p = 0.012", "0.012"), ({"p_value": 3.14e-5}, "p = 3.1e-05", "3.1e-05"),
+    ({"p_value": 0.5}, "p = 0.50", "0.50"), ({"p_value": 1.0}, "p = 1.0", "1.0"),
+    ({"p_value": 2 / 4001, "p_bound": True}, "p ≤ 0.0005 (floor)", "≤ 0.0005 (floor)"),
+    ({"p_value": 2 / (RESAMPLES + 1), "test": "two-sided bootstrap test"}, "p ≤ 0.0005 (floor)", "≤ 0.0005 (floor)"),
+    ({"p_value": 2 / (RESAMPLES + 1), "test": "Student-t"}, "p = 0.00050", "0.00050"),
+])
+def test_p_values_print_to_two_significant_figures_zero_as_below_1e16_and_bounds_as_floors(s, text, cell):
+    assert p_text(s) == text and p_text(s, cell=True) == cell

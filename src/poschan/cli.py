@@ -19,6 +19,7 @@ from poschan.config import PRESETS, add_flags, as_dict, build_config
 from poschan.errors import UserError
 from poschan.models.weights import ModelNote
 from poschan.results import RunDir
+from poschan.stats import p_text
 from poschan.tables import format_stat
 
 
@@ -92,8 +93,11 @@ def _run_experiment(args: argparse.Namespace, module, config) -> int:
 
 def _print_metrics(metrics: dict) -> None:
     for key, value in metrics.items():
-        text = f"{format_stat(value)}  n={value['n']}" if isinstance(value, dict) and "ci95" in value else value
-        print(f"{key:>16}: {text}")
+        if isinstance(value, dict) and "ci95" in value:
+            value = f"{format_stat(value, p=True)}  n={value['n']}"
+        elif isinstance(value, dict) and "p_value" in value:  # a test: its p-value and what it tested
+            value = f"{p_text(value)}  {value.get('test', '')}".rstrip()
+        print(f"{key:>16}: {value}")
 
 
 # Experiment commands: each module provides EXPERIMENT, HELP, Config (a dataclass whose fields declare their flags,
@@ -156,16 +160,17 @@ def cmd_layers(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from poschan.report.claims import claims
     from poschan.report.document import section
-    from poschan.report.render import to_html, to_markdown
+    from poschan.report.render import build_report, figure_folder, to_html, to_markdown
     from poschan.results import atomic_write_text
 
     out = Path(args.out)
     fmt = args.format or ("md" if out.suffix.lower() == ".md" else "html")
-    if out.exists():
-        raise UserError(f"--out {out} already exists; choose a new file")
+    for taken in (out, figure_folder(out)) if fmt == "md" else (out,):
+        if taken.exists():
+            raise UserError(f"--out: {taken} already exists; choose a new file")
     sections = [section(run) for run in args.runs]
-    found = claims([s.run for s in sections])
-    text = to_markdown(sections, found, out, args.title) if fmt == "md" else to_html(sections, found, args.title)
+    report = build_report(sections, claims([s.run for s in sections]), args.title)
+    text = to_markdown(report, out) if fmt == "md" else to_html(report)
     try:
         atomic_write_text(out, text)
     except OSError as exc:

@@ -20,7 +20,7 @@ per-image confusion matrix).
   ``method``; never the metric's whole range.
 
 Paired differences carry the p-value of the same test that gives the interval (below 0.05 exactly when the
-interval excludes 0); a resampling p-value at its floor 2/(B+1) is a bound (``p_bound``), printed "p ≤ ...".
+interval excludes 0); a resampling p-value at its floor 2/(B+1) is a bound (``p_bound``), printed "p ≤ ... (floor)".
 The calibration of these intervals under the crossed design is a test of the suite (tests/test_stats_calibration).
 """
 
@@ -361,13 +361,19 @@ def paired_difference(a: Sequence, b: Sequence, metric: Metric | None = None, *,
     return out
 
 
-def p_text(s: dict) -> str:
-    """A statistic's p-value as printed: "p = 0.012", or "p ≤ 0.0005 (resampling floor)" where it is a bound
-    (flagged, or a bootstrap p at the floor 2/(B+1) of the default B, as older runs recorded it unflagged)."""
+def p_text(s: dict, *, cell: bool = False) -> str:
+    """A statistic's p-value as printed, to 2 significant figures: "p = 0.012", "p = 3.1e-05", "p < 1e-16" (0
+    included), or "p ≤ 0.0005 (floor)" where it is a resampling bound (flagged, or a bootstrap p at the floor
+    2/(B+1) of the default B, as older runs recorded it unflagged). With ``cell`` (a table's p column) without the
+    "p": "0.012", "< 1e-16", "≤ 0.0005 (floor)"."""
     p = s["p_value"]
     if s.get("p_bound") or ("bootstrap" in s.get("test", s.get("method", "")) and p <= 2 / (RESAMPLES + 1)):
-        return f"p ≤ {p:.2g} (resampling floor)"
-    return "p < 1e-16" if p < 1e-16 else f"p = {p:.2g}"
+        text = f"≤ {p:.2g} (floor)"
+    elif p < 1e-16:
+        text = "< 1e-16"
+    else:
+        return f"{p:#.2g}" if cell else f"p = {p:#.2g}"
+    return text if cell else f"p {text}"
 
 
 def ratio(a: Sequence, b: Sequence, metric: Metric | None = None, *, unit: str = "training seeds",

@@ -117,7 +117,7 @@ def test_gap_study_claims_read_the_right_statistics_and_state_their_scope():
     assert reads.run == "gap-study" and "2,400 training samples (0.2% of the paper's 1,000,000)" in reads.scope
     assert "width 8" in reads.scope and "3 networks" in reads.scope
     chance = found["with the channel order unusable"]
-    assert chance.verdict == "reproduced" and "share of above-chance accuracy kept 0.030" in chance.measured
+    assert chance.verdict == "reproduced" and "share of above-chance accuracy kept 0.0300 [" in chance.measured
     semantic = found["semantic information largely survives a per-sample channel permutation in training and test"]
     assert semantic.verdict == "reproduced" and "0.675 [0.550, 0.800]" in semantic.measured
     assert semantic.source.startswith("beyond the paper") and "32,000 training samples (3.2%" in semantic.scope
@@ -156,13 +156,13 @@ def test_segmentation_claims_decide_on_ranked_minus_random():
                      "comparisons": [{"name": "left_n32_shift_vs_random_selectivity", **stat(-0.01, 0.005, p_value=0.6)},
                                      {"name": "left_n32_shift_vs_opposite_selectivity", **stat(0.0, 0.02, p_value=0.1)}]})
     reliance, region = claims([seg, ablate, attack])  # the paper's claim is about its flip ranking only
-    assert reliance.verdict == "reproduced" and "random drop 0.010 [0.000, 0.020]" in reliance.measured
-    assert "flip − magnitude-matched drop -0.005 [-0.020, 0.010]" in reliance.measured
+    assert reliance.verdict == "reproduced" and "random drop 0.0100 [0.00, 0.0200]" in reliance.measured
+    assert "flip − magnitude-matched drop -0.00500 [-0.0200, 0.0100]" in reliance.measured
     assert "closest to the knock-out reference: shift" in reliance.measured and "3 networks" in reliance.scope
     assert "left-right prior 1.0" in reliance.scope and "24,000 training images" in reliance.scope
     # the raw selectivity excludes 0, but random channels are as selective: ranked − random decides
-    assert region.verdict == "not reproduced" and "random channels 0.014 [0.008, 0.020]" in region.measured
-    assert "own − opposite region's channels 0.010" in region.measured and region.family == "attack"
+    assert region.verdict == "not reproduced" and "random channels 0.0140 [0.00800, 0.0200]" in region.measured
+    assert "own − opposite region's channels 0.0100 [0.00, 0.0200]" in region.measured and region.family == "attack"
 
 
 def test_runs_with_the_superseded_bootstrap_are_not_decided():

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 from poschan.cli import main
 from poschan.report.document import MAX_ROWS
 from poschan.report.figures import save_figure
+from poschan.report.render import MD_ROWS
 from poschan.results import RunDir
 from poschan.tables import flat_stats, write_csv
 
@@ -38,7 +39,7 @@ def test_html_report_embeds_every_figure_and_shows_every_interval(tmp_path, caps
     assert [base64.b64decode(i) for i in images] == [(run / "curve.png").read_bytes()]
     assert not re.search(r'(src|href)="(https?:)?//', text)  # nothing fetched from a network
     assert "<td>overall.accuracy</td><td>0.500 [0.250, 0.750]</td><td>3</td><td>student-t over seeds</td>" in text
-    assert "<th>accuracy [95% CI]</th>" in text and "<td>0.0004 [0.250, 0.750]</td>" in text
+    assert "<th>accuracy [95% CI]</th>" in text and "<td>0.000400 [0.250, 0.750]</td>" in text
     assert "poschan gap-study --preset smoke --out run" in text and "model: resnet18-paper" in text
     assert f"report: {out}" in capsys.readouterr().out
 
@@ -71,9 +72,14 @@ def test_a_long_table_is_cut_and_says_where_the_rest_is(tmp_path):
     run.write_results("rank", {}, [0], "cpu", 1.0)
     out = tmp_path / "r.md"
     assert main(["report", str(run.commit()), "--out", str(out)]) == 0
-    text = out.read_text()
-    assert f"| {MAX_ROWS - 1} |" in text and f"| {MAX_ROWS} |" not in text
-    assert f"*the first {MAX_ROWS} of {MAX_ROWS + 5} rows; all in table.csv*" in text
+    text = out.read_text()  # Markdown: the first MD_ROWS, with a link to the whole CSV
+    assert f"| {MD_ROWS - 1} |" in text and f"| {MD_ROWS} |" not in text
+    assert f"*the first {MD_ROWS} of {MAX_ROWS + 5} rows; all in [table.csv](run/table.csv)*" in text
+    page = tmp_path / "r.html"
+    assert main(["report", str(tmp_path / "run"), "--out", str(page)]) == 0
+    text = page.read_text()  # HTML: the first MAX_ROWS, folded
+    assert f"<td>{MAX_ROWS - 1}</td>" in text and f"<td>{MAX_ROWS}</td>" not in text
+    assert f"the first {MAX_ROWS} of {MAX_ROWS + 5} rows; all in table.csv" in text
 
 
 def test_p_values_at_a_resampling_floor_print_as_bounds_and_missing_intervals_say_so(tmp_path):
@@ -91,5 +97,6 @@ def test_p_values_at_a_resampling_floor_print_as_bounds_and_missing_intervals_sa
     out = tmp_path / "r.md"
     assert main(["report", str(run.commit()), "--out", str(out)]) == 0
     text = out.read_text()
-    assert f"≤ {2 / 4001:.3g} (resampling floor)" in text and "p_bound" not in text
+    assert "| difference [95% CI] | n | p-value |" in text and "] | 1 | ≤ 0.0005 (floor) |" in text
+    assert "p_bound" not in text
     assert text.count("0.200 (no interval)") == 2

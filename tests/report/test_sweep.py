@@ -28,9 +28,9 @@ def test_one_row_per_ablate_run_with_the_papers_size_and_verdicts():
     table = sweep_table(runs)
     assert [row[0] for row in table.rows] == ["ablate-a", "ablate-b"]
     a, b = table.rows
-    assert a[3] == "6" and a[4] == "0.035 [0.020, 0.050]" and a[5] == "-0.965 [-0.980, -0.950]"  # 6/128 is nearest 5%
+    assert a[3] == "6" and a[4] == "0.0350 [0.0200, 0.0500]" and a[5] == "-0.965 [-0.980, -0.950]"  # 6/128 is nearest 5%
     assert a[6] == "1: inconclusive; 6: reproduced; 64: not reproduced"
-    assert a[7] == "probe: shortfall 0.030 [0.020, 0.040]" and b[7] == "flip: shortfall 0.120 [0.100, 0.140]"
+    assert a[7] == "probe: shortfall 0.0300 [0.0200, 0.0400]" and b[7] == "flip: shortfall 0.120 [0.100, 0.140]"
     assert b[3] == "3" and b[1] == "3" and b[2] == "0.550 [0.500, 0.600]"
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import stats as st
 
 from poschan.measure.budget_response import FLAT_PER_DOUBLING, PAPER_SAMPLES
-from poschan.report.document import Table
+from poschan.report.document import Table, interval, number
 from poschan.results import Run
 from poschan.stats import METHOD_VERSION, p_text
 
@@ -29,6 +29,7 @@ FDR = 0.05
 # The smallest effects of interest. The two permutation claims are judged on one scale, the share of the
 # above-chance accuracy the permutation keeps, so that the location and semantic tasks meet the same standard:
 # "at chance" keeps less than AT_CHANCE_SHARE of it, "largely survives" more than LARGELY_SHARE.
+PAPER_FRACTION = 0.05  # the paper zeroes 100 of 2048 channels
 ACCURACY_SESOI = 0.01  # accuracy (or consistency) difference: one point in a hundred
 MIOU_SESOI = 0.01  # mIoU difference (drops, selectivities)
 AT_CHANCE_SHARE = 0.1
@@ -74,16 +75,17 @@ class Claim:
     p_value: float | None = None
     adjusted_p: float | None = None
     unadjusted: str = ""
+    question: str = ""  # the claim without its setting (padding, N, region): the findings summary's line
+    headline: bool = False  # the setting the summary reads (the main padding and grid, the N nearest the paper's)
+    units: int = 0  # networks (or seeds) behind the verdict
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.3f}" if x == 0 or abs(x) >= 1e-3 else f"{x:.2g}"
 
 
 def _stat_text(s: dict) -> str:
     if s.get("ci95") is None:
-        return f"{_fmt(s['mean'])} (no interval; n = {s['n']})"
-    text = f"{_fmt(s['mean'])} [{_fmt(s['ci95'][0])}, {_fmt(s['ci95'][1])}]"
+        return f"{number(s['mean'])} (no interval; n = {s['n']})"
+    text = interval(s["mean"], *s["ci95"])
     if "p_value" in s:
         text += f", {p_text(s)}"
     return f"{text} (n = {s['n']})"
@@ -172,15 +174,17 @@ def _gap_claims(run: Run, _runs: dict[str, Run]) -> list[Claim]:
     rows = [r for r in run.metrics.get("rows", []) if row_keys <= set(r)]  # runs of older versions: no claims
     paired = [p for p in run.metrics.get("comparisons", []) if {"task", "ci95", "retained_above_chance"} <= set(p)]
     out = []
+    main_grid = min((r["grid"] for r in rows), default=None)
     for r in rows:
         if r["task"] == "location" and r["head"] == "gap-fc" and r["permute"] == "none":
             out.append(Claim(f"position survives global pooling (padding: {r['padding']}, {r['grid']}×{r['grid']} "
                              "grid)", ABSTRACT, _name(run), gap_scope(run, "location", r["accuracy"]["n"]),
-                             f"location accuracy {_stat_text(r['accuracy'])}; chance {_fmt(r['chance'])}, "
+                             f"location accuracy {_stat_text(r['accuracy'])}; chance {number(r['chance'])}, "
                              f"test of accuracy > chance: {p_text(r['vs_chance'])}",
                              f"share {ABOVE_CHANCE_SHARE:g} of the possible above-chance accuracy",
                              above_chance(r["accuracy"], r["chance"]), "above chance", "gap-study",
-                             r["vs_chance"]["p_value"]))
+                             r["vs_chance"]["p_value"], question="position survives global pooling",
+                             headline=r["padding"] == "zeros" and r["grid"] == main_grid, units=r["accuracy"]["n"]))
     by_row = {(r["task"], r["head"], r["permute"], r["where"], r["padding"], r["grid"]): r for r in rows}
     for p in paired:
         if p["where"] != "pooled" or p["head"] != "gap-fc" or p["padding"] != "zeros":
@@ -194,21 +198,28 @@ def _gap_claims(run: Run, _runs: dict[str, Run]) -> list[Claim]:
         share = p["retained_above_chance"]
         kept = (f"share of above-chance accuracy kept {_stat_text(share)}" if share.get("estimable", True)
                 else f"share not estimable: {share['reason']}")
+        setting = {"headline": p["grid"] == main_grid, "units": p["n"]}
         if p["task"] == "location" and p["permute"] == "test-only":
             out.append(Claim(f"a normally trained net reads position from the channel order: permuting its pooled "
                              f"channels at test time lowers location accuracy ({grid})", ABSTRACT, _name(run), scope,
                              f"permuted − unpermuted accuracy {_stat_text(p)}", f"accuracy {ACCURACY_SESOI:g}",
-                             direction(p, -1, ACCURACY_SESOI), "direction", "gap-study", p.get("p_value")))
+                             direction(p, -1, ACCURACY_SESOI), "direction", "gap-study", p.get("p_value"),
+                             question="a normally trained net reads position from its channel order: permuting its "
+                                      "pooled channels at test time lowers location accuracy", **setting))
         elif p["task"] == "location":
             out.append(Claim(f"with the channel order unusable ({p['permute']} permutation in training and test), "
                              f"location is at chance ({grid})", source, _name(run), scope,
-                             f"{kept}; location accuracy {_stat_text(row['accuracy'])}; chance {_fmt(row['chance'])}",
-                             f"share kept {AT_CHANCE_SHARE:g}", at_chance(share), "at chance", "gap-study"))
+                             f"{kept}; location accuracy {_stat_text(row['accuracy'])}; chance {number(row['chance'])}",
+                             f"share kept {AT_CHANCE_SHARE:g}", at_chance(share), "at chance", "gap-study",
+                             question=f"with the channel order unusable ({p['permute']} permutation in training and "
+                                      "test), location is at chance", **setting))
         elif p["task"] == "semantic" and p["permute"] != "test-only":
             out.append(Claim(f"semantic information largely survives a {p['permute']} channel permutation in "
                              f"training and test ({grid})", source, _name(run), scope,
                              f"{kept}; permuted − unpermuted accuracy {_stat_text(p)}",
-                             f"share kept {LARGELY_SHARE:g}", largely(share), "largely survives", "gap-study"))
+                             f"share kept {LARGELY_SHARE:g}", largely(share), "largely survives", "gap-study",
+                             question=f"semantic information largely survives a {p['permute']} channel permutation in "
+                                      "training and test", **setting))
     return out
 
 
@@ -235,13 +246,20 @@ def _augshift_claims(run: Run, _runs: dict[str, Run]) -> list[Claim]:
                 out.append(Claim(f"{claim}: {what}", ABSTRACT if other == "baseline" else
                                  BEYOND + " (control: the same shifted views, no latent loss)", _name(run), scope,
                                  f"AugShift − {p['b']} {_stat_text(p)}", f"consistency {ACCURACY_SESOI:g}",
-                                 direction(p, +1, ACCURACY_SESOI), "direction", "augshift", p.get("p_value")))
+                                 direction(p, +1, ACCURACY_SESOI), "direction", "augshift", p.get("p_value"),
+                                 question=f"{claim}: {what}", headline=True, units=p["n"]))
     return out
 
 
 def _trained(run: Run, runs: dict[str, Run]) -> Run | None:
     """The seg-train run whose networks ``run`` (ablate or attack) measured, if it is among ``runs``."""
     return runs.get("seg-train-" + _name(run).split("-", 1)[-1])
+
+
+def paper_row(run: Run) -> dict | None:
+    """The reliance row of an `ablate` run's flip ranking whose fraction of channels is nearest the paper's."""
+    flips = [row for row in run.metrics.get("reliance", []) if row.get("ranking", "flip") == "flip"]
+    return min(flips, key=lambda row: abs(row["fraction"] - PAPER_FRACTION)) if flips else None
 
 
 def _ablate_claims(run: Run, runs: dict[str, Run]) -> list[Claim]:
@@ -255,6 +273,8 @@ def _ablate_claims(run: Run, runs: dict[str, Run]) -> list[Claim]:
         beside = (f"; ranking closest to the knock-out reference: {closest} (shortfall "
                   f"{_stat_text(rankings[closest]['shortfall'])})")
     out = []
+    paper = paper_row(run)
+    paper_n = paper["n"] if paper else None
     for row in run.metrics.get("reliance", []):
         name = row.get("ranking", "flip")
         p = paired.get(f"{name}_vs_random_drop_n{row.get('n')}")
@@ -267,7 +287,10 @@ def _ablate_claims(run: Run, runs: dict[str, Run]) -> list[Claim]:
                          "channels", ABSTRACT, _name(run), _seg_scope(run, _trained(run, runs), p["n"]),
                          f"flip − random drop {_stat_text(p)}; flip drop {_stat_text(row['ranked_drop'])}; "
                          f"random drop {_stat_text(row['random_drop'])}{control}{beside}", f"mIoU {MIOU_SESOI:g}",
-                         direction(p, +1, MIOU_SESOI), "direction", "ablate", p.get("p_value")))
+                         direction(p, +1, MIOU_SESOI), "direction", "ablate", p.get("p_value"),
+                         question="a segmenter relies on its overall-position channels: zeroing the top-N "
+                                  "flip-ranked channels lowers mIoU more than zeroing as many random channels",
+                         headline=row["n"] == paper_n, units=p["n"]))
         beside = ""  # said once, on the first row
     return out
 
@@ -294,7 +317,10 @@ def _attack_claims(run: Run, runs: dict[str, Run]) -> list[Claim]:
                          _name(run), _seg_scope(run, _trained(run, runs), versus["n"]),
                          f"ranked − random selectivity {_stat_text(versus)}; selectivity (drop inside − drop "
                          f"outside) {_stat_text(r['selectivity'])}{beside}", f"mIoU {MIOU_SESOI:g}",
-                         direction(versus, +1, MIOU_SESOI), "direction", "attack", versus.get("p_value")))
+                         direction(versus, +1, MIOU_SESOI), "direction", "attack", versus.get("p_value"),
+                         question=f"zeroing the {r['method']}-ranked channels of one region degrades that region more "
+                                  "than the rest, beyond as many random channels",
+                         headline=r["region"] == rows[0]["region"], units=versus["n"]))
     return out
 
 
@@ -322,13 +348,96 @@ def _budget_claims(run: Run, runs: dict[str, Run]) -> list[Claim]:
                          f"{t['verdict']}",
                          f"slope {FLAT_PER_DOUBLING:g} per doubling",
                          direction(slope, t["toward"], FLAT_PER_DOUBLING) if slope.get("ci95") else "inconclusive",
-                         "trend", "budget-response"))
+                         "trend", "budget-response", question=f"{t['claim']}: with more training, the {t['task']} "
+                         f"{t['permute']} {t['metric']} moves toward it", headline=True, units=len(t["seeds"])))
+    return out
+
+
+def _census_claims(run: Run, _runs: dict[str, Run]) -> list[Claim]:
+    """Each pretrained model's last layer: a location readout of the pooled vector against the same readout with the
+    pooled channels permuted at test time; its random-init twin and the order-free (sorted) readout beside it."""
+    c, out = run.config, []
+    paired = {p["name"]: p for p in run.metrics.get("comparisons", []) if "name" in p and "ci95" in p}
+    last = run.metrics.get("last_layer", {})
+    models = [m for m in run.metrics.get("models", []) if m in last and not m.endswith("(random init)")]
+    for model in models:
+        layer = last[model]
+        p = paired.get(f"{model}:{layer['layer']}:plain_vs_permuted_test")
+        if p is None:
+            continue
+        twin = last.get(f"{model} (random init)")
+        beside = f"; its random-init twin: readout {_stat_text(twin['accuracy'])}" if twin else ""
+        out.append(Claim(f"a pretrained network's pooled vector carries position in its channel order: permuting "
+                         f"the pooled channels at test time lowers a location readout's accuracy ({model}, "
+                         f"{layer['layer']})", BEYOND + " (a census of pretrained CNNs)", _name(run),
+                         f"{model} (ImageNet weights), {c.get('data', '?')} {c.get('grid', '?')}×{c.get('grid', '?')} "
+                         f"canvases, {c.get('train_size', '?')} readout training canvases; {p['n']} readout seeds",
+                         f"plain − permuted accuracy {_stat_text(p)}; plain readout {_stat_text(layer['accuracy'])}, "
+                         f"sorted (order-free) {_stat_text(layer['accuracy_sorted'])}, chance "
+                         f"{number(layer['chance'])}{beside}", f"accuracy {ACCURACY_SESOI:g}",
+                         direction(p, +1, ACCURACY_SESOI), "direction", "census", p.get("p_value"),
+                         question="a pretrained network's pooled vector carries position in its channel order "
+                                  "(permuting it at test time lowers a location readout)",
+                         headline=model == models[0], units=p["n"]))
+    return out
+
+
+def _probe_claims(run: Run, _runs: dict[str, Run]) -> list[Claim]:
+    """At each probed layer, the ordered pooled vector against its sorted values (a permutation-invariant code)."""
+    c, out = run.config, []
+    paired = {p["name"]: p for p in run.metrics.get("comparisons", []) if "name" in p and "ci95" in p}
+    weights = "ImageNet weights" if c.get("pretrained") else "random init"
+    for layer in run.metrics.get("layers", []):
+        p = paired.get(f"{layer['layer']}:plain_vs_sorted")
+        if p is None or "accuracy_sorted" not in layer:
+            continue
+        out.append(Claim(f"position needs the channel order: a location readout of the sorted pooled vector "
+                         f"(order-free) reads less than one of the ordered vector ({layer['layer']})",
+                         BEYOND + " (order-free readouts)", _name(run),
+                         f"{c.get('model', '?')} ({weights}), {c.get('data', '?')} canvases, "
+                         f"{run.metrics.get('n_train', '?')} readout training canvases; {p['n']} readout seeds",
+                         f"ordered − sorted accuracy {_stat_text(p)}; sorted readout "
+                         f"{_stat_text(layer['accuracy_sorted'])}, chance {number(layer['chance'])}",
+                         f"accuracy {ACCURACY_SESOI:g}", direction(p, +1, ACCURACY_SESOI), "direction", "probe",
+                         p.get("p_value"), question="position needs the channel order: a location readout of the "
+                         "sorted (order-free) pooled vector reads less than one of the ordered vector",
+                         headline=layer["layer"] == "backbone", units=p["n"]))
+    return out
+
+
+def _debias_claims(run: Run, _runs: dict[str, Run]) -> list[Claim]:
+    """Post-hoc debiasing: the flip-ranked channels zeroed against as many random channels, per N, with the
+    accuracy cost and (where the run has them) retraining's gains beside."""
+    c, m, out = run.config, run.metrics, []
+    paired = {p["name"]: p for p in m.get("comparisons", []) if "name" in p and "ci95" in p}
+    rows = [r for r in m.get("rows", []) if r.get("set") == "ranked"]
+    paper = min(rows, key=lambda r: abs(r["fraction"] - PAPER_FRACTION))["n"] if rows else None
+    network = "ImageNet weights" if c.get("pretrained") else "one trained network"
+    retrained = {r["method"]: r for r in m.get("retrained", [])}
+    for r in rows:
+        p = paired.get(f"ranked_vs_random_consistency_gain_n{r['n']}")
+        if p is None:
+            continue
+        cost = paired.get(f"ranked_vs_random_cost_n{r['n']}")
+        beside = f"; ranked − random {m.get('score', 'score')} cost {_stat_text(cost)}" if cost else ""
+        if "augshift" in retrained and r["n"] == paper:
+            beside += f"; retraining with AugShift instead: gain {_stat_text(retrained['augshift']['consistency_gain'])}"
+        out.append(Claim(f"zeroing the top {r['n']} ({r['fraction']:.0%}) {m.get('ranking', 'flip')}-ranked channels "
+                         "post hoc raises consistency more than zeroing as many random channels", BEYOND +
+                         " (debiasing without retraining)", _name(run),
+                         f"{c.get('model', '?')} width {c.get('width', '?')} ({network}), {m.get('data', '?')}, "
+                         f"{m.get('protocol', {}).get('images', '?')} test images; {p['n']} draws of random channels",
+                         f"ranked − random consistency gain {_stat_text(p)}{beside}", f"consistency {ACCURACY_SESOI:g}",
+                         direction(p, +1, ACCURACY_SESOI), "direction", "debias", p.get("p_value"),
+                         question="zeroing the top-N position-ranked channels post hoc raises consistency more than "
+                                  "zeroing as many random channels",
+                         headline=r["n"] == paper, units=p["n"]))
     return out
 
 
 CLAIMS_BY_EXPERIMENT: dict[str, Callable[[Run, dict[str, Run]], list[Claim]]] = {
     "gap-study": _gap_claims, "augshift": _augshift_claims, "ablate": _ablate_claims, "attack": _attack_claims,
-    "budget-response": _budget_claims}
+    "budget-response": _budget_claims, "census": _census_claims, "probe": _probe_claims, "debias": _debias_claims}
 
 
 def adjusted(found: Sequence[Claim]) -> list[Claim]:

@@ -1,16 +1,20 @@
 """What a report shows of each run, independent of the output format: the command, date, environment and
 resolved config; every statistic of its metrics outside lists (mean, interval, n, method); its CSV tables, each
-statistic's mean and interval columns (``k``, ``k_lo``, ``k_hi``, see ``tables.flat_stats``) joined in one cell
-(per-epoch tables are left to their figures); and its figures."""
+statistic's mean and interval columns (``k``, ``k_lo``, ``k_hi``, see ``tables.flat_stats``) joined in one cell,
+p-values as p-values (``stats.p_text``), column names in words (per-epoch tables are left to their figures); and its
+figures. ``number``, ``interval`` and ``stats.p_text`` are the one rule by which the report prints numbers."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from poschan.results import Run, load_run
+from poschan.stats import p_text
 
 MAX_ROWS = 60  # a longer table (one row per channel, say) is cut; its CSV beside the run has every row
+WORDS = {"p": "p-value", "ci95": "95% CI", "miou": "mIoU", "iou": "IoU", "spc": "SPC", "mae": "MAE", "vs": "versus"}
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,7 @@ class Table:
     columns: list[str]
     rows: list[list[str]]
     note: str = ""
+    total: int | None = None  # the rows before a cut (None: none cut)
 
 
 @dataclass(frozen=True)
@@ -36,16 +41,24 @@ class Section:
 
 
 def number(value: object) -> str:
-    """A number as the report prints it: 3 decimals, or 3 significant digits when smaller than 0.001."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """A number as a report prints it: a float to 3 significant figures, trailing zeros kept (0.830, 1.00, -0.0410,
+    1.23e-05), from 1,000 on whole with thousands separators (12,345); an int (a count) and any other value as is."""
+    if not isinstance(value, float) or not math.isfinite(value):
         return str(value)
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.3f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.3g}"
+    if abs(value) >= 999.5:
+        return f"{value:,.0f}"
+    return f"{value:#.3g}".removesuffix(".")
 
 
 def interval(mean: object, lo: object, hi: object) -> str:
+    """A mean and its interval: "0.310 [0.280, 0.340]"."""
     return f"{number(mean)} [{number(lo)}, {number(hi)}]"
+
+
+def header(column: str) -> str:
+    """A CSV column's name in words: underscores as spaces, a few abbreviations spelled out (``p_value`` and a
+    ``*_p`` column: p-value; ``ci95``: 95% CI; ``miou``: mIoU)."""
+    return " ".join(WORDS.get(word, word) for word in (["p"] if column == "p_value" else column.split("_")))
 
 
 def _is_statistic(node: object) -> bool:
@@ -72,22 +85,39 @@ def summary(run: Run) -> Table:
 def _table(run: Run, name: str) -> Table:
     rows = run.table(name)
     columns = list(rows[0]) if rows else []
-    joined = {c for c in columns if f"{c}_lo" in columns and f"{c}_hi" in columns}
-    bounds = {c: _bound_column(c) for c in columns if _bound_column(c) in columns}  # p-value -> its "is a bound"
-    shown = [c for c in columns if not any(c in (f"{j}_lo", f"{j}_hi") for j in joined) and c not in bounds.values()]
+    joined = {c: pair for c in columns if (pair := _interval_columns(c, columns))}  # statistic -> its interval
+    bounds = {c: _bound_column(c) for c in columns if _is_p(c)}  # p-value -> its "is a bound" column
+    hidden = {k for pair in joined.values() for k in pair} | set(bounds.values())
+    shown = [c for c in columns if c not in hidden]
 
     def cell(row: dict, column: str) -> str:
+        value = _parse(row[column])
+        if value in ("", None):  # not measured in this row
+            return ""
         if column in joined:
-            if row[f"{column}_lo"] in ("", None):  # no interval (said in the run's summary)
-                return f"{number(_parse(row[column]))} (no interval)"
-            return interval(*(_parse(row[k]) for k in (column, f"{column}_lo", f"{column}_hi")))
-        if column in bounds and row.get(bounds[column]) == "True":
-            return f"≤ {number(_parse(row[column]))} (resampling floor)"
-        return number(_parse(row[column]))
+            lo, hi = joined[column]
+            if row[lo] in ("", None):  # no interval (said in the run's summary)
+                return f"{number(value)} (no interval)"
+            return interval(value, _parse(row[lo]), _parse(row[hi]))
+        if column in bounds and isinstance(value, (int, float)):
+            return p_text({"p_value": value, "p_bound": row.get(bounds[column]) == "True"}, cell=True)
+        return number(value)
 
-    header = [f"{c} [95% CI]" if c in joined else c for c in shown]
-    note = f"the first {MAX_ROWS} of {len(rows)} rows; all in {name}.csv" if len(rows) > MAX_ROWS else ""
-    return Table(name, header, [[cell(row, c) for c in shown] for row in rows[:MAX_ROWS]], note)
+    header_row = [f"{header(c)} [95% CI]" if c in joined else header(c) for c in shown]
+    return Table(name, header_row, [[cell(row, c) for c in shown] for row in rows[:MAX_ROWS]],
+                 total=len(rows) if len(rows) > MAX_ROWS else None)
+
+
+def _interval_columns(column: str, columns: list[str]) -> tuple[str, str] | None:
+    """The columns of statistic ``column``'s interval: ``k_lo``, ``k_hi`` (``tables.flat_stats``), or ``lo``, ``hi``
+    beside a comparison's ``difference`` (``tables.comparison_rows``); None where it has none."""
+    pairs = [(f"{column}_lo", f"{column}_hi")] + ([("lo", "hi")] if column == "difference" else [])
+    return next((pair for pair in pairs if set(pair) <= set(columns)), None)
+
+
+def _is_p(column: str) -> bool:
+    """Whether ``column`` holds p-values: ``p_value``, ``p`` or ``*_p`` (``tables.flat_stats``, ``comparison_rows``)."""
+    return column in ("p_value", "p") or column.endswith("_p")
 
 
 def _bound_column(column: str) -> str:

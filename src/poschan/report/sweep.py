@@ -7,11 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from poschan.report.claims import MIOU_SESOI, direction
+from poschan.report.claims import MIOU_SESOI, PAPER_FRACTION, direction, paper_row
 from poschan.report.document import Table, interval
 from poschan.results import Run
-
-PAPER_FRACTION = 0.05  # the paper zeroes 100 of 2048 channels
 
 
 def _cell(stat: dict | None) -> str:
@@ -37,8 +35,7 @@ def sweep_table(runs: Sequence[Run]) -> Table | None:
     for run in ablations:
         m = run.metrics
         paired = {p["name"]: p for p in m.get("comparisons", []) if "name" in p and "ci95" in p}
-        flips = [row for row in m["reliance"] if row.get("ranking") == "flip"]
-        paper = min(flips, key=lambda row: abs(row["fraction"] - PAPER_FRACTION)) if flips else None
+        paper = paper_row(run)
         n = paper["n"] if paper else None
         rankings = {v["ranking"]: v for v in m.get("rankings", [])}
         closest = m.get("closest_to_reference")
