@@ -1,6 +1,7 @@
 """The README's findings and docs/results.md are the report of the committed results/, and stay so."""
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -119,3 +120,12 @@ def test_no_two_committed_runs_hold_the_same_measurements():
         measured = tuple(_measured(json.loads(path.read_text())["metrics"]))
         assert measured not in seen, f"{path.parent.name} repeats {seen.get(measured)}"
         seen[measured] = path.parent.name
+
+
+def test_no_zero_printed_as_0_000_anywhere_a_reader_looks():
+    """A p-value (or any number) never prints as a bare 0.000: p < 1e-16, a floor as a bound, 3 significant
+    figures otherwise."""
+    pattern = re.compile(r"(?<![0-9.])0\.000(?![0-9])")
+    for page in ("README.md", "docs/results.md", "docs/report.html"):
+        assert not pattern.findall((ROOT / page).read_text()), page
+    assert pattern.findall("p = 0.000 |") and not pattern.findall("0.00030 10.000")  # the pattern itself

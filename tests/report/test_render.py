@@ -100,3 +100,20 @@ def test_p_values_at_a_resampling_floor_print_as_bounds_and_missing_intervals_sa
     assert "| difference [95% CI] | n | p-value |" in text and "] | 1 | ≤ 0.0005 (floor) |" in text
     assert "p_bound" not in text
     assert text.count("0.200 (no interval)") == 2
+
+
+def test_each_experiment_opens_with_its_question_and_headline_figure_before_its_folded_runs(tmp_path):
+    from poschan.report.render import QUESTIONS
+
+    run = RunDir(tmp_path / "run", {})
+    work = run.open()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    save_figure(fig, work / "scores.png")
+    run.write_results("rank", {}, [0], "cpu", 1.0)
+    out = tmp_path / "r.html"
+    assert main(["report", str(run.commit()), "--out", str(out)]) == 0
+    text = out.read_text()
+    question, figure, folded = (text.index(QUESTIONS["rank"]), text.index('alt="scores"'), text.index("<details>"))
+    assert question < figure < folded
+    assert text.count(base64.b64encode((tmp_path / "run" / "scores.png").read_bytes()).decode()) == 2  # and its run's

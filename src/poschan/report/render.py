@@ -60,7 +60,8 @@ class Picture:
 
     name: str
     caption: str
-    draw: Callable[[], plt.Figure | None]
+    draw: Callable[[], plt.Figure | None] | None = None
+    path: Path | None = None  # or a run's own figure, shown as it is
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,12 @@ def _picture(experiment: str, sections: Sequence[Section]) -> Picture | None:
         return Picture("segmentation-sweep", hf.SWEEP_CAPTION, lambda: hf.sweep_figure(runs))
     if experiment == "attack":
         return Picture("region-attack", hf.ATTACK_CAPTION, lambda: hf.attack_figure(runs))
-    return None
+    first = next((s for s in sections if s.figures), None)
+    if first is None:
+        return None
+    path = first.figures[0]
+    return Picture(path.stem, f"{first.run.path.name}: {path.stem.replace('_', ' ')} (the run's own figure; its "
+                              "other figures and tables are in its section below)", path=path)
 
 
 def build_report(sections: Sequence[Section], found: Sequence[Claim], title: str = "poschan report") -> Report:
@@ -182,6 +188,8 @@ class _Images:
     def picture(self, picture: Picture | None) -> str:
         if picture is None:
             return ""
+        if picture.path is not None:
+            return self.file(picture.path, picture.name, picture.caption)
         if self.page is not None:
             path = self.pictures / f"{picture.name}.png"
             return self.file(path, picture.name, picture.caption) if path.is_file() else ""
@@ -259,6 +267,8 @@ def figure_folder(out: Path) -> Path:
 
 
 def _md_picture(picture: Picture | None, out: Path, folder: Path) -> list[str]:
+    if picture is not None and picture.path is not None:
+        return [f"![{picture.name}]({_relative(picture.path, out)})", f"*{picture.caption}*"]
     fig = picture.draw() if picture else None
     if fig is None:
         return []
