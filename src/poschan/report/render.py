@@ -54,6 +54,10 @@ QUESTIONS = {
 }
 
 
+# The run figure that heads an experiment's part where the report draws none of its own (else its first figure).
+OWN_HEADLINE = {"augshift": "methods", "budget-response": "scaling"}
+
+
 @dataclass(frozen=True)
 class Picture:
     """A figure of the report itself (beyond the runs' own), drawn when rendered."""
@@ -96,7 +100,7 @@ def _picture(experiment: str, sections: Sequence[Section]) -> Picture | None:
     first = next((s for s in sections if s.figures), None)
     if first is None:
         return None
-    path = first.figures[0]
+    path = next((f for f in first.figures if f.stem == OWN_HEADLINE.get(experiment)), first.figures[0])
     return Picture(path.stem, f"{first.run.path.name}: {path.stem.replace('_', ' ')} (the run's own figure; its "
                               "other figures and tables are in its section below)", path=path)
 
