@@ -54,8 +54,11 @@ def test_killed_study_rerun_skips_finished_steps_and_ends_with_the_report(tmp_pa
         assert violations(json.loads((out / name / "results.json").read_text())["metrics"]) == [], name
     assert not any(p.name.endswith(".partial") for p in out.iterdir())
     report = (out / "report.html").read_text()
-    assert report.count("<h2>") == len(steps) + 2 and "<h2>Claims of the paper</h2>" in report
-    assert "<h2>Segmentation sweep</h2>" in report
+    experiments = {json.loads((out / name / "results.json").read_text())["experiment"] for name in steps}
+    assert report.count("<h2>") == len(experiments) + 1 and "<h2>Findings</h2>" in report  # then one per experiment
+    assert all(f"<summary>{json.loads((out / n / 'results.json').read_text())['experiment']} · {n}:" in report
+               for n in steps)  # every step's run, folded
+    assert "<caption>segmentation sweep</caption>" in report
     assert "poschan reproduce --preset smoke" in report
 
     assert main(["reproduce", "--preset", "smoke", "--out", str(out)]) == 0  # complete: nothing to do
