@@ -9,7 +9,8 @@ import pytest
 from poschan.report.claims import ABSTRACT, BEYOND, Claim, claims, direction
 from poschan.report.document import interval
 from poschan.report.findings import findings
-from poschan.results import load_run
+from poschan.results import Run, load_run
+from poschan.stats import METHOD_VERSION
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 
@@ -61,3 +62,31 @@ def test_claims_beyond_the_paper_decide_on_their_comparison(name, comparison, he
     assert headline in main.claim and main.source.startswith(BEYOND) and main.units == p["n"]
     assert main.unadjusted == direction(p, +1, 0.01)
     assert interval(p["mean"], *p["ci95"]) in main.measured
+
+
+def test_order_free_readouts_of_the_budget_response_say_what_they_mean():
+    """The sorted readout against chance per cell and training; the headline at the main width's largest budget on
+    networks trained for location; the ordered readout and the moments beside it."""
+    from poschan.report.claims import ORDER_FREE_MEANING, above_chance
+
+    def readout(cell, width, samples, trained, permute, kind, lo, hi):
+        return {"cell": cell, "width": width, "samples": samples, "trained": trained, "permute": permute,
+                "target": "location", "readout": kind, "chance": 1 / 9,
+                "accuracy": {"mean": (lo + hi) / 2, "ci95": [lo, hi], "n": 3}}
+
+    rows = [readout(c, w, n, t, p, k, lo, hi) for c, w, n in (("w8-x1", 8, 32000), ("w16-x4", 16, 128000),
+                                                               ("w8-x16", 8, 512000))
+            for t in ("location", "semantic") for p in ("none", "per-batch")
+            for k, lo, hi in (("plain", 0.9, 0.95), ("sorted", 0.05, 0.3) if p == "none" else ("sorted", 0.4, 0.5),
+                              ("moments", 0.2, 0.3))]
+    run = Run(Path("budget-response"), "budget-response", {"width": 8}, {"readouts": rows}, [0],
+              {"stats": METHOD_VERSION}, 1.0)
+    found = [c for c in claims([run]) if c.rule == "above chance"]
+    assert len(found) == 3 * 2 * 2
+    by = {f.question: f for f in findings(found)}
+    normal = by[f"{ORDER_FREE_MEANING['none']} (a location readout of its sorted pooled vector is above chance)"]
+    assert normal.headline.run == "budget-response:w8-x16" and "trained for location" in normal.headline.claim
+    assert normal.headline.verdict == above_chance({"ci95": [0.05, 0.3]}, 1 / 9) == "inconclusive"
+    assert "ordered readout 0.925 [0.900, 0.950]" in normal.headline.measured and "moments" in normal.headline.measured
+    permuted = [f for q, f in by.items() if q.startswith(ORDER_FREE_MEANING["per-batch"])][0]
+    assert permuted.headline.verdict == "reproduced" and permuted.tally["reproduced"] == 6

@@ -350,6 +350,43 @@ def _budget_claims(run: Run, runs: dict[str, Run]) -> list[Claim]:
                          direction(slope, t["toward"], FLAT_PER_DOUBLING) if slope.get("ci95") else "inconclusive",
                          "trend", "budget-response", question=f"{t['claim']}: with more training, the {t['task']} "
                          f"{t['permute']} {t['metric']} moves toward it", headline=True, units=len(t["seeds"])))
+    return out + _order_free_claims(run)
+
+
+# What a location readout of the sorted pooled vector above chance means, by how the backbone was trained.
+ORDER_FREE_MEANING = {
+    "none": "a normally trained net keeps position outside its channel order too",
+    "per-batch": "a net trained under per-batch channel permutation keeps position in order-free statistics of its "
+                 "pooled vector",
+    "per-sample": "a net trained under per-sample channel permutation keeps position in order-free statistics of its "
+                  "pooled vector"}
+
+
+def _order_free_claims(run: Run) -> list[Claim]:
+    """The budget response's order-free readouts: location from each frozen backbone's sorted pooled vector (a
+    permutation-invariant code) against chance, the ordered readout and the moments beside; the headline at the
+    largest budget of the main width, on networks trained for location."""
+    rows = [r for r in run.metrics.get("readouts", []) if r.get("target") == "location"]
+    by = {(r["cell"], r["trained"], r["permute"], r["readout"]): r for r in rows}
+    main = [r["samples"] for r in rows if r["width"] == run.config.get("width")]
+    out = []
+    for r in (r for r in rows if r["readout"] == "sorted" and r["permute"] in ORDER_FREE_MEANING):
+        plain, moments = (by.get((r["cell"], r["trained"], r["permute"], k)) for k in ("plain", "moments"))
+        beside = f"; ordered readout {_stat_text(plain['accuracy'])}" if plain else ""
+        beside += f"; moments {_stat_text(moments['accuracy'])}" if moments else ""
+        meaning = ORDER_FREE_MEANING[r["permute"]]
+        out.append(Claim(f"{meaning}: a location readout of the sorted pooled vector is above chance (backbone "
+                         f"trained for {r['trained']}, cell {r['cell']})", BEYOND + " (order-free readouts)",
+                         f"{_name(run)}:{r['cell']}",
+                         f"fashion-mnist, resnet18-paper width {r['width']}, {r['samples']:,} training samples "
+                         f"({r['samples'] / PAPER_SAMPLES:.1%} of the paper's {PAPER_SAMPLES:,}); "
+                         f"{_units(r['accuracy']['n'])}",
+                         f"sorted readout {_stat_text(r['accuracy'])}; chance {number(r['chance'])}{beside}",
+                         f"share {ABOVE_CHANCE_SHARE:g} of the possible above-chance accuracy",
+                         above_chance(r["accuracy"], r["chance"]), "above chance", "budget-response",
+                         question=f"{meaning} (a location readout of its sorted pooled vector is above chance)",
+                         headline=r["trained"] == "location" and r["width"] == run.config.get("width")
+                         and r["samples"] == max(main, default=None), units=r["accuracy"]["n"]))
     return out
 
 
