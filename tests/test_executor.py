@@ -3,6 +3,9 @@ results kept, retries, and a gap study that gives the same numbers on every exec
 
 import csv
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from poschan.results import RunDir
 
 EXECUTORS = ["sequential", "local", "ray"]
 PARALLEL = ["local", "ray"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _attempts(log: Path) -> int:
@@ -206,3 +210,38 @@ def test_parallel_augshift_gives_the_sequential_numbers(tmp_path):
     reference = _metrics(tmp_path / "sequential")
     assert reference["methods"]["baseline"] != reference["methods"]["augshift"]  # a mix-up of jobs would show
     assert _metrics(tmp_path / "local") == reference
+
+
+def linger(pidfile: str) -> None:
+    """Writes its process id, then runs far longer than the test waits."""
+    Path(pidfile).write_text(str(os.getpid()))
+    time.sleep(120)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie left for a container's init to reap has ended)."""
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_killed_command_leaves_no_worker_training_behind(tmp_path):
+    """The parent killed outright (no handler runs): its local worker, mid-job, ends within seconds."""
+    pidfile = tmp_path / "worker.pid"
+    code = ("from poschan.executor import Job, run_jobs; from tests.test_executor import linger; "
+            f"run_jobs([Job('long', linger, ({str(pidfile)!r},))], executor='local', workers=1)")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        worker = int(pidfile.read_text())
+        assert _alive(worker)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(worker)
+    finally:
+        parent.kill()

@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -177,12 +180,25 @@ def _sequential(jobs: Sequence[Job], threads: int, tally: _Tally) -> None:
                 again = tally.settle(i, error=err)
 
 
+def _exit_with(parent: int) -> None:
+    """In a worker: end this process when ``parent`` is gone. A pool's worker notices a dead parent only between
+    jobs, and a training job runs for minutes; killed mid-run, the command must not leave trainings behind writing
+    into its ``OUT.partial`` (nothing in the standard library or torch does this, so a thread watches)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="poschan-parent-watch").start()
+
+
 def _local(jobs: Sequence[Job], threads: int, workers: int, tally: _Tally) -> None:
     """Rounds of a fresh pool of spawned workers (safe with CUDA and torch's thread pools; a pool broken by a
-    crashed worker is replaced) over the jobs still to run."""
+    crashed worker is replaced; each worker ends when this process does) over the jobs still to run."""
     todo = list(range(len(jobs)))
     while todo and not tally.stopped:
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_exit_with, initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(_attempt, threads, jobs[i].fn, *jobs[i].args): i for i in todo}
             todo = []
             for future in as_completed(futures):
