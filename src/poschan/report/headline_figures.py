@@ -10,9 +10,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.transforms import offset_copy
 
-from poschan.report.claims import paper_row
+from poschan.report.claims import PAPER_FRACTION, paper_row
 from poschan.report.figures import plt
-from poschan.report.sweep import PAPER_FRACTION
 from poschan.results import Run
 
 GAP_CAPTION = ("GAP study (gap-fc head, zero padding, the smallest grid): test accuracy of the location and semantic "
