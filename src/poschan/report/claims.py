@@ -256,10 +256,14 @@ def _trained(run: Run, runs: dict[str, Run]) -> Run | None:
     return runs.get("seg-train-" + _name(run).split("-", 1)[-1])
 
 
+def nearest_paper(rows: Sequence[dict]) -> dict | None:
+    """The row whose fraction of channels is nearest the paper's (None without rows)."""
+    return min(rows, key=lambda row: abs(row["fraction"] - PAPER_FRACTION)) if rows else None
+
+
 def paper_row(run: Run) -> dict | None:
     """The reliance row of an `ablate` run's flip ranking whose fraction of channels is nearest the paper's."""
-    flips = [row for row in run.metrics.get("reliance", []) if row.get("ranking", "flip") == "flip"]
-    return min(flips, key=lambda row: abs(row["fraction"] - PAPER_FRACTION)) if flips else None
+    return nearest_paper([row for row in run.metrics.get("reliance", []) if row.get("ranking", "flip") == "flip"])
 
 
 def _ablate_claims(run: Run, runs: dict[str, Run]) -> list[Claim]:
@@ -448,7 +452,7 @@ def _debias_claims(run: Run, _runs: dict[str, Run]) -> list[Claim]:
     c, m, out = run.config, run.metrics, []
     paired = {p["name"]: p for p in m.get("comparisons", []) if "name" in p and "ci95" in p}
     rows = [r for r in m.get("rows", []) if r.get("set") == "ranked"]
-    paper = min(rows, key=lambda r: abs(r["fraction"] - PAPER_FRACTION))["n"] if rows else None
+    paper = (nearest_paper(rows) or {}).get("n")
     network = "ImageNet weights" if c.get("pretrained") else "one trained network"
     retrained = {r["method"]: r for r in m.get("retrained", [])}
     for r in rows:
